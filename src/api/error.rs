@@ -1,0 +1,149 @@
+//! `ApiError`: what every handler returns on failure. Module error enums convert into it; its
+//! `ResponseError` impl is the only place an error response is made.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+
+use super::catalogue::Code;
+use super::context::{REQUEST_ID_HEADER, RequestContext, request_context};
+use super::envelope::ErrorBody;
+
+/// An error answer: a catalogue code, an optional public detail (which field, which limit), an
+/// optional `Retry-After`, and the internal cause that is logged but never shown.
+pub struct ApiError {
+    code: Code,
+    detail: Option<String>,
+    retry_after: Option<u64>,
+    cause: Option<anyhow::Error>,
+    /// Set when the error is rendered outside the request's task (a panic's answer is made by
+    /// the server after the request context middleware has returned).
+    context: Option<RequestContext>,
+}
+
+/// Marks a response whose body the envelope renderer already made, so the context middleware
+/// leaves it alone.
+#[derive(Clone, Copy)]
+pub(crate) struct Rendered;
+
+impl ApiError {
+    pub fn new(code: Code) -> Self {
+        ApiError {
+            code,
+            detail: None,
+            retry_after: None,
+            cause: None,
+            context: None,
+        }
+    }
+
+    /// 400 whose message says what is wrong with the input.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::new(Code::BAD_REQUEST).with_detail(detail)
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new(Code::NOT_FOUND)
+    }
+
+    /// 500: the cause goes to the log with the request id, never to the client.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError::new(Code::INTERNAL).with_cause(cause)
+    }
+
+    /// 503 with `Retry-After`: a dependency is down or the service protects itself.
+    pub fn unavailable(retry_after_secs: u64) -> Self {
+        ApiError::new(Code::SERVICE_BUSY).with_retry_after(retry_after_secs)
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
+    }
+
+    pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub(crate) fn in_context(mut self, context: RequestContext) -> Self {
+        self.context = Some(context);
+        self
+    }
+
+    pub fn code(&self) -> Code {
+        self.code
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError")
+            .field("code", &self.code.number())
+            .field("detail", &self.detail)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code.number(), self.code.info().name)?;
+        if let Some(cause) = &self.cause {
+            write!(f, ": {cause:#}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let context = self.context.clone().unwrap_or_else(request_context);
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(request_id = %context.request_id, error = %self, "request failed");
+        }
+        let body = ErrorBody::render(
+            self.code,
+            self.detail.as_deref(),
+            context.lang,
+            &context.request_id,
+        );
+        let mut response = HttpResponse::build(status);
+        if let Ok(request_id) = HeaderValue::from_str(&context.request_id) {
+            response.insert_header((REQUEST_ID_HEADER, request_id));
+        }
+        if let Some(secs) = self.retry_after {
+            response.insert_header((RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        let mut response = response.json(body);
+        response.extensions_mut().insert(Rendered);
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// A pool that cannot hand out a connection in time, or a database that cannot be reached,
+    /// is an outage: 503 with `Retry-After`, so clients back off instead of hanging.
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                ApiError::unavailable(2).with_cause(error)
+            }
+            _ => ApiError::internal(error),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Typed settings from the environment (and `.env`, read by the binary). Every variable of the
+//! contract's configuration table is parsed and validated here, once; a bad value stops startup
+//! with a message that names the variable and what is wrong with it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Test,
+    Production,
+}
+
+/// Where the database is: a URL, or the private cluster under `DATA_DIR/postgres`.
+#[derive(Clone, Debug)]
+pub enum DatabaseSettings {
+    Url(SecretString),
+    Embedded,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app_env: AppEnv,
+    pub listen_addr: SocketAddr,
+    pub public_url: Url,
+    pub database: DatabaseSettings,
+    pub data_dir: PathBuf,
+    pub redis_url: Option<SecretString>,
+    pub smtp_url: Option<SecretString>,
+    pub mail_from: String,
+    pub stripe_secret_key: Option<SecretString>,
+    pub stripe_webhook_secret: Option<SecretString>,
+    pub stripe_api_base: Url,
+    pub admin_emails: Vec<String>,
+    pub captcha_test_code: Option<String>,
+    /// HTTP worker threads (`HTTP_WORKERS`); the number of cores by default.
+    pub http_workers: usize,
+}
+
+/// A variable that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+fn invalid(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can pass their own variables. An empty value
+    /// counts as unset, as `.env` files write `NAME=` for "nothing".
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let app_env = match get("APP_ENV").as_deref() {
+            None | Some("development") => AppEnv::Development,
+            Some("test") => AppEnv::Test,
+            Some("production") => AppEnv::Production,
+            Some(other) => {
+                return Err(invalid(
+                    "APP_ENV",
+                    format!("unknown environment {other:?}; use development, test or production"),
+                ));
+            }
+        };
+
+        let listen_addr = match get("LISTEN_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(value) => value.parse().map_err(|_| {
+                invalid(
+                    "LISTEN_ADDR",
+                    format!("{value:?} is not an address like 127.0.0.1:8080"),
+                )
+            })?,
+        };
+
+        let public_url = match get("PUBLIC_URL") {
+            None => Url::parse(&format!("http://{listen_addr}")).expect("an address is a host"),
+            Some(value) => parse_http_url("PUBLIC_URL", &value)?,
+        };
+
+        let database = match get("DATABASE_URL") {
+            None => DatabaseSettings::Embedded,
+            Some(value) => {
+                validate_database_url(&value)?;
+                DatabaseSettings::Url(SecretString::from(value))
+            }
+        };
+
+        let redis_url = get("REDIS_URL")
+            .map(|value| validate_scheme("REDIS_URL", &value, &["redis", "rediss"]))
+            .transpose()?;
+        let smtp_url = get("SMTP_URL")
+            .map(|value| validate_scheme("SMTP_URL", &value, &["smtp", "smtps"]))
+            .transpose()?;
+
+        let mail_from = get("MAIL_FROM").unwrap_or_else(|| String::from("no-reply@localhost"));
+        if !mail_from.contains('@') {
+            return Err(invalid("MAIL_FROM", "must be an email address"));
+        }
+
+        let stripe_api_base = match get("STRIPE_API_BASE") {
+            None => Url::parse("https://api.stripe.com/").expect("a valid constant"),
+            Some(value) => parse_http_url("STRIPE_API_BASE", &value)?,
+        };
+
+        let admin_emails = get("ADMIN_EMAILS")
+            .map(|list| {
+                list.split(',')
+                    .map(|email| email.trim().to_lowercase())
+                    .filter(|email| !email.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let captcha_test_code = get("CAPTCHA_TEST_CODE");
+        if captcha_test_code.is_some() && app_env == AppEnv::Production {
+            return Err(invalid(
+                "CAPTCHA_TEST_CODE",
+                "a fixed captcha answer is refused when APP_ENV=production",
+            ));
+        }
+
+        let http_workers = match get("HTTP_WORKERS") {
+            None => std::thread::available_parallelism().map_or(2, usize::from),
+            Some(value) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|workers| (1..=256).contains(workers))
+                .ok_or_else(|| invalid("HTTP_WORKERS", "must be a number from 1 to 256"))?,
+        };
+
+        Ok(Settings {
+            app_env,
+            listen_addr,
+            public_url,
+            database,
+            data_dir: PathBuf::from(get("DATA_DIR").unwrap_or_else(|| String::from(".data"))),
+            redis_url,
+            smtp_url,
+            mail_from,
+            stripe_secret_key: get("STRIPE_SECRET_KEY").map(SecretString::from),
+            stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
+            stripe_api_base,
+            admin_emails,
+            captcha_test_code,
+            http_workers,
+        })
+    }
+
+    /// The connection options of `DATABASE_URL`, when it is set.
+    pub fn database_url_options(&self) -> Option<PgConnectOptions> {
+        match &self.database {
+            DatabaseSettings::Url(url) => PgConnectOptions::from_str(url.expose_secret()).ok(),
+            DatabaseSettings::Embedded => None,
+        }
+    }
+}
+
+fn parse_http_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|error| invalid(variable, format!("{value:?} is not a URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(
+            variable,
+            format!("{value:?} must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+/// Checks the scheme without echoing the value, which may hold a password.
+fn validate_scheme(
+    variable: &'static str,
+    value: &str,
+    schemes: &[&str],
+) -> Result<SecretString, ConfigError> {
+    let url = Url::parse(value).map_err(|_| invalid(variable, "is not a URL"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(invalid(
+            variable,
+            format!("the scheme must be one of {schemes:?}"),
+        ));
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// A malformed `DATABASE_URL` is named without echoing its password.
+fn validate_database_url(value: &str) -> Result<(), ConfigError> {
+    let url = Url::parse(value).map_err(|_| {
+        invalid(
+            "DATABASE_URL",
+            "is not a URL like postgres://user:password@host:5432/database",
+        )
+    })?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(invalid(
+            "DATABASE_URL",
+            "the scheme must be postgres:// or postgresql://",
+        ));
+    }
+    PgConnectOptions::from_str(value)
+        .map_err(|_| invalid("DATABASE_URL", "is not a valid PostgreSQL connection URL"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn nothing_configured_gives_the_documented_defaults() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.app_env, AppEnv::Development);
+        assert_eq!(settings.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert!(matches!(settings.database, DatabaseSettings::Embedded));
+        assert_eq!(settings.data_dir, PathBuf::from(".data"));
+        assert_eq!(settings.mail_from, "no-reply@localhost");
+        assert_eq!(settings.stripe_api_base.as_str(), "https://api.stripe.com/");
+        assert!(settings.redis_url.is_none() && settings.smtp_url.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            (("APP_ENV", "staging"), "APP_ENV"),
+            (("DATABASE_URL", "not a url"), "DATABASE_URL"),
+            (
+                ("DATABASE_URL", "mysql://root@localhost/db"),
+                "DATABASE_URL",
+            ),
+            (("LISTEN_ADDR", "everywhere"), "LISTEN_ADDR"),
+            (("PUBLIC_URL", "ftp://example.com"), "PUBLIC_URL"),
+            (("REDIS_URL", "http://localhost"), "REDIS_URL"),
+        ];
+        for ((name, value), expected) in cases {
+            let error = settings(&[(name, value)]).unwrap_err();
+            assert_eq!(error.variable, expected);
+            assert!(error.to_string().contains(expected));
+        }
+    }
+
+    #[test]
+    fn a_malformed_database_url_is_reported_without_its_password() {
+        let error = settings(&[("DATABASE_URL", "postgres://u:hunter2@host:notaport/db")]);
+        let text = error.unwrap_err().to_string();
+        assert!(text.contains("DATABASE_URL") && !text.contains("hunter2"));
+    }
+
+    #[test]
+    fn the_captcha_test_code_is_refused_in_production() {
+        let error =
+            settings(&[("APP_ENV", "production"), ("CAPTCHA_TEST_CODE", "1234")]).unwrap_err();
+        assert_eq!(error.variable, "CAPTCHA_TEST_CODE");
+        assert!(settings(&[("APP_ENV", "test"), ("CAPTCHA_TEST_CODE", "1234")]).is_ok());
+    }
+
+    #[test]
+    fn admin_emails_are_trimmed_and_lower_cased() {
+        let settings = settings(&[("ADMIN_EMAILS", " Boss@Example.com, ,ops@example.com")]);
+        assert_eq!(
+            settings.unwrap().admin_emails,
+            ["boss@example.com", "ops@example.com"]
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let settings = settings(&[("STRIPE_SECRET_KEY", "sk_test_abcdef")]).unwrap();
+        assert!(!format!("{settings:?}").contains("sk_test_abcdef"));
+    }
+}

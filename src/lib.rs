@@ -1,0 +1,14 @@
+//! meterapi: the account-and-billing backend of a paid data API.
+//!
+//! `/myapi/...` is the account surface for frontends, `/api/v1/...` the metered gateway for API
+//! clients. Every answer carries the envelope and the codes of [`api::catalogue`].
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod ops;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use startup::Application;

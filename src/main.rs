@@ -1,0 +1,18 @@
+use meterapi::{Application, Settings, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // `.env` fills in what the environment leaves unset; its absence is fine.
+    let _ = dotenvy::dotenv();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(settings.app_env);
+    let application = Application::build(settings).await?;
+    tracing::info!(port = application.port(), "serving");
+    application.run_until_stopped().await
+}

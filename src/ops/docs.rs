@@ -1,0 +1,94 @@
+//! The OpenAPI document (utoipa), its interactive viewer (Swagger UI, vendored into the binary),
+//! and the error-code page rendered from `templates/errors.html`.
+
+use std::sync::OnceLock;
+
+use actix_web::http::header::{CONTENT_TYPE, LOCATION};
+use actix_web::{HttpResponse, web};
+use minijinja::value::Serde;
+use minijinja::{Environment, context};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api::{ApiError, CATALOGUE, ErrorBody, Module};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "meterapi", description = "Accounts, plans, API keys and the metered gateway. \
+        Every JSON answer is an envelope `{code, msg, data}`; errors add `sub_code` and \
+        `request_id`. The full code table is at `/myapi/error-codes` and `/docs/errors`."),
+    paths(super::healthz, super::readyz, super::error_codes),
+    components(schemas(ErrorBody)),
+    tags((name = "operations", description = "Health, readiness and the code catalogue"))
+)]
+struct ApiDoc;
+
+/// The whole document: the operations' paths here, merged with every module's.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Registered before Swagger UI, whose `/docs/{file}` would otherwise claim it.
+    cfg.route("/docs/errors", web::get().to(error_page))
+        .route(
+            "/docs",
+            web::get().to(|| async {
+                HttpResponse::PermanentRedirect()
+                    .insert_header((LOCATION, "/docs/"))
+                    .finish()
+            }),
+        )
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()));
+}
+
+fn templates() -> &'static Environment<'static> {
+    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        let mut environment = Environment::new();
+        environment
+            .add_template("errors.html", include_str!("../../templates/errors.html"))
+            .expect("templates/errors.html is a valid template");
+        environment
+    })
+}
+
+/// The catalogue as a page laid out like the seed's reference: module ranges, global codes,
+/// then one table per module.
+async fn error_page() -> Result<HttpResponse, ApiError> {
+    let global: Vec<_> = CATALOGUE
+        .iter()
+        .filter(|info| info.module == Module::Global)
+        .collect();
+    let modules: Vec<_> = Module::WITH_SUB_CODES
+        .iter()
+        .map(|module| {
+            let codes: Vec<_> = CATALOGUE
+                .iter()
+                .filter(|info| info.module == *module)
+                .collect();
+            let ranges: Vec<String> = module
+                .ranges()
+                .iter()
+                .map(|(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect();
+            context! { title => module.title(), purpose => module.purpose(),
+            ranges => ranges.join(", "), codes => Serde(codes) }
+        })
+        .collect();
+    let html = templates()
+        .get_template("errors.html")
+        .and_then(|template| {
+            template.render(context! { global => Serde(global), modules => modules })
+        })
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(html))
+}

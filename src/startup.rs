@@ -1,0 +1,93 @@
+//! `Application`: builds the whole service on a listener it binds itself (port 0 in tests) and
+//! runs it until SIGINT or SIGTERM, draining in-flight requests before it stops.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use sqlx::PgPool;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::{self, ApiError};
+use crate::config::Settings;
+use crate::db::Database;
+use crate::ops;
+use crate::telemetry::RequestSpan;
+
+/// How long a stopping server waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What every handler may use: the pool and the settings.
+pub struct AppContext {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    database: Database,
+}
+
+impl Application {
+    /// Connects to the database (starting the private cluster when `DATABASE_URL` is unset),
+    /// applies the migrations and binds `LISTEN_ADDR`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let database = Database::connect(&settings).await?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .with_context(|| format!("cannot listen on LISTEN_ADDR={}", settings.listen_addr))?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.http_workers;
+        let context = web::Data::new(AppContext {
+            pool: database.pool.clone(),
+            settings: Arc::new(settings),
+        });
+        let metrics = ops::metrics::middleware(&database.pool)?;
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(metrics.clone())
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(from_fn(api::request_context_middleware))
+                .app_data(context.clone())
+                .configure(api::extractor_configs)
+                .configure(ops::configure)
+                .default_service(web::to(unknown_route))
+        })
+        .workers(workers)
+        .listen(listener)?
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .run();
+
+        Ok(Application {
+            port,
+            server,
+            database,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server from elsewhere (tests, an embedding program).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until a stop signal, then closes the pool and stops the private cluster if this
+    /// process started it.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.database.shut_down().await;
+        served.context("the HTTP server failed")
+    }
+}
+
+async fn unknown_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found())
+}

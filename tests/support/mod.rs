@@ -1,0 +1,243 @@
+//! The test harness: each test gets the whole service on port 0 against a database of its own
+//! (created on `DATABASE_URL`'s server when set, else on a private cluster under the target
+//! directory, and dropped afterwards), and a small client that reads the envelope.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use actix_web::dev::ServerHandle;
+use meterapi::config::DatabaseSettings;
+use meterapi::db::EmbeddedCluster;
+use meterapi::{Application, Settings};
+use reqwest::Method;
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+use url::Url;
+
+/// The server that test databases are created on: `DATABASE_URL` or the private test cluster.
+async fn server_url() -> &'static Url {
+    static SERVER: OnceCell<Url> = OnceCell::const_new();
+    SERVER
+        .get_or_init(|| async {
+            let url = match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.is_empty() => url,
+                _ => {
+                    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("postgres");
+                    let cluster = EmbeddedCluster::new(&dir).expect("PostgreSQL binaries");
+                    cluster.start().await.expect("the test cluster starts");
+                    cluster.url("postgres")
+                }
+            };
+            Url::parse(&url).expect("DATABASE_URL is a URL")
+        })
+        .await
+}
+
+fn database_url(server: &Url, database: &str) -> String {
+    let mut url = server.clone();
+    url.set_path(database);
+    url.to_string()
+}
+
+async fn admin_connection() -> PgConnection {
+    let url = database_url(server_url().await, "postgres");
+    PgConnection::connect(&url)
+        .await
+        .expect("the test database server answers")
+}
+
+/// Extra variables for one test's settings; `APP_ENV=test` and port 0 are always set.
+#[derive(Default)]
+pub struct TestConfig {
+    pub vars: HashMap<String, String>,
+}
+
+impl TestConfig {
+    pub fn var(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.vars.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    /// The test's own database, for asserting on what the service wrote.
+    pub pool: PgPool,
+    pub database: String,
+    pub data_dir: tempfile::TempDir,
+    client: reqwest::Client,
+    handle: ServerHandle,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestConfig::default()).await
+}
+
+pub async fn spawn_app_with(config: TestConfig) -> TestApp {
+    init_test_logging();
+    let server = server_url().await;
+    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let statement = sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"));
+    let mut admin = admin_connection().await;
+    sqlx::raw_sql(statement)
+        .execute(&mut admin)
+        .await
+        .expect("CREATE DATABASE");
+    admin.close().await.ok();
+    let url = database_url(server, &database);
+
+    let data_dir = tempfile::tempdir().expect("a temporary DATA_DIR");
+    let mut vars = HashMap::from([
+        ("APP_ENV".to_owned(), "test".to_owned()),
+        ("LISTEN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+        ("HTTP_WORKERS".to_owned(), "1".to_owned()),
+        ("DATA_DIR".to_owned(), data_dir.path().display().to_string()),
+    ]);
+    vars.extend(config.vars);
+    let mut settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("settings");
+    settings.database = DatabaseSettings::Url(SecretString::from(url.clone()));
+
+    let application = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let port = application.port();
+    let handle = application.handle();
+    tokio::spawn(application.run_until_stopped());
+
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        pool: PgPool::connect(&url)
+            .await
+            .expect("the test database answers"),
+        database,
+        data_dir,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        handle,
+    }
+}
+
+impl TestApp {
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.address, path))
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> TestResponse {
+        send(self.request(Method::POST, path).json(body)).await
+    }
+
+    /// Drops the test's database while the service still runs: the database is gone.
+    pub async fn drop_database(&self) {
+        self.pool.close().await;
+        drop_database(&self.database).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // `stop` sends its command at once; the returned future only waits for completion.
+        drop(self.handle.stop(false));
+        let database = self.database.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
+        // own runtime removes the database.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(drop_database(&database));
+        })
+        .join()
+        .ok();
+    }
+}
+
+async fn drop_database(database: &str) {
+    let statement = sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"));
+    let mut admin = admin_connection().await;
+    sqlx::raw_sql(statement).execute(&mut admin).await.ok();
+    admin.close().await.ok();
+}
+
+/// A response read whole: status, headers, the body as text and, when it is JSON, as a value.
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Asserts an error envelope with this code and sub code (None: no sub code).
+    pub fn assert_error(&self, code: u16, sub_code: Option<u32>) {
+        assert_eq!(self.status, code, "HTTP status; body: {}", self.text);
+        assert_eq!(self.json["code"], code, "code; body: {}", self.text);
+        match sub_code {
+            Some(sub) => assert_eq!(self.json["sub_code"], sub, "sub_code; body: {}", self.text),
+            None => assert!(
+                self.json.get("sub_code").is_none(),
+                "no sub_code; {}",
+                self.text
+            ),
+        }
+        assert!(self.json["data"].is_null(), "data is null on errors");
+        assert!(
+            self.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "msg present"
+        );
+        assert_eq!(
+            self.json["request_id"].as_str(),
+            self.header("x-request-id"),
+            "request_id equals X-Request-Id"
+        );
+    }
+
+    /// Asserts a success envelope and returns `data`.
+    pub fn assert_ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "HTTP status; body: {}", self.text);
+        assert_eq!(self.json["code"], 200, "code; body: {}", self.text);
+        assert!(
+            self.header("x-request-id").is_some(),
+            "X-Request-Id on every response"
+        );
+        &self.json["data"]
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> TestResponse {
+    let response = request.send().await.expect("the service answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a readable body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    TestResponse {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+/// Logs go to the test output only with `TEST_LOG=1`.
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        meterapi::telemetry::init(meterapi::config::AppEnv::Test);
+    }
+}
