@@ -12,7 +12,8 @@ use tracing_subscriber::EnvFilter;
 use crate::api::RequestContext;
 use crate::config::AppEnv;
 
-const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn";
+// actix_web_prom warns on every hit of a wildcard route (the docs) that it cannot label.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn,actix_web_prom=error";
 
 /// Installs the process-wide subscriber: JSON lines in production, readable lines elsewhere.
 /// `RUST_LOG` overrides the level. A second call (tests spawn many apps) does nothing.

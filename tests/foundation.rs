@@ -238,3 +238,142 @@ async fn with_nothing_configured_the_service_runs_its_own_cluster() {
         "the cluster stops with the service"
     );
 }
+
+/// The product's middleware and extractors on a real server with handlers made for the
+/// purpose: one that panics, one that reads a JSON body.
+mod envelope_edges {
+    use actix_web::middleware::from_fn;
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use meterapi::api::{ApiJson, extractor_configs, ok, request_context_middleware};
+    use serde::Deserialize;
+
+    use super::send;
+
+    #[derive(Deserialize)]
+    struct Signup {
+        email: String,
+        age: Option<u32>,
+    }
+
+    async fn echo(ApiJson(body): ApiJson<Signup>) -> HttpResponse {
+        ok(serde_json::json!({ "email": body.email, "age": body.age }))
+    }
+
+    async fn explode() -> HttpResponse {
+        panic!("a bug in a handler")
+    }
+
+    async fn serve() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(|| {
+            App::new()
+                .wrap(from_fn(request_context_middleware))
+                .configure(extractor_configs)
+                .route("/echo", web::post().to(echo))
+                .route("/explode", web::get().to(explode))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn a_panic_answers_500_and_the_server_keeps_serving() {
+        let base = serve().await;
+        let client = reqwest::Client::new();
+        for _ in 0..3 {
+            let response = send(
+                client
+                    .get(format!("{base}/explode"))
+                    .header("X-Request-Id", "boom-1"),
+            )
+            .await;
+            response.assert_error(500, None);
+            assert_eq!(response.json["msg"], "Server-side processing failed.");
+            assert!(
+                !response.text.contains("a bug in a handler"),
+                "internals stay in the log"
+            );
+            assert_eq!(response.json["request_id"], "boom-1");
+        }
+        let body = serde_json::json!({"email": "a@b.c"});
+        send(client.post(format!("{base}/echo")).json(&body))
+            .await
+            .assert_ok();
+    }
+
+    #[tokio::test]
+    async fn bad_json_answers_400_naming_the_field() {
+        let base = serve().await;
+        let client = reqwest::Client::new();
+        let post = |body: &'static str| {
+            send(
+                client
+                    .post(format!("{base}/echo"))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+        };
+        let missing = post(r#"{"age": 3}"#).await;
+        missing.assert_error(400, None);
+        assert!(
+            missing.json["msg"]
+                .as_str()
+                .unwrap()
+                .contains("missing field `email`")
+        );
+
+        let wrong_type = post(r#"{"email": 12}"#).await;
+        wrong_type.assert_error(400, None);
+        assert!(
+            wrong_type.json["msg"]
+                .as_str()
+                .unwrap()
+                .contains("field `email`")
+        );
+
+        let negative = post(r#"{"email": "a@b.c", "age": -1}"#).await;
+        assert!(
+            negative.json["msg"]
+                .as_str()
+                .unwrap()
+                .contains("field `age`")
+        );
+
+        let malformed = post(r#"{"email": "#).await;
+        malformed.assert_error(400, None);
+        assert!(
+            malformed.json["msg"]
+                .as_str()
+                .unwrap()
+                .contains("Malformed JSON")
+        );
+
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let nested = send(client.post(format!("{base}/echo")).body(deep)).await;
+        nested.assert_error(400, None);
+
+        let fine = post(r#"{"email": "a@b.c", "age": 7}"#).await;
+        assert_eq!(fine.assert_ok()["age"], 7);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_one_mebibyte_answers_400() {
+        let base = serve().await;
+        let client = reqwest::Client::new();
+        let padding = "x".repeat(1024 * 1024);
+        let body = format!(r#"{{"email": "{padding}"}}"#);
+        let response = send(client.post(format!("{base}/echo")).body(body)).await;
+        response.assert_error(400, None);
+        assert!(
+            response.json["msg"].as_str().unwrap().contains("exceeds"),
+            "{}",
+            response.text
+        );
+    }
+}

@@ -91,11 +91,12 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
 }
 
 fn payload_error(error: &actix_web::Error) -> ApiError {
+    // The overflow reaches us wrapped in actix-http's generic error, so its 413 status is lost;
+    // its text ("payload reached size limit") is what still tells it apart.
     let text = error.to_string();
-    if text.to_ascii_lowercase().contains("overflow") || text.contains("larger than") {
+    if text.contains("size limit") || text.contains("Overflow") {
         ApiError::bad_request(format!(
-            "The request body exceeds {} bytes.",
-            MAX_BODY_BYTES
+            "The request body exceeds the limit of {MAX_BODY_BYTES} bytes."
         ))
     } else {
         ApiError::bad_request(format!("The request body could not be read: {text}."))
