@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
@@ -41,6 +42,27 @@ pub struct Settings {
     pub captcha_test_code: Option<String>,
     /// HTTP worker threads (`HTTP_WORKERS`); the number of cores by default.
     pub http_workers: usize,
+    /// How long one email may take to send before it counts as failed.
+    pub mail_timeout: Duration,
+    pub auth: AuthSettings,
+    /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
+    pub redis_key_prefix: String,
+}
+
+/// Tunables of the Auth module. The defaults are the contract's; tests lower the costs.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    pub email_code_cooldown: Duration,
+    pub session_ttl: Duration,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Login attempts per IP and minute before 429.
+    pub login_per_ip_per_minute: u32,
+    /// Emails (codes and reset links) requested per IP and hour before 429.
+    pub sends_per_ip_per_hour: u32,
+    /// Captchas per IP and minute before 429.
+    pub captchas_per_ip_per_minute: u32,
 }
 
 /// A variable that cannot be used, and why.
@@ -151,6 +173,41 @@ impl Settings {
                 .ok_or_else(|| invalid("HTTP_WORKERS", "must be a number from 1 to 256"))?,
         };
 
+        let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+            match get(name) {
+                None => Ok(default),
+                Some(value) => value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!("must be a number from {} to {}", range.start(), range.end()),
+                        )
+                    }),
+            }
+        };
+        let small = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+            number(name, default, range).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        let auth = AuthSettings {
+            email_code_cooldown: Duration::from_secs(number(
+                "EMAIL_CODE_COOLDOWN_SECS",
+                60,
+                1..=86_400,
+            )?),
+            session_ttl: Duration::from_secs(3600 * number("SESSION_TTL_HOURS", 168, 1..=8_760)?),
+            argon2_memory_kib: small("ARGON2_MEMORY_KIB", 19_456, 8..=1_048_576)?,
+            argon2_iterations: small("ARGON2_ITERATIONS", 2, 1..=16)?,
+            argon2_parallelism: small("ARGON2_PARALLELISM", 1, 1..=16)?,
+            login_per_ip_per_minute: small("AUTH_LOGIN_PER_IP_PER_MINUTE", 30, 1..=100_000)?,
+            sends_per_ip_per_hour: small("AUTH_SENDS_PER_IP_PER_HOUR", 20, 1..=100_000)?,
+            captchas_per_ip_per_minute: small("AUTH_CAPTCHAS_PER_IP_PER_MINUTE", 60, 1..=100_000)?,
+        };
+        let mail_timeout = Duration::from_secs(number("MAIL_TIMEOUT_SECS", 10, 1..=300)?);
+        let redis_key_prefix = get("REDIS_KEY_PREFIX").unwrap_or_else(|| String::from("meterapi"));
+
         Ok(Settings {
             app_env,
             listen_addr,
@@ -166,6 +223,9 @@ impl Settings {
             admin_emails,
             captcha_test_code,
             http_workers,
+            mail_timeout,
+            auth,
+            redis_key_prefix,
         })
     }
 

@@ -4,11 +4,16 @@
 //! clients. Every answer carries the envelope and the codes of [`api::catalogue`].
 
 pub mod api;
+pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
+pub mod limits;
+pub mod mail;
 pub mod ops;
 pub mod startup;
 pub mod telemetry;
+pub mod templates;
 
 pub use config::Settings;
 pub use startup::Application;

@@ -13,24 +13,33 @@ use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, ApiError};
+use crate::auth::{self, Passwords};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Database;
+use crate::limits::Limiter;
+use crate::mail::Mailer;
 use crate::ops;
 use crate::telemetry::RequestSpan;
 
 /// How long a stopping server waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// What every handler may use: the pool and the settings.
+/// What every handler may use.
 pub struct AppContext {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    pub clock: Arc<Clock>,
+    pub mailer: Mailer,
+    pub limiter: Limiter,
+    pub passwords: Passwords,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     database: Database,
+    clock: Arc<Clock>,
 }
 
 impl Application {
@@ -42,8 +51,13 @@ impl Application {
             .with_context(|| format!("cannot listen on LISTEN_ADDR={}", settings.listen_addr))?;
         let port = listener.local_addr()?.port();
         let workers = settings.http_workers;
+        let clock = Arc::new(Clock::default());
         let context = web::Data::new(AppContext {
             pool: database.pool.clone(),
+            mailer: Mailer::from_settings(&settings)?,
+            limiter: Limiter::from_settings(&settings).await?,
+            passwords: Passwords::new(&settings.auth).await?,
+            clock: clock.clone(),
             settings: Arc::new(settings),
         });
         let metrics = ops::metrics::middleware(&database.pool)?;
@@ -56,6 +70,7 @@ impl Application {
                 .app_data(context.clone())
                 .configure(api::extractor_configs)
                 .configure(ops::configure)
+                .configure(auth::configure)
                 .default_service(web::to(unknown_route))
         })
         .workers(workers)
@@ -67,11 +82,17 @@ impl Application {
             port,
             server,
             database,
+            clock,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The service's clock; tests move it forward instead of sleeping.
+    pub fn clock(&self) -> Arc<Clock> {
+        self.clock.clone()
     }
 
     /// A handle to stop the server from elsewhere (tests, an embedding program).

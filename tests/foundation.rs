@@ -132,13 +132,33 @@ async fn openapi_and_the_interactive_docs_are_served_without_a_cdn() {
     let document = app.get("/openapi.json").await;
     assert_eq!(document.status, 200);
     assert!(document.json["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/healthz", "/readyz", "/myapi/error-codes"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/myapi/error-codes",
+        "/myapi/auth/login",
+        "/myapi/auth/register",
+        "/myapi/user/profile",
+        "/myapi/auth/password/reset",
+    ] {
         assert!(
             document.json["paths"][path].is_object(),
             "{path} documented"
         );
     }
     assert!(document.json["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(document.json["components"]["securitySchemes"]["session"].is_object());
+    let login = &document.json["paths"]["/myapi/auth/login"]["post"];
+    assert!(
+        login["requestBody"].is_object(),
+        "request schemas are documented"
+    );
+    assert!(
+        login["responses"]["401"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("40111")
+    );
 
     let redirect = app.get("/docs").await;
     assert_eq!(redirect.status, 308);

@@ -1,13 +1,12 @@
 //! The OpenAPI document (utoipa), its interactive viewer (Swagger UI, vendored into the binary),
 //! and the error-code page rendered from `templates/errors.html`.
 
-use std::sync::OnceLock;
-
 use actix_web::http::header::{CONTENT_TYPE, LOCATION};
 use actix_web::{HttpResponse, web};
+use minijinja::context;
 use minijinja::value::Serde;
-use minijinja::{Environment, context};
 use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{ApiError, CATALOGUE, ErrorBody, Module};
@@ -25,7 +24,19 @@ struct ApiDoc;
 
 /// The whole document: the operations' paths here, merged with every module's.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut document = ApiDoc::openapi();
+    document.merge(crate::auth::AuthApi::openapi());
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The `token` returned by register and login."))
+                .build(),
+        ),
+    );
+    document
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -40,17 +51,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             }),
         )
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi()));
-}
-
-fn templates() -> &'static Environment<'static> {
-    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
-    ENVIRONMENT.get_or_init(|| {
-        let mut environment = Environment::new();
-        environment
-            .add_template("errors.html", include_str!("../../templates/errors.html"))
-            .expect("templates/errors.html is a valid template");
-        environment
-    })
 }
 
 /// The catalogue as a page laid out like the seed's reference: module ranges, global codes,
@@ -82,7 +82,7 @@ async fn error_page() -> Result<HttpResponse, ApiError> {
             ranges => ranges.join(", "), codes => Serde(codes) }
         })
         .collect();
-    let html = templates()
+    let html = crate::templates::environment()
         .get_template("errors.html")
         .and_then(|template| {
             template.render(context! { global => Serde(global), modules => modules })

@@ -72,6 +72,7 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
     client: reqwest::Client,
     handle: ServerHandle,
+    clock: std::sync::Arc<meterapi::clock::Clock>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -107,6 +108,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         .expect("the application builds");
     let port = application.port();
     let handle = application.handle();
+    let clock = application.clock();
     tokio::spawn(application.run_until_stopped());
 
     TestApp {
@@ -122,6 +124,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
             .build()
             .unwrap(),
         handle,
+        clock,
     }
 }
 
@@ -239,5 +242,14 @@ pub async fn send(request: reqwest::RequestBuilder) -> TestResponse {
 fn init_test_logging() {
     if std::env::var_os("TEST_LOG").is_some() {
         meterapi::telemetry::init(meterapi::config::AppEnv::Test);
+    }
+}
+
+pub mod smtp;
+
+impl TestApp {
+    /// The service's clock, to move time forward instead of sleeping.
+    pub fn clock(&self) -> std::sync::Arc<meterapi::clock::Clock> {
+        self.clock.clone()
     }
 }

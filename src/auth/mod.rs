@@ -1,0 +1,45 @@
+//! Auth: captchas, email codes with cooldown, registration, login sessions, password reset and
+//! change, and the profile. Codes 40001-40008, 40101, 40111, 40301, 40401, 40402, 50011.
+
+mod captcha;
+mod cooldown;
+mod error;
+mod input;
+mod login;
+mod password;
+mod recovery;
+mod register;
+mod routes;
+pub mod session;
+pub mod token;
+pub mod users;
+
+use actix_web::web;
+use utoipa::OpenApi;
+
+pub use error::AuthError;
+pub use password::Passwords;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/myapi/auth")
+            .route("/captcha", web::get().to(routes::issue_captcha))
+            .route("/email-code", web::post().to(routes::send_email_code))
+            .route("/register", web::post().to(routes::register))
+            .route("/login", web::post().to(routes::login))
+            .route("/logout", web::post().to(routes::logout))
+            .route("/password/forgot", web::post().to(routes::forgot_password))
+            .route("/password/reset", web::post().to(routes::reset_password))
+            .route("/password/change", web::post().to(routes::change_password)),
+    )
+    .route("/myapi/user/profile", web::get().to(routes::profile));
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(routes::issue_captcha, routes::send_email_code, routes::register, routes::login,
+        routes::logout, routes::forgot_password, routes::reset_password, routes::change_password,
+        routes::profile),
+    tags((name = "auth", description = "Accounts, sessions and passwords"))
+)]
+pub struct AuthApi;

@@ -1,0 +1,172 @@
+//! Registration: a 6-digit code emailed to the address, then the account, its first session and
+//! the consumed code in one transaction.
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use super::cooldown::{self, Purpose};
+use super::error::AuthError;
+use super::session::{self, NewSession};
+use super::users::{self, Profile};
+use crate::api::Lang;
+use crate::mail::Email;
+use crate::startup::AppContext;
+
+pub const CODE_TTL_MINUTES: i64 = 10;
+pub const MAX_CODE_ATTEMPTS: i32 = 5;
+
+#[derive(Serialize, ToSchema)]
+pub struct CodeSent {
+    /// Seconds the code stays valid.
+    pub expires_in: i64,
+    /// Seconds before another code can be sent to the address.
+    pub cooldown: u64,
+}
+
+/// The answer of register and login.
+#[derive(Serialize, ToSchema)]
+pub struct LoggedIn {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: Profile,
+}
+
+impl LoggedIn {
+    pub fn new(session: NewSession, user: Profile) -> LoggedIn {
+        LoggedIn {
+            token: session.token.expose_secret().to_owned(),
+            expires_at: session.expires_at,
+            user,
+        }
+    }
+}
+
+/// The code's digest, bound to the address so a digest is worthless for any other.
+fn code_digest(email: &str, code: &str) -> Vec<u8> {
+    Sha256::digest(format!("{email}:{code}").as_bytes()).to_vec()
+}
+
+/// Sends a registration code to `email` (already normalized, captcha already passed).
+pub async fn send_code(
+    context: &AppContext,
+    email: &str,
+    lang: Lang,
+) -> Result<CodeSent, AuthError> {
+    if users::email_taken(&context.pool, email).await? {
+        return Err(AuthError::EmailExists);
+    }
+    let now = context.clock.now();
+    let cooldown = context.settings.auth.email_code_cooldown;
+    let slot = cooldown::take(&context.pool, email, Purpose::EmailCode, now, cooldown).await?;
+
+    let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+    let digest = code_digest(email, &code);
+    sqlx::query!(
+        r#"INSERT INTO email_codes (email, code_hash, attempts, expires_at, created_at)
+           VALUES ($1, $2, 0, $3, $4)
+           ON CONFLICT (email) DO UPDATE
+           SET code_hash = EXCLUDED.code_hash, attempts = 0,
+               expires_at = EXCLUDED.expires_at, created_at = EXCLUDED.created_at"#,
+        email,
+        digest,
+        now + chrono::Duration::minutes(CODE_TTL_MINUTES),
+        now
+    )
+    .execute(&context.pool)
+    .await?;
+
+    let sent = context
+        .mailer
+        .send(
+            email,
+            Email::Code {
+                code,
+                minutes: CODE_TTL_MINUTES,
+            },
+            lang,
+        )
+        .await;
+    if let Err(error) = sent {
+        // Nothing of the failed attempt may stand in the way of a retry.
+        sqlx::query!(
+            "DELETE FROM email_codes WHERE email = $1 AND code_hash = $2",
+            email,
+            digest
+        )
+        .execute(&context.pool)
+        .await?;
+        slot.release(&context.pool).await?;
+        return Err(error.into());
+    }
+    Ok(CodeSent {
+        expires_in: CODE_TTL_MINUTES * 60,
+        cooldown: cooldown.as_secs(),
+    })
+}
+
+/// Creates the account when `code` is the live code of `email`.
+pub async fn register(
+    context: &AppContext,
+    email: &str,
+    password: &SecretString,
+    code: &str,
+) -> Result<LoggedIn, AuthError> {
+    let now = context.clock.now();
+    // Every try is counted before it is judged, so at most five guesses are ever compared.
+    let live = sqlx::query!(
+        r#"UPDATE email_codes SET attempts = attempts + 1
+           WHERE email = $1 AND expires_at > $2 AND attempts < $3
+           RETURNING code_hash"#,
+        email,
+        now,
+        MAX_CODE_ATTEMPTS
+    )
+    .fetch_optional(&context.pool)
+    .await?
+    .ok_or(AuthError::EmailCodeInvalid)?;
+    let digest = code_digest(email, code.trim());
+    if !bool::from(live.code_hash.ct_eq(&digest)) {
+        return Err(AuthError::EmailCodeInvalid);
+    }
+
+    // Hashed before the transaction, so no row lock or connection waits on Argon2.
+    let password_hash = context.passwords.hash(password).await?;
+    let role = if context
+        .settings
+        .admin_emails
+        .iter()
+        .any(|admin| admin == email)
+    {
+        "admin"
+    } else {
+        "user"
+    };
+
+    let mut transaction = context.pool.begin().await?;
+    // Whoever deletes the code first registers; a racing twin finds nothing to delete.
+    let consumed = sqlx::query!(
+        "DELETE FROM email_codes WHERE email = $1 AND code_hash = $2",
+        email,
+        digest
+    )
+    .execute(&mut *transaction)
+    .await?;
+    if consumed.rows_affected() != 1 {
+        return Err(AuthError::EmailCodeInvalid);
+    }
+    let user = users::insert(&mut transaction, email, &password_hash, role).await?;
+    let session = session::create(
+        &mut transaction,
+        user.id,
+        now,
+        context.settings.auth.session_ttl,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(LoggedIn::new(session, user))
+}

@@ -1,0 +1,290 @@
+//! The Auth endpoints: parse, throttle, call the flow, answer.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::SecretString;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::captcha::{self, IssuedCaptcha};
+use super::error::AuthError;
+use super::input::{check_password, normalize_email};
+use super::login::{self, LoginAttempt};
+use super::recovery::{self, ResetSent};
+use super::register::{self, CodeSent, LoggedIn};
+use super::session::{self, ActiveUser, CurrentSession};
+use super::users::{self, Profile};
+use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok, request_context};
+use crate::limits::Rate;
+use crate::startup::AppContext;
+
+type Context = web::Data<AppContext>;
+
+#[derive(Deserialize, ToSchema)]
+pub struct EmailCodeRequest {
+    pub email: String,
+    pub captcha_id: Option<String>,
+    pub captcha: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    pub email: String,
+    #[schema(value_type = String, min_length = 6, max_length = 128)]
+    pub password: SecretString,
+    pub email_code: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    #[schema(value_type = String)]
+    pub password: SecretString,
+    pub captcha_id: Option<String>,
+    pub captcha: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ForgotRequest {
+    pub email: String,
+    pub captcha_id: Option<String>,
+    pub captcha: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ResetRequest {
+    #[schema(value_type = String)]
+    pub token: SecretString,
+    #[schema(value_type = String, min_length = 6, max_length = 128)]
+    pub password: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChangeRequest {
+    #[schema(value_type = String)]
+    pub old_password: SecretString,
+    #[schema(value_type = String, min_length = 6, max_length = 128)]
+    pub new_password: SecretString,
+}
+
+/// The peer's address. Forwarded headers are not trusted: anyone can send them.
+fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| String::from("unknown"), |addr| addr.ip().to_string())
+}
+
+async fn throttle(
+    context: &AppContext,
+    class: &'static str,
+    req: &HttpRequest,
+    rate: Rate,
+) -> Result<(), AuthError> {
+    let decision = context.limiter.check(class, &client_ip(req), rate).await;
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(AuthError::TooManyRequests {
+            retry_after_secs: decision.retry_after_secs(),
+        })
+    }
+}
+
+/// A new image captcha.
+#[utoipa::path(get, path = "/myapi/auth/captcha", tag = "auth", responses(
+    (status = 200, body = inline(SuccessBody<IssuedCaptcha>)),
+    (status = 429, description = "Too many captchas from this IP.", body = ErrorBody)))]
+pub async fn issue_captcha(context: Context, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let rate = Rate::per_minute(context.settings.auth.captchas_per_ip_per_minute);
+    throttle(&context, "captcha", &req, rate).await?;
+    let test_code = context.settings.captcha_test_code.as_deref();
+    Ok(ok(captcha::issue(
+        &context.pool,
+        context.clock.now(),
+        test_code,
+    )
+    .await?))
+}
+
+/// Emails a registration code.
+#[utoipa::path(post, path = "/myapi/auth/email-code", tag = "auth", request_body = EmailCodeRequest,
+    responses(
+    (status = 200, body = inline(SuccessBody<CodeSent>)),
+    (status = 400, description = "40002 captcha required, 40001 invalid captcha, 40003 email \
+        exists, 40008 cooldown (with Retry-After), or a malformed field.", body = ErrorBody),
+    (status = 429, description = "Too many emails requested from this IP.", body = ErrorBody),
+    (status = 500, description = "50011 the email could not be sent.", body = ErrorBody)))]
+pub async fn send_email_code(
+    context: Context,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<EmailCodeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = normalize_email(&body.email)?;
+    let rate = Rate::per_hour(context.settings.auth.sends_per_ip_per_hour);
+    throttle(&context, "email_send", &req, rate).await?;
+    let now = context.clock.now();
+    captcha::consume(
+        &context.pool,
+        now,
+        body.captcha_id.as_deref(),
+        body.captcha.as_deref(),
+    )
+    .await?;
+    Ok(ok(register::send_code(
+        &context,
+        &email,
+        request_context().lang,
+    )
+    .await?))
+}
+
+/// Creates an account with an emailed code and logs it in.
+#[utoipa::path(post, path = "/myapi/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+    (status = 200, body = inline(SuccessBody<LoggedIn>)),
+    (status = 400, description = "40003 email exists, 40004 email code invalid, 40005 password \
+        length, or a malformed field.", body = ErrorBody)))]
+pub async fn register(
+    context: Context,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = normalize_email(&body.email)?;
+    check_password(&body.password)?;
+    // Checked before the code, so a taken address is 40003 even with a stale code.
+    if users::email_taken(&context.pool, &email).await? {
+        return Err(AuthError::EmailExists.into());
+    }
+    Ok(ok(register::register(
+        &context,
+        &email,
+        &body.password,
+        &body.email_code,
+    )
+    .await?))
+}
+
+/// Logs in with email and password.
+#[utoipa::path(post, path = "/myapi/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+    (status = 200, body = inline(SuccessBody<LoggedIn>)),
+    (status = 400, description = "40002 captcha required, 40001 invalid captcha.", body = ErrorBody),
+    (status = 401, description = "40111 wrong email or password.", body = ErrorBody),
+    (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
+    (status = 429, description = "Too many logins from this IP.", body = ErrorBody)))]
+pub async fn login(
+    context: Context,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = normalize_email(&body.email)?;
+    let rate = Rate::per_minute(context.settings.auth.login_per_ip_per_minute);
+    throttle(&context, "login", &req, rate).await?;
+    let ip = client_ip(&req);
+    let attempt = LoginAttempt {
+        email: &email,
+        password: &body.password,
+        captcha_id: body.captcha_id.as_deref(),
+        captcha: body.captcha.as_deref(),
+        ip: &ip,
+    };
+    Ok(ok(login::login(&context, attempt).await?))
+}
+
+/// Ends the current session.
+#[utoipa::path(post, path = "/myapi/auth/logout", tag = "auth", security(("session" = [])),
+    responses(
+    (status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
+pub async fn logout(context: Context, session: CurrentSession) -> Result<HttpResponse, ApiError> {
+    let mut connection = context.pool.acquire().await?;
+    session::revoke(&mut connection, session.session_id, context.clock.now()).await?;
+    Ok(ok(()))
+}
+
+/// Emails a password reset link.
+#[utoipa::path(post, path = "/myapi/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
+    responses(
+    (status = 200, body = inline(SuccessBody<ResetSent>)),
+    (status = 400, description = "40002 captcha required, 40001 invalid captcha, 40008 \
+        cooldown (with Retry-After).", body = ErrorBody),
+    (status = 404, description = "40401 no account has this email.", body = ErrorBody),
+    (status = 429, description = "Too many emails requested from this IP.", body = ErrorBody),
+    (status = 500, description = "50011 the email could not be sent.", body = ErrorBody)))]
+pub async fn forgot_password(
+    context: Context,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<ForgotRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let email = normalize_email(&body.email)?;
+    let rate = Rate::per_hour(context.settings.auth.sends_per_ip_per_hour);
+    throttle(&context, "email_send", &req, rate).await?;
+    let now = context.clock.now();
+    captcha::consume(
+        &context.pool,
+        now,
+        body.captcha_id.as_deref(),
+        body.captcha.as_deref(),
+    )
+    .await?;
+    Ok(ok(recovery::forgot(
+        &context,
+        &email,
+        request_context().lang,
+    )
+    .await?))
+}
+
+/// Sets a new password with the emailed token; every session ends.
+#[utoipa::path(post, path = "/myapi/auth/password/reset", tag = "auth", request_body = ResetRequest,
+    responses(
+    (status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 400, description = "40006 token invalid or expired, 40005 password length.",
+        body = ErrorBody)))]
+pub async fn reset_password(
+    context: Context,
+    ApiJson(body): ApiJson<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    check_password(&body.password)?;
+    recovery::reset(
+        &context,
+        &body.token,
+        &body.password,
+        request_context().lang,
+    )
+    .await?;
+    Ok(ok(()))
+}
+
+/// Changes the password of the logged-in user; the other sessions end.
+#[utoipa::path(post, path = "/myapi/auth/password/change", tag = "auth", request_body = ChangeRequest,
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 400, description = "40005 password length.", body = ErrorBody),
+    (status = 401, description = "40101 no valid session, 40111 wrong old password.",
+        body = ErrorBody)))]
+pub async fn change_password(
+    context: Context,
+    ActiveUser(session): ActiveUser,
+    ApiJson(body): ApiJson<ChangeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    check_password(&body.new_password)?;
+    let lang = request_context().lang;
+    recovery::change(
+        &context,
+        &session,
+        &body.old_password,
+        &body.new_password,
+        lang,
+    )
+    .await?;
+    Ok(ok(()))
+}
+
+/// The logged-in user's profile.
+#[utoipa::path(get, path = "/myapi/user/profile", tag = "auth", security(("session" = [])),
+    responses(
+    (status = 200, body = inline(SuccessBody<Profile>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody),
+    (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
+    (status = 404, description = "40402 the session's user no longer exists.", body = ErrorBody)))]
+pub async fn profile(ActiveUser(session): ActiveUser) -> HttpResponse {
+    ok(session.user)
+}

@@ -1,0 +1,166 @@
+//! Login sessions: opaque bearer tokens of 256 random bits, stored as SHA-256 digests with an
+//! expiry, revoked on logout, password reset and password change. `CurrentSession` and
+//! `ActiveUser` are the extractors of every `/myapi` route that needs a login.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpRequest, web};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::error::AuthError;
+use super::token;
+use super::users::Profile;
+use crate::api::ApiError;
+use crate::startup::AppContext;
+
+const TOKEN_PREFIX: &str = "ses_";
+
+/// A new session's token (shown to the client once) and its expiry.
+pub struct NewSession {
+    pub token: SecretString,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn create(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+    ttl: std::time::Duration,
+) -> Result<NewSession, AuthError> {
+    let token = token::generate(TOKEN_PREFIX);
+    let expires_at = now + chrono::Duration::from_std(ttl).map_err(anyhow::Error::from)?;
+    sqlx::query!(
+        "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        user_id,
+        token::digest(token.expose_secret()),
+        now,
+        expires_at
+    )
+    .execute(connection)
+    .await?;
+    Ok(NewSession { token, expires_at })
+}
+
+pub async fn revoke(
+    connection: &mut PgConnection,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    sqlx::query!(
+        "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        session_id,
+        now
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Revokes every live session of the user except `keep` (none: all of them).
+pub async fn revoke_all_of_user(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<(), AuthError> {
+    sqlx::query!(
+        r#"UPDATE sessions SET revoked_at = $3
+           WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2"#,
+        user_id,
+        keep,
+        now
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The session of the request's bearer token and its user, whatever the user's status.
+pub struct CurrentSession {
+    pub session_id: Uuid,
+    pub user: Profile,
+}
+
+/// A logged-in user whose account is not frozen (40301 otherwise).
+pub struct ActiveUser(pub CurrentSession);
+
+impl FromRequest for CurrentSession {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let context = req.app_data::<web::Data<AppContext>>().cloned();
+        let token = bearer_token(req);
+        Box::pin(async move {
+            let context =
+                context.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no context")))?;
+            let token = token.ok_or(AuthError::SessionInvalid)?;
+            Ok(load(&context, &token).await?)
+        })
+    }
+}
+
+impl FromRequest for ActiveUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = CurrentSession::from_request(req, payload);
+        Box::pin(async move {
+            let session = session.await?;
+            if session.user.is_frozen() {
+                return Err(AuthError::AccountFrozen.into());
+            }
+            Ok(ActiveUser(session))
+        })
+    }
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+async fn load(context: &AppContext, token: &str) -> Result<CurrentSession, AuthError> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Err(AuthError::SessionInvalid);
+    }
+    let row = sqlx::query!(
+        r#"SELECT s.id AS session_id, s.expires_at, s.revoked_at,
+                  u.id AS "user_id?", u.email AS "email?", u.role AS "role?",
+                  u.status AS "status?", u.created_at AS "created_at?"
+           FROM sessions s LEFT JOIN users u ON u.id = s.user_id
+           WHERE s.token_hash = $1"#,
+        token::digest(token)
+    )
+    .fetch_optional(&context.pool)
+    .await?
+    .ok_or(AuthError::SessionInvalid)?;
+    if row.revoked_at.is_some() || row.expires_at <= context.clock.now() {
+        return Err(AuthError::SessionInvalid);
+    }
+    let (Some(id), Some(email), Some(role), Some(status), Some(created_at)) =
+        (row.user_id, row.email, row.role, row.status, row.created_at)
+    else {
+        return Err(AuthError::UserNotFound);
+    };
+    Ok(CurrentSession {
+        session_id: row.session_id,
+        user: Profile {
+            id,
+            email,
+            role,
+            status,
+            created_at,
+        },
+    })
+}

@@ -1,0 +1,193 @@
+//! Outgoing email: lettre's async SMTP transport for `SMTP_URL` (STARTTLS by default, implicit
+//! TLS with `smtps://`, none with `?tls=none`), or `.eml` files under `DATA_DIR/mail` when it is
+//! unset. Every message has a subject, a text part and an HTML part rendered from
+//! `templates/email/<name>/<lang>/`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::context;
+use secrecy::ExposeSecret;
+use url::Url;
+
+use crate::api::Lang;
+use crate::config::Settings;
+use crate::telemetry::mask_email;
+
+/// The messages the service sends.
+pub enum Email {
+    /// The registration code.
+    Code { code: String, minutes: i64 },
+    /// The link that lets a user choose a new password.
+    PasswordReset { link: String, minutes: i64 },
+    /// The notice that the password was changed or reset.
+    PasswordChanged,
+}
+
+impl Email {
+    fn template(&self) -> &'static str {
+        match self {
+            Email::Code { .. } => "email_code",
+            Email::PasswordReset { .. } => "password_reset",
+            Email::PasswordChanged => "password_changed",
+        }
+    }
+
+    fn context(&self) -> minijinja::Value {
+        match self {
+            Email::Code { code, minutes } => context! { code, minutes },
+            Email::PasswordReset { link, minutes } => context! { link, minutes },
+            Email::PasswordChanged => context! {},
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("the recipient address is not valid")]
+    Recipient,
+    #[error("the message could not be built: {0}")]
+    Build(String),
+    #[error("the mail transport failed: {0}")]
+    Transport(String),
+    #[error("the mail transport did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(AsyncFileTransport<Tokio1Executor>),
+}
+
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+    timeout: Duration,
+}
+
+impl Mailer {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Mailer> {
+        let from: Mailbox = settings
+            .mail_from
+            .parse()
+            .map_err(|_| anyhow::anyhow!("MAIL_FROM is not a valid address"))?;
+        let timeout = settings.mail_timeout;
+        let transport = match &settings.smtp_url {
+            Some(url) => Transport::Smtp(smtp_transport(url.expose_secret(), timeout)?),
+            None => {
+                let dir = settings.data_dir.join("mail");
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create the mailbox {}", dir.display()))?;
+                Transport::Files(AsyncFileTransport::new(Path::new(&dir)))
+            }
+        };
+        Ok(Mailer {
+            transport,
+            from,
+            timeout,
+        })
+    }
+
+    /// Renders and sends `email` to `to`, in `lang`. Gives up after the mail timeout, so a
+    /// hanging server is an answer (50011) and not a hung request.
+    pub async fn send(&self, to: &str, email: Email, lang: Lang) -> Result<(), MailError> {
+        let message = self.build(to, &email, lang)?;
+        let sending = async {
+            match &self.transport {
+                Transport::Smtp(smtp) => smtp
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Transport::Files(files) => files
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        let outcome = match tokio::time::timeout(self.timeout, sending).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(MailError::Transport(error)),
+            Err(_) => Err(MailError::Timeout(self.timeout)),
+        };
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(to = %mask_email(to), template = email.template(), "email sent")
+            }
+            Err(error) => tracing::warn!(to = %mask_email(to), template = email.template(),
+                error = %error, "email not sent"),
+        }
+        outcome
+    }
+
+    fn build(&self, to: &str, email: &Email, lang: Lang) -> Result<Message, MailError> {
+        let to: Mailbox = to.parse().map_err(|_| MailError::Recipient)?;
+        let lang_dir = match lang {
+            Lang::En => "en",
+            Lang::Zh => "zh",
+        };
+        let render = |part: &str| {
+            let name = format!("email/{}/{lang_dir}/{part}", email.template());
+            crate::templates::environment()
+                .get_template(&name)
+                .and_then(|template| template.render(email.context()))
+                .map_err(|error| MailError::Build(error.to_string()))
+        };
+        let subject = render("subject.txt")?;
+        Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject.trim())
+            .multipart(MultiPart::alternative_plain_html(
+                render("body.txt")?,
+                render("body.html")?,
+            ))
+            .map_err(|error| MailError::Build(error.to_string()))
+    }
+}
+
+/// `smtp://user:pass@host:port` (STARTTLS required, port 587 by default),
+/// `smtps://user:pass@host:port` (implicit TLS, 465), `smtp://host:port?tls=none` (plain, 25).
+fn smtp_transport(
+    value: &str,
+    timeout: Duration,
+) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let url = Url::parse(value).context("SMTP_URL is not a URL")?;
+    let host = url.host_str().context("SMTP_URL has no host")?;
+    let plain = url
+        .query_pairs()
+        .any(|(key, value)| key == "tls" && value == "none");
+    let builder = match (url.scheme(), plain) {
+        ("smtps", _) => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
+            .context("SMTP_URL: TLS setup failed")?
+            .port(url.port().unwrap_or(465)),
+        ("smtp", true) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(url.port().unwrap_or(25)),
+        ("smtp", false) => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+            .context("SMTP_URL: TLS setup failed")?
+            .port(url.port().unwrap_or(587)),
+        (other, _) => anyhow::bail!("SMTP_URL: unsupported scheme {other}"),
+    };
+    let builder = if url.username().is_empty() {
+        builder
+    } else {
+        let decode = |text: &str| percent_decode(text);
+        builder.credentials(Credentials::new(
+            decode(url.username()),
+            decode(url.password().unwrap_or_default()),
+        ))
+    };
+    Ok(builder.timeout(Some(timeout)).build())
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,58 @@
+//! The templates under `templates/`, compiled into the binary so it runs from any directory.
+//! HTML templates are auto-escaped; text ones are not.
+
+use std::sync::OnceLock;
+
+use minijinja::Environment;
+
+macro_rules! embedded_templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../templates/", $name)))),*]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = embedded_templates![
+    "errors.html",
+    "email/email_code/en/subject.txt",
+    "email/email_code/en/body.txt",
+    "email/email_code/en/body.html",
+    "email/email_code/zh/subject.txt",
+    "email/email_code/zh/body.txt",
+    "email/email_code/zh/body.html",
+    "email/password_reset/en/subject.txt",
+    "email/password_reset/en/body.txt",
+    "email/password_reset/en/body.html",
+    "email/password_reset/zh/subject.txt",
+    "email/password_reset/zh/body.txt",
+    "email/password_reset/zh/body.html",
+    "email/password_changed/en/subject.txt",
+    "email/password_changed/en/body.txt",
+    "email/password_changed/en/body.html",
+    "email/password_changed/zh/subject.txt",
+    "email/password_changed/zh/body.txt",
+    "email/password_changed/zh/body.html",
+];
+
+pub fn environment() -> &'static Environment<'static> {
+    static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
+    ENVIRONMENT.get_or_init(|| {
+        let mut environment = Environment::new();
+        for (name, source) in TEMPLATES {
+            environment
+                .add_template(name, source)
+                .expect("every embedded template is valid");
+        }
+        environment
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_template_compiles() {
+        let environment = super::environment();
+        for (name, _) in super::TEMPLATES {
+            assert!(environment.get_template(name).is_ok(), "{name}");
+        }
+    }
+}

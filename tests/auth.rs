@@ -1,0 +1,842 @@
+//! Accounts over HTTP, against a real SMTP server inside the test: captcha, email codes,
+//! registration, login, sessions, password reset and change.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::smtp::{Mode, SmtpSink};
+use support::{TestApp, TestConfig, TestResponse, send, spawn_app_with};
+
+const PASSWORD: &str = "correct horse";
+
+struct Accounts {
+    app: TestApp,
+    smtp: SmtpSink,
+}
+
+/// An app whose captchas all answer `pass`, whose mail goes to the test's SMTP server and whose
+/// Argon2 is cheap.
+async fn accounts_with(config: TestConfig) -> Accounts {
+    let smtp = SmtpSink::start().await;
+    let config = config
+        .var("CAPTCHA_TEST_CODE", "pass")
+        .var("SMTP_URL", smtp.url())
+        .var("ARGON2_MEMORY_KIB", "64")
+        .var("ARGON2_ITERATIONS", "1")
+        .var("PUBLIC_URL", "https://app.example.com");
+    Accounts {
+        app: spawn_app_with(config).await,
+        smtp,
+    }
+}
+
+async fn accounts() -> Accounts {
+    accounts_with(TestConfig::default()).await
+}
+
+impl Accounts {
+    async fn captcha(&self) -> String {
+        let response = self.app.get("/myapi/auth/captcha").await;
+        response.assert_ok()["captcha_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.app.post_json(path, &body).await
+    }
+
+    async fn post_as(&self, token: &str, path: &str, body: Value) -> TestResponse {
+        send(
+            self.app
+                .request(Method::POST, path)
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn get_as(&self, token: &str, path: &str) -> TestResponse {
+        send(self.app.request(Method::GET, path).bearer_auth(token)).await
+    }
+
+    async fn request_code(&self, email: &str) -> TestResponse {
+        let captcha_id = self.captcha().await;
+        let body = json!({"email": email, "captcha_id": captcha_id, "captcha": "pass"});
+        self.post("/myapi/auth/email-code", body).await
+    }
+
+    /// The code of the last email sent to `email`.
+    fn last_code(&self, email: &str) -> String {
+        let mail = self.smtp.mails_to(email).pop().expect("a mail was sent");
+        let at = mail
+            .data
+            .find("verification code is ")
+            .expect("the code is in the mail");
+        mail.data[at + 21..at + 27].to_owned()
+    }
+
+    async fn register_with_code(&self, email: &str, password: &str, code: &str) -> TestResponse {
+        let body = json!({"email": email, "password": password, "email_code": code});
+        self.post("/myapi/auth/register", body).await
+    }
+
+    /// Registers `email` and returns its session token.
+    async fn register(&self, email: &str) -> String {
+        self.request_code(email).await.assert_ok();
+        let code = self.last_code(email);
+        let response = self.register_with_code(email, PASSWORD, &code).await;
+        response.assert_ok()["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn login(&self, email: &str, password: &str) -> TestResponse {
+        self.post(
+            "/myapi/auth/login",
+            json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let query = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
+        sqlx::query_scalar(query)
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_captcha_is_a_png_that_expires_in_five_minutes() {
+    let accounts = accounts().await;
+    let response = accounts.app.get("/myapi/auth/captcha").await;
+    let data = response.assert_ok();
+    assert_eq!(data["expires_in"], 300);
+    let image = data["image"].as_str().unwrap();
+    let encoded = image
+        .strip_prefix("data:image/png;base64,")
+        .expect("a PNG data URL");
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(uuid::Uuid::parse_str(data["captcha_id"].as_str().unwrap()).is_ok());
+}
+
+#[tokio::test]
+async fn an_email_code_needs_a_valid_unused_captcha() {
+    let accounts = accounts().await;
+    let email = "ann@example.com";
+    let missing = accounts
+        .post("/myapi/auth/email-code", json!({"email": email}))
+        .await;
+    missing.assert_error(400, Some(40002));
+
+    let captcha_id = accounts.captcha().await;
+    let wrong = json!({"email": email, "captcha_id": captcha_id, "captcha": "nope"});
+    accounts
+        .post("/myapi/auth/email-code", wrong)
+        .await
+        .assert_error(400, Some(40001));
+    // The wrong attempt consumed it: the right answer no longer works.
+    let reused = json!({"email": email, "captcha_id": captcha_id, "captcha": "pass"});
+    accounts
+        .post("/myapi/auth/email-code", reused)
+        .await
+        .assert_error(400, Some(40001));
+
+    let unknown = json!({"email": email, "captcha_id": uuid::Uuid::new_v4(), "captcha": "pass"});
+    accounts
+        .post("/myapi/auth/email-code", unknown)
+        .await
+        .assert_error(400, Some(40001));
+
+    let expired = accounts.captcha().await;
+    accounts.app.clock().advance(Span::seconds(301));
+    let late = json!({"email": email, "captcha_id": expired, "captcha": "PASS"});
+    accounts
+        .post("/myapi/auth/email-code", late)
+        .await
+        .assert_error(400, Some(40001));
+
+    assert!(accounts.smtp.mails().is_empty());
+    assert_eq!(accounts.count("email_codes").await, 0);
+}
+
+#[tokio::test]
+async fn an_email_code_is_six_digits_stored_hashed_and_sent_once_per_cooldown() {
+    let accounts = accounts().await;
+    let email = "bob@example.com";
+    let sent = accounts.request_code(" Bob@Example.com ").await;
+    let data = sent.assert_ok();
+    assert_eq!(data["expires_in"], 600);
+    assert_eq!(data["cooldown"], 60);
+
+    let code = accounts.last_code(email);
+    assert!(
+        code.len() == 6 && code.chars().all(|c| c.is_ascii_digit()),
+        "{code}"
+    );
+    let mail = accounts.smtp.mails_to(email).pop().unwrap();
+    assert_eq!(mail.subject(), format!("Your verification code: {code}"));
+    assert!(mail.data.contains("text/html"), "an HTML part");
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT code_hash FROM email_codes WHERE email = $1")
+        .bind(email)
+        .fetch_one(&accounts.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 32);
+    assert!(
+        !String::from_utf8_lossy(&stored).contains(&code),
+        "the code is not stored"
+    );
+
+    let again = accounts.request_code(email).await;
+    again.assert_error(400, Some(40008));
+    let wait: u64 = again.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(accounts.smtp.mails_to(email).len(), 1);
+
+    accounts.app.clock().advance(Span::seconds(61));
+    accounts.request_code(email).await.assert_ok();
+    assert_eq!(accounts.smtp.mails_to(email).len(), 2);
+}
+
+#[tokio::test]
+async fn the_code_email_follows_x_lang() {
+    let accounts = accounts().await;
+    let captcha_id = accounts.captcha().await;
+    let body = json!({"email": "zh@example.com", "captcha_id": captcha_id, "captcha": "pass"});
+    let request = accounts
+        .app
+        .request(Method::POST, "/myapi/auth/email-code")
+        .header("X-Lang", "zh");
+    send(request.json(&body)).await.assert_ok();
+    let mail = accounts.smtp.mails_to("zh@example.com").pop().unwrap();
+    assert!(
+        mail.subject().starts_with("您的验证码："),
+        "{}",
+        mail.subject()
+    );
+}
+
+#[tokio::test]
+async fn registering_creates_the_user_and_a_session() {
+    let accounts = accounts().await;
+    let token = accounts.register("carol@example.com").await;
+    assert!(token.starts_with("ses_") && token.len() > 40);
+
+    let profile = accounts.get_as(&token, "/myapi/user/profile").await;
+    let user = profile.assert_ok();
+    assert_eq!(user["email"], "carol@example.com");
+    assert_eq!(user["role"], "user");
+    assert_eq!(user["status"], "active");
+    assert!(user["id"].is_string() && user["created_at"].is_string());
+
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(&accounts.app.pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
+    assert_eq!(
+        accounts.count("email_codes").await,
+        0,
+        "the code is consumed"
+    );
+    let stored_token: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE token_hash = $1")
+            .bind(token.as_bytes())
+            .fetch_one(&accounts.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_token, 0, "only the digest of the token is stored");
+}
+
+#[tokio::test]
+async fn admin_addresses_register_as_admins() {
+    let accounts =
+        accounts_with(TestConfig::default().var("ADMIN_EMAILS", "Boss@Example.com")).await;
+    let token = accounts.register("boss@example.com").await;
+    let profile = accounts.get_as(&token, "/myapi/user/profile").await;
+    assert_eq!(profile.assert_ok()["role"], "admin");
+}
+
+#[tokio::test]
+async fn registration_refuses_bad_passwords_codes_and_taken_addresses() {
+    let accounts = accounts().await;
+    let email = "dave@example.com";
+    accounts.request_code(email).await.assert_ok();
+    let code = accounts.last_code(email);
+
+    let short = accounts.register_with_code(email, "12345", &code).await;
+    short.assert_error(400, Some(40005));
+    let long = accounts
+        .register_with_code(email, &"x".repeat(129), &code)
+        .await;
+    long.assert_error(400, Some(40005));
+    let wrong_code = if code == "000000" { "111111" } else { "000000" };
+    let wrong = accounts
+        .register_with_code(email, PASSWORD, wrong_code)
+        .await;
+    wrong.assert_error(400, Some(40004));
+    accounts
+        .register_with_code(email, PASSWORD, &code)
+        .await
+        .assert_ok();
+
+    accounts
+        .request_code(email)
+        .await
+        .assert_error(400, Some(40003));
+    let again = accounts
+        .register_with_code("DAVE@example.com", PASSWORD, &code)
+        .await;
+    again.assert_error(400, Some(40003));
+    assert_eq!(accounts.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn a_code_expires_after_ten_minutes() {
+    let accounts = accounts().await;
+    let email = "erin@example.com";
+    accounts.request_code(email).await.assert_ok();
+    let code = accounts.last_code(email);
+    accounts
+        .app
+        .clock()
+        .advance(Span::minutes(10) + Span::seconds(1));
+    let late = accounts.register_with_code(email, PASSWORD, &code).await;
+    late.assert_error(400, Some(40004));
+    assert_eq!(accounts.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn a_code_dies_after_five_wrong_tries() {
+    let accounts = accounts().await;
+    let email = "fred@example.com";
+    accounts.request_code(email).await.assert_ok();
+    let code = accounts.last_code(email);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let attempt = accounts.register_with_code(email, PASSWORD, wrong).await;
+        attempt.assert_error(400, Some(40004));
+    }
+    let right = accounts.register_with_code(email, PASSWORD, &code).await;
+    right.assert_error(400, Some(40004));
+    assert_eq!(accounts.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn two_registrations_racing_with_one_code_make_one_account() {
+    let accounts = accounts().await;
+    let email = "gina@example.com";
+    accounts.request_code(email).await.assert_ok();
+    let code = accounts.last_code(email);
+    let attempts = (0..8).map(|_| accounts.register_with_code(email, PASSWORD, &code));
+    let responses = futures_util::future::join_all(attempts).await;
+    let winners = responses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(winners, 1);
+    for loser in responses.iter().filter(|r| r.status != 200) {
+        let sub = loser.json["sub_code"].as_u64().unwrap();
+        assert!(sub == 40004 || sub == 40003, "{}", loser.text);
+    }
+    assert_eq!(accounts.count("users").await, 1);
+    assert_eq!(accounts.count("sessions").await, 1);
+}
+
+#[tokio::test]
+async fn a_failed_send_answers_50011_and_blocks_nothing() {
+    let accounts = accounts().await;
+    let email = "hank@example.com";
+    accounts.smtp.set_mode(Mode::Refuse);
+    accounts
+        .request_code(email)
+        .await
+        .assert_error(500, Some(50011));
+    assert_eq!(accounts.count("email_codes").await, 0);
+    assert_eq!(accounts.count("mail_cooldowns").await, 0);
+
+    accounts.smtp.set_mode(Mode::Accept);
+    accounts.request_code(email).await.assert_ok();
+    assert_eq!(accounts.smtp.mails_to(email).len(), 1);
+}
+
+#[tokio::test]
+async fn a_hanging_mail_server_answers_50011_within_the_timeout() {
+    let accounts = accounts_with(TestConfig::default().var("MAIL_TIMEOUT_SECS", "1")).await;
+    accounts.smtp.set_mode(Mode::Hang);
+    let started = std::time::Instant::now();
+    accounts
+        .request_code("ivy@example.com")
+        .await
+        .assert_error(500, Some(50011));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(accounts.count("mail_cooldowns").await, 0);
+}
+
+#[tokio::test]
+async fn sends_per_ip_are_capped() {
+    let accounts =
+        accounts_with(TestConfig::default().var("AUTH_SENDS_PER_IP_PER_HOUR", "2")).await;
+    accounts.request_code("a1@example.com").await.assert_ok();
+    accounts.request_code("a2@example.com").await.assert_ok();
+    let third = accounts.request_code("a3@example.com").await;
+    third.assert_error(429, None);
+    assert!(third.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(accounts.smtp.mails_to("a3@example.com").is_empty());
+}
+
+#[tokio::test]
+async fn login_gives_unknown_addresses_and_wrong_passwords_the_same_answer() {
+    let accounts = accounts().await;
+    accounts.register("jill@example.com").await;
+    let good = accounts.login("JILL@example.com", PASSWORD).await;
+    let data = good.assert_ok();
+    assert_eq!(data["user"]["email"], "jill@example.com");
+    assert!(data["token"].as_str().unwrap().starts_with("ses_"));
+    assert!(data["expires_at"].is_string());
+
+    let wrong = accounts.login("jill@example.com", "not the password").await;
+    let unknown = accounts
+        .login("nobody@example.com", "not the password")
+        .await;
+    wrong.assert_error(401, Some(40111));
+    unknown.assert_error(401, Some(40111));
+    let strip = |mut body: Value| {
+        body.as_object_mut().unwrap().remove("request_id");
+        body
+    };
+    assert_eq!(strip(wrong.json.clone()), strip(unknown.json.clone()));
+}
+
+#[tokio::test]
+async fn three_failed_logins_require_a_captcha() {
+    let accounts = accounts().await;
+    let email = "kate@example.com";
+    accounts.register(email).await;
+    for _ in 0..3 {
+        accounts
+            .login(email, "wrong password")
+            .await
+            .assert_error(401, Some(40111));
+    }
+    accounts
+        .login(email, PASSWORD)
+        .await
+        .assert_error(400, Some(40002));
+    let captcha_id = accounts.captcha().await;
+    let wrong =
+        json!({"email": email, "password": PASSWORD, "captcha_id": captcha_id, "captcha": "x"});
+    accounts
+        .post("/myapi/auth/login", wrong)
+        .await
+        .assert_error(400, Some(40001));
+    let captcha_id = accounts.captcha().await;
+    let right =
+        json!({"email": email, "password": PASSWORD, "captcha_id": captcha_id, "captcha": "pass"});
+    accounts.post("/myapi/auth/login", right).await.assert_ok();
+
+    // The IP alone also counts: another address from the same client needs a captcha too.
+    accounts
+        .login("other@example.com", "whatever1")
+        .await
+        .assert_error(400, Some(40002));
+}
+
+#[tokio::test]
+async fn logins_per_ip_are_throttled() {
+    let accounts =
+        accounts_with(TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "2")).await;
+    accounts
+        .login("x@example.com", "whatever1")
+        .await
+        .assert_error(401, Some(40111));
+    accounts
+        .login("x@example.com", "whatever1")
+        .await
+        .assert_error(401, Some(40111));
+    let third = accounts.login("x@example.com", "whatever1").await;
+    third.assert_error(429, None);
+    assert!(third.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn a_frozen_account_cannot_log_in_or_use_its_session() {
+    let accounts = accounts().await;
+    let email = "liam@example.com";
+    let token = accounts.register(email).await;
+    sqlx::query("UPDATE users SET status = 'frozen' WHERE email = $1")
+        .bind(email)
+        .execute(&accounts.app.pool)
+        .await
+        .unwrap();
+    accounts
+        .login(email, PASSWORD)
+        .await
+        .assert_error(403, Some(40301));
+    accounts
+        .get_as(&token, "/myapi/user/profile")
+        .await
+        .assert_error(403, Some(40301));
+    // A frozen account's wrong password is still just a wrong password.
+    accounts
+        .login(email, "wrong password")
+        .await
+        .assert_error(401, Some(40111));
+}
+
+#[tokio::test]
+async fn sessions_end_on_logout_expiry_and_user_deletion() {
+    let accounts = accounts().await;
+    let email = "mia@example.com";
+    let token = accounts.register(email).await;
+
+    accounts
+        .app
+        .get("/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+    accounts
+        .get_as("ses_forged", "/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+    accounts
+        .get_as("garbage", "/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+
+    let second = accounts.login(email, PASSWORD).await.assert_ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    accounts
+        .post_as(&token, "/myapi/auth/logout", json!(null))
+        .await
+        .assert_ok();
+    accounts
+        .get_as(&token, "/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+    accounts
+        .post_as(&token, "/myapi/auth/logout", json!(null))
+        .await
+        .assert_error(401, Some(40101));
+    accounts
+        .get_as(&second, "/myapi/user/profile")
+        .await
+        .assert_ok();
+
+    accounts
+        .app
+        .clock()
+        .advance(Span::hours(168) + Span::seconds(1));
+    accounts
+        .get_as(&second, "/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+
+    let third = accounts.login(email, PASSWORD).await.assert_ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqlx::query("DELETE FROM users")
+        .execute(&accounts.app.pool)
+        .await
+        .unwrap();
+    accounts
+        .get_as(&third, "/myapi/user/profile")
+        .await
+        .assert_error(404, Some(40402));
+}
+
+/// The reset token of the last reset mail sent to `email`.
+fn reset_token(accounts: &Accounts, email: &str) -> String {
+    let mail = accounts.smtp.mails_to(email).pop().expect("a reset mail");
+    let prefix = "https://app.example.com/reset-password?token=";
+    let text = mail.decoded();
+    let at = text.find(prefix).expect("the link in the mail");
+    text[at + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn forgot(accounts: &Accounts, email: &str) -> TestResponse {
+    let captcha_id = accounts.captcha().await;
+    let body = json!({"email": email, "captcha_id": captcha_id, "captcha": "pass"});
+    accounts.post("/myapi/auth/password/forgot", body).await
+}
+
+#[tokio::test]
+async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
+    let accounts = accounts().await;
+    let email = "nina@example.com";
+    let session = accounts.register(email).await;
+
+    let missing = accounts
+        .post("/myapi/auth/password/forgot", json!({"email": email}))
+        .await;
+    missing.assert_error(400, Some(40002));
+    forgot(&accounts, "ghost@example.com")
+        .await
+        .assert_error(404, Some(40401));
+
+    let sent = forgot(&accounts, email).await;
+    assert_eq!(sent.assert_ok()["expires_in"], 1800);
+    let token = reset_token(&accounts, email);
+    assert!(token.len() >= 43, "{token}");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM password_reset_tokens WHERE token_hash = $1")
+            .bind(token.as_bytes())
+            .fetch_one(&accounts.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "only the digest is stored");
+    forgot(&accounts, email)
+        .await
+        .assert_error(400, Some(40008));
+
+    let short = json!({"token": token, "password": "short"});
+    accounts
+        .post("/myapi/auth/password/reset", short)
+        .await
+        .assert_error(400, Some(40005));
+    let reset = json!({"token": token, "password": "a brand new one"});
+    accounts
+        .post("/myapi/auth/password/reset", reset.clone())
+        .await
+        .assert_ok();
+    accounts
+        .post("/myapi/auth/password/reset", reset)
+        .await
+        .assert_error(400, Some(40006));
+    let unknown = json!({"token": "not-a-token", "password": "a brand new one"});
+    accounts
+        .post("/myapi/auth/password/reset", unknown)
+        .await
+        .assert_error(400, Some(40006));
+
+    accounts
+        .get_as(&session, "/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+    accounts
+        .login(email, PASSWORD)
+        .await
+        .assert_error(401, Some(40111));
+    accounts.login(email, "a brand new one").await.assert_ok();
+    let notice = accounts.smtp.mails_to(email).pop().unwrap();
+    assert_eq!(notice.subject(), "Your password was changed");
+}
+
+#[tokio::test]
+async fn a_reset_link_expires_after_thirty_minutes() {
+    let accounts = accounts().await;
+    let email = "olga@example.com";
+    accounts.register(email).await;
+    forgot(&accounts, email).await.assert_ok();
+    let token = reset_token(&accounts, email);
+    accounts
+        .app
+        .clock()
+        .advance(Span::minutes(30) + Span::seconds(1));
+    let late = json!({"token": token, "password": "a brand new one"});
+    accounts
+        .post("/myapi/auth/password/reset", late)
+        .await
+        .assert_error(400, Some(40006));
+}
+
+#[tokio::test]
+async fn racing_resets_with_one_token_succeed_once() {
+    let accounts = accounts().await;
+    let email = "pete@example.com";
+    accounts.register(email).await;
+    forgot(&accounts, email).await.assert_ok();
+    let token = reset_token(&accounts, email);
+    let attempts = (0..6).map(|i| {
+        accounts.post(
+            "/myapi/auth/password/reset",
+            json!({"token": token, "password": format!("new password {i}")}),
+        )
+    });
+    let responses = futures_util::future::join_all(attempts).await;
+    assert_eq!(responses.iter().filter(|r| r.status == 200).count(), 1);
+    for loser in responses.iter().filter(|r| r.status != 200) {
+        loser.assert_error(400, Some(40006));
+    }
+}
+
+#[tokio::test]
+async fn changing_the_password_needs_the_old_one_and_ends_the_other_sessions() {
+    let accounts = accounts().await;
+    let email = "quinn@example.com";
+    let first = accounts.register(email).await;
+    let second = accounts.login(email, PASSWORD).await.assert_ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let wrong = json!({"old_password": "not it at all", "new_password": "another secret"});
+    accounts
+        .post_as(&first, "/myapi/auth/password/change", wrong)
+        .await
+        .assert_error(401, Some(40111));
+    let short = json!({"old_password": PASSWORD, "new_password": "tiny"});
+    accounts
+        .post_as(&first, "/myapi/auth/password/change", short)
+        .await
+        .assert_error(400, Some(40005));
+    let anonymous = json!({"old_password": PASSWORD, "new_password": "another secret"});
+    accounts
+        .post("/myapi/auth/password/change", anonymous.clone())
+        .await
+        .assert_error(401, Some(40101));
+
+    accounts
+        .post_as(&first, "/myapi/auth/password/change", anonymous)
+        .await
+        .assert_ok();
+    accounts
+        .get_as(&first, "/myapi/user/profile")
+        .await
+        .assert_ok();
+    accounts
+        .get_as(&second, "/myapi/user/profile")
+        .await
+        .assert_error(401, Some(40101));
+    accounts.login(email, "another secret").await.assert_ok();
+    assert_eq!(
+        accounts.smtp.mails_to(email).pop().unwrap().subject(),
+        "Your password was changed"
+    );
+}
+
+#[tokio::test]
+async fn a_hash_made_with_other_parameters_is_upgraded_at_login() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let accounts = accounts().await;
+    let email = "rita@example.com";
+    accounts.register(email).await;
+    let params = argon2::Params::new(128, 2, 1, None).unwrap();
+    let old = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(
+            PASSWORD.as_bytes(),
+            &SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").unwrap(),
+        )
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE users SET password_hash = $1")
+        .bind(&old)
+        .execute(&accounts.app.pool)
+        .await
+        .unwrap();
+    accounts.login(email, PASSWORD).await.assert_ok();
+    let now: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(&accounts.app.pool)
+        .await
+        .unwrap();
+    assert!(now.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{now}");
+}
+
+#[tokio::test]
+async fn bad_input_on_every_field_answers_400_and_writes_nothing() {
+    let accounts = accounts().await;
+    let cases = [
+        ("/myapi/auth/email-code", json!({})),
+        ("/myapi/auth/email-code", json!({"email": 5})),
+        ("/myapi/auth/email-code", json!({"email": "not-an-address"})),
+        (
+            "/myapi/auth/email-code",
+            json!({"email": format!("{}@example.com", "a".repeat(300))}),
+        ),
+        (
+            "/myapi/auth/email-code",
+            json!({"email": "a@example.com", "captcha": 7}),
+        ),
+        (
+            "/myapi/auth/register",
+            json!({"email": "a@example.com", "password": "secret1"}),
+        ),
+        (
+            "/myapi/auth/register",
+            json!({"email": "a@example.com", "password": 123456, "email_code": "1"}),
+        ),
+        (
+            "/myapi/auth/register",
+            json!({"email": "x'); DROP TABLE users;--", "password": "secret1", "email_code": "1"}),
+        ),
+        ("/myapi/auth/login", json!({"email": "a@example.com"})),
+        (
+            "/myapi/auth/login",
+            json!({"email": ["a@example.com"], "password": "secret1"}),
+        ),
+        ("/myapi/auth/password/forgot", json!({"email": null})),
+        ("/myapi/auth/password/reset", json!({"password": "secret1"})),
+        (
+            "/myapi/auth/password/reset",
+            json!({"token": {}, "password": "secret1"}),
+        ),
+    ];
+    for (path, body) in cases {
+        let response = accounts.post(path, body.clone()).await;
+        response.assert_error(400, None);
+        assert!(
+            response.json["msg"].as_str().unwrap().contains("field")
+                || response.json["msg"].as_str().unwrap().contains("email"),
+            "{path} {body}: {}",
+            response.text
+        );
+    }
+    for table in [
+        "users",
+        "sessions",
+        "email_codes",
+        "mail_cooldowns",
+        "password_reset_tokens",
+    ] {
+        assert_eq!(accounts.count(table).await, 0, "{table}");
+    }
+    assert!(accounts.smtp.mails().is_empty());
+}
+
+#[tokio::test]
+async fn the_login_throttle_is_shared_through_redis() {
+    let Ok(redis_url) = std::env::var("REDIS_URL") else {
+        eprintln!("skipped: REDIS_URL is unset, so there is no Redis to share limits through");
+        return;
+    };
+    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let config = || {
+        TestConfig::default()
+            .var("REDIS_URL", redis_url.clone())
+            .var("REDIS_KEY_PREFIX", prefix.clone())
+            .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "3")
+    };
+    let first = accounts_with(config()).await;
+    let second = accounts_with(config()).await;
+    // Three logins across the two instances use up the shared limit; the fourth is refused
+    // by whichever instance it reaches.
+    first
+        .login("x@example.com", "whatever1")
+        .await
+        .assert_error(401, Some(40111));
+    second
+        .login("x@example.com", "whatever1")
+        .await
+        .assert_error(401, Some(40111));
+    first
+        .login("x@example.com", "whatever1")
+        .await
+        .assert_error(401, Some(40111));
+    second
+        .login("x@example.com", "whatever1")
+        .await
+        .assert_error(429, None);
+}
