@@ -3,14 +3,18 @@
 //! `/myapi/...` is the account surface for frontends, `/api/v1/...` the metered gateway for API
 //! clients. Every answer carries the envelope and the codes of [`api::catalogue`].
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod ledger;
 pub mod limits;
 pub mod mail;
 pub mod ops;
+pub mod payment;
+pub mod plans;
 pub mod startup;
 pub mod telemetry;
 pub mod templates;

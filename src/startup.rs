@@ -19,8 +19,9 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::limits::Limiter;
 use crate::mail::Mailer;
-use crate::ops;
+use crate::payment::StripeApi;
 use crate::telemetry::RequestSpan;
+use crate::{admin, ledger, ops, payment, plans};
 
 /// How long a stopping server waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -33,6 +34,7 @@ pub struct AppContext {
     pub mailer: Mailer,
     pub limiter: Limiter,
     pub passwords: Passwords,
+    pub stripe: StripeApi,
 }
 
 pub struct Application {
@@ -57,6 +59,7 @@ impl Application {
             mailer: Mailer::from_settings(&settings)?,
             limiter: Limiter::from_settings(&settings).await?,
             passwords: Passwords::new(&settings.auth).await?,
+            stripe: StripeApi::from_settings(&settings)?,
             clock: clock.clone(),
             settings: Arc::new(settings),
         });
@@ -71,6 +74,10 @@ impl Application {
                 .configure(api::extractor_configs)
                 .configure(ops::configure)
                 .configure(auth::configure)
+                .configure(plans::configure)
+                .configure(ledger::configure)
+                .configure(payment::configure)
+                .configure(admin::configure)
                 .default_service(web::to(unknown_route))
         })
         .workers(workers)

@@ -26,6 +26,9 @@ struct ApiDoc;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document = ApiDoc::openapi();
     document.merge(crate::auth::AuthApi::openapi());
+    document.merge(crate::plans::PlansApi::openapi());
+    document.merge(crate::ledger::LedgerApi::openapi());
+    document.merge(crate::payment::PaymentApi::openapi());
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "session",

@@ -1,0 +1,159 @@
+//! Credits: an account balance and the append-only ledger that explains it. Every movement has
+//! a unique idempotency key and moves the balance in the same transaction under the account's
+//! row lock, so a movement happens once whatever the retries, and `sum(entries) == balance`.
+
+mod routes;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+pub use routes::{LedgerApi, adjust_credits, configure};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the balance ({balance}) cannot cover {amount}")]
+    InsufficientBalance { balance: i64, amount: i64 },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// One movement of credits.
+pub struct Movement<'a> {
+    pub user_id: Uuid,
+    /// Positive adds credits, negative takes them.
+    pub amount: i64,
+    /// What kind of movement: `order`, `invoice`, `usage`, `adjustment`, `refund`.
+    pub reason: &'a str,
+    /// What it refers to (an order number, an invoice id), shown to the user.
+    pub reference: Option<&'a str>,
+    /// Unique per movement: a second movement with the same key is not applied.
+    pub key: &'a str,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Recorded {
+        balance_after: i64,
+    },
+    /// The key was used before: nothing changed.
+    AlreadyRecorded,
+}
+
+/// Applies `movement` inside the caller's transaction. A movement that would take the balance
+/// below zero is refused and changes nothing.
+pub async fn apply(
+    connection: &mut PgConnection,
+    movement: Movement<'_>,
+    now: DateTime<Utc>,
+) -> Result<Applied, LedgerError> {
+    let balance = lock_account(connection, movement.user_id).await?;
+    let seen = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE idempotency_key = $1) AS "seen!""#,
+        movement.key
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if seen {
+        return Ok(Applied::AlreadyRecorded);
+    }
+    if movement.amount == 0 {
+        return Ok(Applied::Recorded {
+            balance_after: balance,
+        });
+    }
+    let balance_after = balance + movement.amount;
+    if balance_after < 0 {
+        return Err(LedgerError::InsufficientBalance {
+            balance,
+            amount: movement.amount,
+        });
+    }
+    sqlx::query!(
+        r#"INSERT INTO ledger_entries
+               (user_id, amount, balance_after, reason, reference, idempotency_key, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
+        movement.user_id,
+        movement.amount,
+        balance_after,
+        movement.reason,
+        movement.reference,
+        movement.key,
+        now
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "UPDATE credit_accounts SET balance = $2 WHERE user_id = $1",
+        movement.user_id,
+        balance_after
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(Applied::Recorded { balance_after })
+}
+
+/// Takes up to `wanted` credits (never below zero) and returns how many were taken.
+pub async fn take_up_to(
+    connection: &mut PgConnection,
+    movement: Movement<'_>,
+    now: DateTime<Utc>,
+) -> Result<i64, LedgerError> {
+    let wanted = -movement.amount;
+    let balance = lock_account(connection, movement.user_id).await?;
+    let taken = wanted.clamp(0, balance);
+    let applied = apply(
+        connection,
+        Movement {
+            amount: -taken,
+            ..movement
+        },
+        now,
+    )
+    .await?;
+    Ok(if applied == Applied::AlreadyRecorded {
+        0
+    } else {
+        taken
+    })
+}
+
+/// Creates the account row when missing and locks it; returns the balance.
+async fn lock_account(connection: &mut PgConnection, user_id: Uuid) -> Result<i64, LedgerError> {
+    sqlx::query!(
+        "INSERT INTO credit_accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
+        user_id
+    )
+    .execute(&mut *connection)
+    .await?;
+    let balance = sqlx::query_scalar!(
+        "SELECT balance FROM credit_accounts WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(balance)
+}
+
+pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {
+    let balance = sqlx::query_scalar!(
+        "SELECT balance FROM credit_accounts WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(balance.unwrap_or(0))
+}
+
+/// An entry as the user sees it.
+#[derive(Serialize, ToSchema)]
+pub struct Entry {
+    pub id: i64,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reason: String,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+}

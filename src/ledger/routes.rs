@@ -1,0 +1,135 @@
+//! `GET /myapi/credits/ledger` and the admin's credit adjustment.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use super::{Applied, Entry, LedgerError, Movement};
+use crate::admin::AdminUser;
+use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, PageQuery, SuccessBody, ok, ok_page};
+use crate::auth::session::ActiveUser;
+use crate::startup::AppContext;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/myapi/credits/ledger", web::get().to(list_entries));
+}
+
+/// The user's credit movements, newest first.
+#[utoipa::path(get, path = "/myapi/credits/ledger", tag = "credits", params(PageQuery),
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<crate::api::Page<Entry>>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
+pub async fn list_entries(
+    context: web::Data<AppContext>,
+    ActiveUser(session): ActiveUser,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, size) = query.resolve()?;
+    let user_id = session.user.id;
+    let entries = sqlx::query_as!(
+        Entry,
+        r#"SELECT id, amount, balance_after, reason, reference, created_at FROM ledger_entries
+           WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"#,
+        user_id,
+        i64::from(size),
+        i64::from((page - 1) * size)
+    )
+    .fetch_all(&context.pool)
+    .await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!" FROM ledger_entries WHERE user_id = $1"#,
+        user_id
+    )
+    .fetch_one(&context.pool)
+    .await?;
+    Ok(ok_page(entries, total, page, size))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct Adjustment {
+    /// Credits to add; negative takes credits, down to zero.
+    pub amount: i64,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Adjusted {
+    pub balance: i64,
+    /// False when the same `Idempotency-Key` was applied before.
+    pub applied: bool,
+}
+
+/// Adds or takes credits. `Idempotency-Key` makes a retried request apply once.
+#[utoipa::path(post, path = "/myapi/admin/users/{id}/credits", tag = "admin",
+    request_body = Adjustment, security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<Adjusted>)),
+    (status = 400, description = "The amount is zero, or would take the balance below zero.",
+        body = ErrorBody),
+    (status = 403, description = "Not an admin.", body = ErrorBody),
+    (status = 404, description = "No such user.", body = ErrorBody)))]
+pub async fn adjust_credits(
+    context: web::Data<AppContext>,
+    admin: AdminUser,
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    ApiJson(body): ApiJson<Adjustment>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = path.into_inner();
+    let reason = body.reason.trim();
+    if body.amount == 0 {
+        return Err(ApiError::bad_request("field `amount`: must not be zero."));
+    }
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(ApiError::bad_request(
+            "field `reason`: 1 to 200 characters.",
+        ));
+    }
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
+        user_id
+    )
+    .fetch_one(&context.pool)
+    .await?;
+    if !exists {
+        return Err(ApiError::not_found());
+    }
+    let key = match req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(key) if !key.trim().is_empty() && key.len() <= 200 => {
+            format!("adjustment:{}:{}", admin.0.id, key.trim())
+        }
+        _ => format!("adjustment:{}", Uuid::new_v4()),
+    };
+    let reference = format!("admin:{}: {reason}", admin.0.email);
+    let mut transaction = context.pool.begin().await?;
+    let movement = Movement {
+        user_id,
+        amount: body.amount,
+        reason: "adjustment",
+        reference: Some(&reference),
+        key: &key,
+    };
+    let applied = match super::apply(&mut transaction, movement, context.clock.now()).await {
+        Ok(applied) => applied,
+        Err(LedgerError::InsufficientBalance { balance, .. }) => {
+            return Err(ApiError::bad_request(format!(
+                "field `amount`: the balance is {balance}; it cannot go below zero."
+            )));
+        }
+        Err(LedgerError::Database(error)) => return Err(error.into()),
+    };
+    transaction.commit().await?;
+    let balance = super::balance(&context.pool, user_id).await?;
+    Ok(ok(Adjusted {
+        balance,
+        applied: matches!(applied, Applied::Recorded { .. }),
+    }))
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(list_entries, adjust_credits), tags((name = "credits")))]
+pub struct LedgerApi;

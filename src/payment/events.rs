@@ -1,0 +1,435 @@
+//! The effect of each Stripe event type on orders, subscriptions and credits. Every function
+//! runs inside the transaction that records the event, holding the order's row lock.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use super::error::PaymentError;
+use super::grant::{grant_credits, settle_payment};
+use super::order::{self, Order};
+use super::webhook::StripeEvent;
+use crate::ledger::{self, Movement};
+
+pub async fn apply(
+    connection: &mut PgConnection,
+    event: &StripeEvent,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    let object = &event.data.object;
+    match event.event_type.as_str() {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            checkout_paid(connection, event, object, now).await
+        }
+        "checkout.session.async_payment_failed" => {
+            checkout_closed(connection, object, "failed").await
+        }
+        "checkout.session.expired" => checkout_closed(connection, object, "expired").await,
+        "invoice.paid" => invoice_paid(connection, event, object, now).await,
+        "invoice.payment_failed" => invoice_failed(connection, event, object).await,
+        "customer.subscription.updated" | "customer.subscription.deleted" => {
+            subscription_changed(connection, event, object).await
+        }
+        "charge.refunded" => charge_refunded(connection, object, now).await,
+        other => {
+            tracing::debug!(event_type = other, "Stripe event type needs nothing");
+            Ok(())
+        }
+    }
+}
+
+fn text<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(value, |value, key| value.get(key))?
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+fn number(value: &Value, path: &[&str]) -> Option<i64> {
+    path.iter()
+        .try_fold(value, |value, key| value.get(key))?
+        .as_i64()
+}
+
+fn boolean(value: &Value, path: &[&str]) -> Option<bool> {
+    path.iter()
+        .try_fold(value, |value, key| value.get(key))?
+        .as_bool()
+}
+
+/// An id field that may be a plain id or an expanded object.
+fn id_of<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    match value.get(key)? {
+        Value::String(id) => Some(id.as_str()),
+        object @ Value::Object(_) => text(object, &["id"]),
+        _ => None,
+    }
+}
+
+fn timestamp(seconds: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(seconds, 0)
+}
+
+/// The amount and currency Stripe reports must be the order's, or nothing is granted.
+fn amount_matches(order: &Order, amount: Option<i64>, currency: Option<&str>, what: &str) -> bool {
+    let matches = amount == Some(order.amount_cents)
+        && currency.is_some_and(|currency| currency.eq_ignore_ascii_case(&order.currency));
+    if !matches {
+        tracing::error!(order_no = %order.order_no, ?amount, ?currency,
+            expected_amount = order.amount_cents, expected_currency = %order.currency,
+            "{what} disagrees with the order: nothing granted");
+    }
+    matches
+}
+
+fn unknown_order(kind: &str, object: &Value) {
+    tracing::warn!(
+        object_id = text(object, &["id"]).unwrap_or("?"),
+        "{kind} refers to no order of ours: ignored"
+    );
+}
+
+async fn checkout_paid(
+    connection: &mut PgConnection,
+    event: &StripeEvent,
+    session: &Value,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    let order_no = text(session, &["metadata", "order_no"])
+        .or_else(|| text(session, &["client_reference_id"]));
+    let Some(order) = order::lock_for_event(connection, order_no, None, None).await? else {
+        unknown_order("checkout session", session);
+        return Ok(());
+    };
+    let customer = id_of(session, "customer");
+    let subscription = id_of(session, "subscription");
+    let payment_intent = id_of(session, "payment_intent");
+    sqlx::query!(
+        r#"UPDATE orders SET stripe_customer_id = COALESCE($2, stripe_customer_id),
+                  stripe_subscription_id = COALESCE($3, stripe_subscription_id),
+                  stripe_payment_intent_id = COALESCE($4, stripe_payment_intent_id)
+           WHERE id = $1"#,
+        order.id,
+        customer,
+        subscription,
+        payment_intent
+    )
+    .execute(&mut *connection)
+    .await?;
+    let payment_status = text(session, &["payment_status"]).unwrap_or("unpaid");
+    if !matches!(payment_status, "paid" | "no_payment_required") {
+        // Delayed methods confirm later with async_payment_succeeded or _failed.
+        return Ok(());
+    }
+    let amount = number(session, &["amount_total"]);
+    if !amount_matches(
+        &order,
+        amount,
+        text(session, &["currency"]),
+        "the checkout session",
+    ) {
+        return Ok(());
+    }
+    // The first period of a subscription is granted under the order's key, which its first
+    // invoice (billing_reason subscription_create) shares: one grant, whichever comes first.
+    settle_payment(
+        connection,
+        &order,
+        event.created_at(),
+        &format!("order:{}", order.order_no),
+        now,
+    )
+    .await?;
+    if order.is_subscription() {
+        activate_subscription(connection, &order, event.created_at()).await?;
+    }
+    Ok(())
+}
+
+/// A subscription becomes active when paid, unless a newer event already ended it.
+async fn activate_subscription(
+    connection: &mut PgConnection,
+    order: &Order,
+    at: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    sqlx::query!(
+        r#"UPDATE orders SET subscription_status = 'active', subscription_state_at = $2
+           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND (subscription_state_at IS NULL OR subscription_state_at < $2)"#,
+        order.id,
+        at
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn checkout_closed(
+    connection: &mut PgConnection,
+    session: &Value,
+    status: &str,
+) -> Result<(), PaymentError> {
+    let order_no = text(session, &["metadata", "order_no"])
+        .or_else(|| text(session, &["client_reference_id"]));
+    let Some(order) = order::lock_for_event(connection, order_no, None, None).await? else {
+        unknown_order("checkout session", session);
+        return Ok(());
+    };
+    // Only the session the order currently shows can close it: an older session expiring
+    // after `/checkout` made a new one changes nothing.
+    let session_id = text(session, &["id"]);
+    if order.checkout_session_id.is_some() && order.checkout_session_id.as_deref() != session_id {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"UPDATE orders SET status = $2, checkout_url = NULL
+           WHERE id = $1 AND status = 'pending'"#,
+        order.id,
+        status
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The subscription id of an invoice, in the current (`parent.subscription_details`) and the
+/// older (`subscription`) shape of the API.
+fn invoice_subscription(invoice: &Value) -> Option<&str> {
+    text(invoice, &["parent", "subscription_details", "subscription"])
+        .or_else(|| id_of(invoice, "subscription"))
+}
+
+fn invoice_order_no(invoice: &Value) -> Option<&str> {
+    text(
+        invoice,
+        &["parent", "subscription_details", "metadata", "order_no"],
+    )
+    .or_else(|| text(invoice, &["subscription_details", "metadata", "order_no"]))
+    .or_else(|| text(invoice, &["metadata", "order_no"]))
+}
+
+async fn invoice_paid(
+    connection: &mut PgConnection,
+    event: &StripeEvent,
+    invoice: &Value,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    let subscription = invoice_subscription(invoice);
+    let order_no = invoice_order_no(invoice);
+    let Some(order) = order::lock_for_event(connection, order_no, subscription, None).await? else {
+        unknown_order("invoice", invoice);
+        return Ok(());
+    };
+    let Some(invoice_id) = text(invoice, &["id"]) else {
+        return Err(PaymentError::Internal(anyhow::anyhow!(
+            "an invoice without an id"
+        )));
+    };
+    if !amount_matches(
+        &order,
+        number(invoice, &["amount_paid"]),
+        text(invoice, &["currency"]),
+        "the invoice",
+    ) {
+        return Ok(());
+    }
+    if let Some(subscription) = subscription {
+        sqlx::query!(
+            r#"UPDATE orders SET stripe_subscription_id = COALESCE(stripe_subscription_id, $2)
+               WHERE id = $1"#,
+            order.id,
+            subscription
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
+    let first_period = text(invoice, &["billing_reason"]) == Some("subscription_create");
+    if first_period {
+        settle_payment(
+            connection,
+            &order,
+            event.created_at(),
+            &format!("order:{}", order.order_no),
+            now,
+        )
+        .await?;
+        if order.subscription_status.is_none() {
+            activate_subscription(connection, &order, event.created_at()).await?;
+        }
+    } else {
+        grant_credits(
+            connection,
+            &order,
+            "invoice",
+            invoice_id,
+            &format!("invoice:{invoice_id}"),
+            now,
+        )
+        .await?;
+    }
+    // The paid period's end; it only ever moves forward.
+    let period_end = invoice
+        .get("lines")
+        .and_then(|lines| lines.get("data"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|line| number(line, &["period", "end"]))
+        .max()
+        .or_else(|| number(invoice, &["period_end"]))
+        .and_then(timestamp);
+    sqlx::query!(
+        r#"UPDATE orders SET current_period_end = GREATEST(current_period_end, $2)
+           WHERE id = $1"#,
+        order.id,
+        period_end
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn invoice_failed(
+    connection: &mut PgConnection,
+    event: &StripeEvent,
+    invoice: &Value,
+) -> Result<(), PaymentError> {
+    let subscription = invoice_subscription(invoice);
+    let order_no = invoice_order_no(invoice);
+    let Some(order) = order::lock_for_event(connection, order_no, subscription, None).await? else {
+        unknown_order("invoice", invoice);
+        return Ok(());
+    };
+    sqlx::query!(
+        r#"UPDATE orders SET subscription_status = 'past_due', subscription_state_at = $2
+           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND (subscription_state_at IS NULL OR subscription_state_at <= $2)"#,
+        order.id,
+        event.created_at()
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+async fn subscription_changed(
+    connection: &mut PgConnection,
+    event: &StripeEvent,
+    subscription: &Value,
+) -> Result<(), PaymentError> {
+    let order_no = text(subscription, &["metadata", "order_no"]);
+    let subscription_id = text(subscription, &["id"]);
+    let Some(order) = order::lock_for_event(connection, order_no, subscription_id, None).await?
+    else {
+        unknown_order("subscription", subscription);
+        return Ok(());
+    };
+    let deleted = event.event_type == "customer.subscription.deleted";
+    let status = if deleted {
+        "canceled"
+    } else {
+        text(subscription, &["status"]).unwrap_or("active")
+    };
+    // The period end sits on the items in the current API and on the subscription before.
+    let period_end = subscription
+        .get("items")
+        .and_then(|items| items.get("data"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| number(item, &["current_period_end"]))
+        .max()
+        .or_else(|| number(subscription, &["current_period_end"]))
+        .and_then(timestamp);
+    let cancel_at_period_end = boolean(subscription, &["cancel_at_period_end"]).unwrap_or(false);
+    // An older event never undoes a newer state, and nothing revives a cancelled subscription.
+    let changed = sqlx::query!(
+        r#"UPDATE orders SET subscription_status = $2, cancel_at_period_end = $3,
+                  current_period_end = COALESCE(GREATEST(current_period_end, $4), current_period_end, $4),
+                  subscription_state_at = $5,
+                  stripe_subscription_id = COALESCE(stripe_subscription_id, $6),
+                  status = CASE WHEN $7 AND status = 'paid' THEN 'cancelled' ELSE status END
+           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND (subscription_state_at IS NULL OR subscription_state_at <= $5)"#,
+        order.id,
+        status,
+        cancel_at_period_end,
+        period_end,
+        event.created_at(),
+        subscription_id,
+        deleted
+    )
+    .execute(connection)
+    .await?;
+    if changed.rows_affected() == 0 {
+        tracing::info!(order_no = %order.order_no, event_id = %event.id,
+            "an older subscription event was ignored");
+    }
+    Ok(())
+}
+
+/// A refund takes back the refunded share of the order's credits, down to zero; what could not
+/// be taken is recorded on the order as a shortfall.
+async fn charge_refunded(
+    connection: &mut PgConnection,
+    charge: &Value,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    let order_no = text(charge, &["metadata", "order_no"]);
+    let payment_intent = id_of(charge, "payment_intent");
+    let Some(order) = order::lock_for_event(connection, order_no, None, payment_intent).await?
+    else {
+        unknown_order("charge", charge);
+        return Ok(());
+    };
+    let (Some(charge_id), Some(amount), Some(refunded)) = (
+        text(charge, &["id"]),
+        number(charge, &["amount"]),
+        number(charge, &["amount_refunded"]),
+    ) else {
+        return Err(PaymentError::Internal(anyhow::anyhow!(
+            "a charge without id or amounts"
+        )));
+    };
+    let currency_matches = text(charge, &["currency"])
+        .is_some_and(|currency| currency.eq_ignore_ascii_case(&order.currency));
+    if !currency_matches || amount <= 0 {
+        tracing::error!(order_no = %order.order_no, "the refunded charge disagrees with the order");
+        return Ok(());
+    }
+    let share = i128::from(order.credits) * i128::from(refunded.min(amount)) / i128::from(amount);
+    let target = i64::try_from(share).unwrap_or(order.credits);
+    let owed = target - order.refunded_credits;
+    if owed > 0 {
+        let movement = Movement {
+            user_id: order.user_id,
+            amount: -owed,
+            reason: "refund",
+            reference: Some(&order.order_no),
+            key: &format!("refund:{charge_id}:{refunded}"),
+        };
+        let taken = ledger::take_up_to(connection, movement, now).await?;
+        if taken < owed {
+            tracing::warn!(order_no = %order.order_no, owed, taken,
+                "the refund took back fewer credits than were granted");
+        }
+        sqlx::query!(
+            r#"UPDATE orders SET refunded_credits = $2, refund_shortfall = refund_shortfall + $3
+               WHERE id = $1"#,
+            order.id,
+            target,
+            owed - taken
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
+    if boolean(charge, &["refunded"]).unwrap_or(refunded >= amount) {
+        sqlx::query!(
+            "UPDATE orders SET status = 'refunded' WHERE id = $1",
+            order.id
+        )
+        .execute(connection)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Payment: orders paid through Stripe Checkout, subscriptions, the webhooks that settle them,
+//! cancellation, and manual orders. Codes 40007, 40021-40028, 40302, 40411, 50021-50023.
+
+mod error;
+mod events;
+mod grant;
+mod order;
+mod routes;
+pub mod signature;
+mod stripe_api;
+mod webhook;
+
+use actix_web::web;
+use utoipa::OpenApi;
+
+pub use error::PaymentError;
+pub use routes::admin_create_manual_order;
+pub use stripe_api::StripeApi;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/myapi/orders", web::post().to(routes::create_order))
+        .route("/myapi/orders", web::get().to(routes::list_orders))
+        .route("/myapi/orders/{order_no}", web::get().to(routes::get_order))
+        .route(
+            "/myapi/orders/{order_no}/checkout",
+            web::post().to(routes::checkout),
+        )
+        .route(
+            "/myapi/orders/{order_no}/cancel",
+            web::post().to(routes::cancel),
+        )
+        .route(
+            "/myapi/webhooks/stripe",
+            web::post().to(webhook::stripe_webhook),
+        );
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(routes::create_order, routes::list_orders, routes::get_order, routes::checkout,
+        routes::cancel, routes::admin_create_manual_order, webhook::stripe_webhook),
+    tags((name = "payment", description = "Orders, checkout, subscriptions and Stripe webhooks"))
+)]
+pub struct PaymentApi;

@@ -1,0 +1,434 @@
+//! The order endpoints: create (with `Idempotency-Key`), list, detail, a fresh checkout,
+//! cancellation, and the admin's manual orders.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Duration;
+use rand::RngCore;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::PaymentError;
+use super::grant::settle_payment;
+use super::order::{self, NewOrder, Order, OrderView};
+use crate::admin::AdminUser;
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page,
+};
+use crate::auth::session::ActiveUser;
+use crate::auth::users::is_violation_of;
+use crate::plans::{self, Plan, PlanType};
+use crate::startup::AppContext;
+
+type Context = web::Data<AppContext>;
+
+/// How long a pending order (and its Checkout Session) can be paid. Stripe accepts 30 minutes
+/// to 24 hours.
+const ORDER_TTL_MINUTES: i64 = 60;
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateOrder {
+    pub plan_id: i64,
+    /// `credit_card` (default), `alipay` or `wechat_pay`.
+    pub payment_method: Option<String>,
+}
+
+/// `ord_` and 120 random bits: unique and not guessable or sequential.
+fn new_order_no() -> String {
+    let mut bytes = [0u8; 15];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("ord_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn parse_method(method: Option<&str>) -> Result<&'static str, PaymentError> {
+    match method.map(str::trim).unwrap_or("credit_card") {
+        "credit_card" => Ok("credit_card"),
+        "alipay" => Ok("alipay"),
+        "wechat_pay" => Ok("wechat_pay"),
+        _ => Err(PaymentError::UnsupportedPayment),
+    }
+}
+
+/// A plan that can be bought: active and not free.
+async fn buyable_plan(context: &AppContext, plan_id: i64) -> Result<Plan, PaymentError> {
+    match plans::find(&context.pool, plan_id).await? {
+        Some(plan) if plan.active && plan.plan_type != PlanType::Free => Ok(plan),
+        _ => Err(PaymentError::InvalidPlan),
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => match value.to_str().map(str::trim) {
+            Ok(key) if !key.is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
+            _ => Err(ApiError::bad_request(
+                "The Idempotency-Key header must be 1 to 255 characters.",
+            )),
+        },
+    }
+}
+
+/// Creates a pending order and its Stripe Checkout Session.
+#[utoipa::path(post, path = "/myapi/orders", tag = "payment", request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "The same key from the same user returns the same order.")),
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<OrderView>)),
+    (status = 400, description = "40007 unknown, inactive or free plan; 40023 subscriptions are \
+        card only; 40024 unknown payment method.", body = ErrorBody),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody),
+    (status = 500, description = "50021 the checkout session could not be created (the order \
+        stays pending; retry with /checkout).", body = ErrorBody)))]
+pub async fn create_order(
+    context: Context,
+    ActiveUser(session): ActiveUser,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<CreateOrder>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let user_id = session.user.id;
+    if let Some(key) = &key
+        && let Some(existing) = order::find_by_idempotency_key(&context.pool, user_id, key).await?
+    {
+        return Ok(ok(existing.view(context.clock.now())));
+    }
+    let plan = buyable_plan(&context, body.plan_id).await?;
+    let method = parse_method(body.payment_method.as_deref())?;
+    if plan.plan_type == PlanType::Subscription && method != "credit_card" {
+        return Err(PaymentError::SubscriptionCardOnly.into());
+    }
+    if !context.stripe.is_configured() {
+        return Err(PaymentError::PaymentsNotConfigured.into());
+    }
+    let now = context.clock.now();
+    let order_no = new_order_no();
+    let new_order = NewOrder {
+        order_no: &order_no,
+        user_id,
+        plan_id: plan.id,
+        status: "pending",
+        billing_mode: if plan.plan_type == PlanType::Subscription {
+            "subscription"
+        } else {
+            "one_time"
+        },
+        payment_method: method,
+        provider: "stripe",
+        amount_cents: plan.amount_cents,
+        currency: &plan.currency,
+        credits: plan.credits,
+        idempotency_key: key.as_deref(),
+        expires_at: now + Duration::minutes(ORDER_TTL_MINUTES),
+        created_at: now,
+    };
+    let order = match order::insert(&context.pool, new_order).await {
+        Ok(order) => order,
+        // A twin request with the same key won the insert: answer with its order.
+        Err(error) if is_violation_of(&error, "orders_user_idempotency_key") => {
+            let key = key.as_deref().unwrap_or_default();
+            let existing = order::find_by_idempotency_key(&context.pool, user_id, key).await?;
+            let existing = existing.ok_or(PaymentError::OrderNotFound)?;
+            return Ok(ok(existing.view(now)));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let order = open_checkout(&context, order, &plan).await?;
+    Ok(ok(order.view(now)))
+}
+
+/// Creates the next Checkout Session of a pending order and stores it with the order's new
+/// expiry. Stripe's failure leaves the order pending for `/checkout` to retry.
+async fn open_checkout(
+    context: &AppContext,
+    order: Order,
+    plan: &Plan,
+) -> Result<Order, PaymentError> {
+    let now = context.clock.now();
+    let attempt = order.checkout_attempts + 1;
+    let expires_at = now + Duration::minutes(ORDER_TTL_MINUTES);
+    let draft = Order {
+        expires_at,
+        ..order.clone()
+    };
+    if let Some(previous) = &order.checkout_session_id {
+        context
+            .stripe
+            .expire_session(previous, &order.order_no)
+            .await?;
+    }
+    let session = context.stripe.create_session(&draft, plan, attempt).await?;
+    let updated = sqlx::query!(
+        r#"UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_attempts = $4,
+                  expires_at = $5
+           WHERE id = $1 AND status = 'pending'"#,
+        order.id,
+        session.id,
+        session.url,
+        attempt,
+        expires_at
+    )
+    .execute(&context.pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(PaymentError::OrderNotPending);
+    }
+    order::find_by_no(&context.pool, &order.order_no)
+        .await?
+        .ok_or(PaymentError::OrderNotFound)
+}
+
+/// The caller's order, or 40411 / 40302.
+async fn own_order(
+    context: &AppContext,
+    user_id: Uuid,
+    order_no: &str,
+) -> Result<Order, PaymentError> {
+    let order = order::find_by_no(&context.pool, order_no)
+        .await?
+        .ok_or(PaymentError::OrderNotFound)?;
+    if order.user_id != user_id {
+        return Err(PaymentError::ForbiddenResource);
+    }
+    Ok(order)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderFilter {
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+    /// Only orders in this status.
+    pub status: Option<String>,
+}
+
+/// The caller's orders, newest first.
+#[utoipa::path(get, path = "/myapi/orders", tag = "payment", params(OrderFilter),
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<Page<OrderView>>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
+pub async fn list_orders(
+    context: Context,
+    ActiveUser(session): ActiveUser,
+    ApiQuery(filter): ApiQuery<OrderFilter>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, size) = PageQuery {
+        page: filter.page,
+        page_size: filter.page_size,
+    }
+    .resolve()?;
+    let status = filter.status.as_deref().filter(|status| !status.is_empty());
+    if let Some(status) = status
+        && ![
+            "pending",
+            "paid",
+            "expired",
+            "failed",
+            "cancelled",
+            "refunded",
+        ]
+        .contains(&status)
+    {
+        return Err(ApiError::bad_request(
+            "query parameter `status`: not an order status.",
+        ));
+    }
+    let user_id = session.user.id;
+    let offset = i64::from((page - 1) * size);
+    let orders =
+        order::list_for_user(&context.pool, user_id, status, i64::from(size), offset).await?;
+    let total = order::count_for_user(&context.pool, user_id, status).await?;
+    let now = context.clock.now();
+    Ok(ok_page(
+        orders.iter().map(|order| order.view(now)).collect(),
+        total,
+        page,
+        size,
+    ))
+}
+
+/// One of the caller's orders.
+#[utoipa::path(get, path = "/myapi/orders/{order_no}", tag = "payment",
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<OrderView>)),
+    (status = 403, description = "40302 another user's order.", body = ErrorBody),
+    (status = 404, description = "40411 no such order.", body = ErrorBody)))]
+pub async fn get_order(
+    context: Context,
+    ActiveUser(session): ActiveUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let order = own_order(&context, session.user.id, &path).await?;
+    Ok(ok(order.view(context.clock.now())))
+}
+
+/// A fresh Checkout Session for a pending order (the previous one is expired at Stripe).
+#[utoipa::path(post, path = "/myapi/orders/{order_no}/checkout", tag = "payment",
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<OrderView>)),
+    (status = 400, description = "40021 the order expired; 40022 it is not pending.", body = ErrorBody),
+    (status = 403, description = "40302 another user's order.", body = ErrorBody),
+    (status = 404, description = "40411 no such order.", body = ErrorBody),
+    (status = 500, description = "50021 Stripe failed.", body = ErrorBody)))]
+pub async fn checkout(
+    context: Context,
+    ActiveUser(session): ActiveUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let order = own_order(&context, session.user.id, &path).await?;
+    let now = context.clock.now();
+    match order.effective_status(now) {
+        "pending" => {}
+        "expired" => return Err(PaymentError::OrderExpired.into()),
+        _ => return Err(PaymentError::OrderNotPending.into()),
+    }
+    let plan = plans::find(&context.pool, order.plan_id)
+        .await?
+        .ok_or(PaymentError::InvalidPlan)?;
+    let order = open_checkout(&context, order, &plan).await?;
+    Ok(ok(order.view(now)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CancelRequest {
+    /// True (default): cancel when the paid period ends; false: cancel now.
+    pub at_period_end: Option<bool>,
+}
+
+/// Cancels the subscription of a paid subscription order; webhooks settle the final state.
+#[utoipa::path(post, path = "/myapi/orders/{order_no}/cancel", tag = "payment",
+    request_body = CancelRequest, security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<OrderView>)),
+    (status = 400, description = "40026 not a subscription order; 40027 not a Stripe order; \
+        40025 not paid; 40028 the subscription id is not synced yet.", body = ErrorBody),
+    (status = 403, description = "40302 another user's order.", body = ErrorBody),
+    (status = 404, description = "40411 no such order.", body = ErrorBody),
+    (status = 500, description = "50022 the provider cannot cancel now; 50023 Stripe refused \
+        or failed.", body = ErrorBody)))]
+pub async fn cancel(
+    context: Context,
+    ActiveUser(session): ActiveUser,
+    path: web::Path<String>,
+    ApiJson(body): ApiJson<CancelRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let order = own_order(&context, session.user.id, &path).await?;
+    if !order.is_subscription() {
+        return Err(PaymentError::NotSubscriptionOrder.into());
+    }
+    if order.provider != "stripe" {
+        return Err(PaymentError::StripeOnlyCancel.into());
+    }
+    if order.status != "paid" {
+        return Err(PaymentError::OrderNotPaidSubscription.into());
+    }
+    let subscription_id = order
+        .stripe_subscription_id
+        .as_deref()
+        .ok_or(PaymentError::SubscriptionIdMissing)?;
+    let at_period_end = body.at_period_end.unwrap_or(true);
+    context
+        .stripe
+        .cancel_subscription(subscription_id, at_period_end)
+        .await?;
+    if at_period_end {
+        sqlx::query!(
+            "UPDATE orders SET cancel_at_period_end = true WHERE id = $1",
+            order.id
+        )
+        .execute(&context.pool)
+        .await?;
+    }
+    let order = order::find_by_no(&context.pool, &order.order_no)
+        .await?
+        .ok_or(PaymentError::OrderNotFound)?;
+    Ok(ok(order.view(context.clock.now())))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ManualOrder {
+    pub user_id: Uuid,
+    pub plan_id: i64,
+}
+
+/// Records an order paid outside Stripe and grants it like a Stripe payment.
+#[utoipa::path(post, path = "/myapi/admin/orders", tag = "admin", request_body = ManualOrder,
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<OrderView>)),
+    (status = 400, description = "40007 unknown, inactive or free plan.", body = ErrorBody),
+    (status = 403, description = "Not an admin.", body = ErrorBody),
+    (status = 404, description = "No such user.", body = ErrorBody)))]
+pub async fn admin_create_manual_order(
+    context: Context,
+    _admin: AdminUser,
+    ApiJson(body): ApiJson<ManualOrder>,
+) -> Result<HttpResponse, ApiError> {
+    let plan = buyable_plan(&context, body.plan_id).await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
+        body.user_id
+    )
+    .fetch_one(&context.pool)
+    .await?;
+    if !exists {
+        return Err(ApiError::not_found());
+    }
+    let now = context.clock.now();
+    let order_no = new_order_no();
+    let subscription = plan.plan_type == PlanType::Subscription;
+    let mut transaction = context.pool.begin().await?;
+    let order = order::insert(
+        &mut *transaction,
+        NewOrder {
+            order_no: &order_no,
+            user_id: body.user_id,
+            plan_id: plan.id,
+            status: "pending",
+            billing_mode: if subscription {
+                "subscription"
+            } else {
+                "one_time"
+            },
+            payment_method: "manual",
+            provider: "manual",
+            amount_cents: plan.amount_cents,
+            currency: &plan.currency,
+            credits: plan.credits,
+            idempotency_key: None,
+            expires_at: now,
+            created_at: now,
+        },
+    )
+    .await?;
+    settle_payment(
+        &mut transaction,
+        &order,
+        now,
+        &format!("order:{order_no}"),
+        now,
+    )
+    .await?;
+    if subscription {
+        let period = if plan.interval.as_deref() == Some("year") {
+            Duration::days(365)
+        } else {
+            Duration::days(30)
+        };
+        sqlx::query!(
+            r#"UPDATE orders SET subscription_status = 'active', subscription_state_at = $2,
+                      current_period_end = $3
+               WHERE id = $1"#,
+            order.id,
+            now,
+            now + period
+        )
+        .execute(&mut *transaction)
+        .await?;
+    }
+    transaction.commit().await?;
+    let order = order::find_by_no(&context.pool, &order_no)
+        .await?
+        .ok_or(PaymentError::OrderNotFound)?;
+    Ok(ok(order.view(now)))
+}

@@ -1,0 +1,227 @@
+//! The admin's plan CRUD. A plan that orders refer to is deactivated rather than deleted.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::repo::{self, Plan, PlanType};
+use crate::admin::AdminUser;
+use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok};
+use crate::auth::users::is_violation_of;
+use crate::startup::AppContext;
+
+#[derive(Deserialize, ToSchema)]
+pub struct PlanInput {
+    pub name: String,
+    pub plan_type: PlanType,
+    pub amount_cents: i64,
+    /// ISO 4217, lower case; `usd` by default.
+    pub currency: Option<String>,
+    /// `month` or `year` for subscriptions; absent otherwise.
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub credits: i64,
+    pub monthly_quota: Option<i64>,
+    pub rps_limit: i32,
+    pub rph_limit: i32,
+    #[serde(default)]
+    pub description: String,
+    pub active: Option<bool>,
+    pub stripe_price_id: Option<String>,
+}
+
+struct ValidPlan {
+    currency: String,
+    interval: Option<String>,
+    active: bool,
+    stripe_price_id: Option<String>,
+}
+
+impl PlanInput {
+    fn validate(&self) -> Result<ValidPlan, ApiError> {
+        let bad = |detail: &str| Err(ApiError::bad_request(detail.to_owned()));
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return bad("field `name`: 1 to 100 characters.");
+        }
+        if self.amount_cents < 0 || self.credits < 0 || self.monthly_quota.is_some_and(|q| q < 0) {
+            return bad("fields `amount_cents`, `credits` and `monthly_quota` cannot be negative.");
+        }
+        if self.rps_limit <= 0 || self.rph_limit <= 0 {
+            return bad("fields `rps_limit` and `rph_limit` must be positive.");
+        }
+        if self.plan_type != PlanType::Free && self.amount_cents == 0 {
+            return bad("field `amount_cents`: a plan on sale needs a price.");
+        }
+        let currency = self
+            .currency
+            .as_deref()
+            .unwrap_or("usd")
+            .trim()
+            .to_lowercase();
+        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_lowercase()) {
+            return bad("field `currency`: a three-letter ISO 4217 code.");
+        }
+        let interval = match (self.plan_type, self.interval.as_deref()) {
+            (PlanType::Subscription, Some(interval @ ("month" | "year"))) => {
+                Some(interval.to_owned())
+            }
+            (PlanType::Subscription, _) => return bad("field `interval`: `month` or `year`."),
+            (_, None) => None,
+            (_, Some(_)) => return bad("field `interval`: only subscriptions renew."),
+        };
+        if self.description.chars().count() > 2000 {
+            return bad("field `description`: at most 2000 characters.");
+        }
+        let stripe_price_id = self
+            .stripe_price_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        Ok(ValidPlan {
+            currency,
+            interval,
+            active: self.active.unwrap_or(true),
+            stripe_price_id,
+        })
+    }
+}
+
+/// A second active free plan is refused by a unique index.
+fn map_write_error(error: sqlx::Error) -> ApiError {
+    if is_violation_of(&error, "plans_one_active_free_key") {
+        ApiError::bad_request("Only one free plan can be active; deactivate the other first.")
+    } else {
+        error.into()
+    }
+}
+
+/// Every plan, inactive ones included.
+#[utoipa::path(get, path = "/myapi/admin/plans", tag = "admin", security(("session" = [])),
+    responses((status = 200, body = inline(SuccessBody<Vec<Plan>>)),
+    (status = 403, description = "Not an admin.", body = ErrorBody)))]
+pub async fn admin_list(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+) -> Result<HttpResponse, ApiError> {
+    Ok(ok(repo::list(&context.pool, false).await?))
+}
+
+#[utoipa::path(post, path = "/myapi/admin/plans", tag = "admin", request_body = PlanInput,
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Plan>)),
+    (status = 400, description = "A field is invalid.", body = ErrorBody),
+    (status = 403, description = "Not an admin.", body = ErrorBody)))]
+pub async fn admin_create(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+    ApiJson(input): ApiJson<PlanInput>,
+) -> Result<HttpResponse, ApiError> {
+    let valid = input.validate()?;
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO plans (name, plan_type, amount_cents, currency, interval, credits,
+                              monthly_quota, rps_limit, rph_limit, description, active, stripe_price_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id"#,
+        input.name.trim(),
+        input.plan_type.as_str(),
+        input.amount_cents,
+        valid.currency,
+        valid.interval,
+        input.credits,
+        input.monthly_quota,
+        input.rps_limit,
+        input.rph_limit,
+        input.description,
+        valid.active,
+        valid.stripe_price_id
+    )
+    .fetch_one(&context.pool)
+    .await
+    .map_err(map_write_error)?;
+    let plan = repo::find(&context.pool, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok(plan))
+}
+
+#[utoipa::path(put, path = "/myapi/admin/plans/{id}", tag = "admin", request_body = PlanInput,
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Plan>)),
+    (status = 400, description = "A field is invalid.", body = ErrorBody),
+    (status = 403, description = "Not an admin.", body = ErrorBody),
+    (status = 404, description = "No such plan.", body = ErrorBody)))]
+pub async fn admin_update(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+    path: web::Path<i64>,
+    ApiJson(input): ApiJson<PlanInput>,
+) -> Result<HttpResponse, ApiError> {
+    let valid = input.validate()?;
+    let id = path.into_inner();
+    let updated = sqlx::query_scalar!(
+        r#"UPDATE plans SET name = $2, plan_type = $3, amount_cents = $4, currency = $5,
+                  interval = $6, credits = $7, monthly_quota = $8, rps_limit = $9, rph_limit = $10,
+                  description = $11, active = $12, stripe_price_id = $13
+           WHERE id = $1 RETURNING id"#,
+        id,
+        input.name.trim(),
+        input.plan_type.as_str(),
+        input.amount_cents,
+        valid.currency,
+        valid.interval,
+        input.credits,
+        input.monthly_quota,
+        input.rps_limit,
+        input.rph_limit,
+        input.description,
+        valid.active,
+        valid.stripe_price_id
+    )
+    .fetch_optional(&context.pool)
+    .await
+    .map_err(map_write_error)?;
+    updated.ok_or_else(ApiError::not_found)?;
+    let plan = repo::find(&context.pool, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok(plan))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Removed {
+    /// True when the plan was deleted; false when orders refer to it and it was deactivated.
+    pub deleted: bool,
+}
+
+/// Deletes a plan, or deactivates it when orders refer to it.
+#[utoipa::path(delete, path = "/myapi/admin/plans/{id}", tag = "admin",
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Removed>)),
+    (status = 403, description = "Not an admin.", body = ErrorBody),
+    (status = 404, description = "No such plan.", body = ErrorBody)))]
+pub async fn admin_delete(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let referenced = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM orders WHERE plan_id = $1) AS "referenced!""#,
+        id
+    )
+    .fetch_one(&context.pool)
+    .await?;
+    let affected = if referenced {
+        sqlx::query!("UPDATE plans SET active = false WHERE id = $1", id)
+            .execute(&context.pool)
+            .await?
+    } else {
+        sqlx::query!("DELETE FROM plans WHERE id = $1", id)
+            .execute(&context.pool)
+            .await?
+    };
+    if affected.rows_affected() == 0 {
+        return Err(ApiError::not_found());
+    }
+    Ok(ok(Removed {
+        deleted: !referenced,
+    }))
+}

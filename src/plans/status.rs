@@ -1,0 +1,79 @@
+//! `GET /myapi/status`: the plan whose limits apply, the credits and the subscription.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
+use crate::auth::session::ActiveUser;
+use crate::startup::AppContext;
+
+/// The subscription part of the status and of an order.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    pub order_no: String,
+    pub status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PlanSummary {
+    pub id: i64,
+    pub name: String,
+    pub plan_type: super::PlanType,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RateLimits {
+    pub rps: i32,
+    pub rph: i32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    /// The plan whose limits apply; null when no free plan is active and nothing is subscribed.
+    pub plan: Option<PlanSummary>,
+    pub credits: i64,
+    /// Calls charged this calendar month (UTC).
+    pub month_calls: i64,
+    pub monthly_quota: Option<i64>,
+    pub monthly_remaining: Option<i64>,
+    pub rate_limits: RateLimits,
+    pub subscription: Option<SubscriptionView>,
+}
+
+/// The account's plan, credits, limits and subscription.
+#[utoipa::path(get, path = "/myapi/status", tag = "plans", security(("session" = [])),
+    responses(
+    (status = 200, body = inline(SuccessBody<Status>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody),
+    (status = 403, description = "40301 the account is frozen.", body = ErrorBody)))]
+pub async fn status(
+    context: web::Data<AppContext>,
+    ActiveUser(session): ActiveUser,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = session.user.id;
+    let (plan, subscription) = super::account_plan(&context.pool, user_id).await?;
+    let credits = crate::ledger::balance(&context.pool, user_id).await?;
+    // Calls are counted by the gateway; until it has charged any, the month is at zero.
+    let month_calls = 0;
+    let monthly_quota = plan.as_ref().and_then(|plan| plan.monthly_quota);
+    Ok(ok(Status {
+        rate_limits: RateLimits {
+            rps: plan.as_ref().map_or(0, |plan| plan.rps_limit),
+            rph: plan.as_ref().map_or(0, |plan| plan.rph_limit),
+        },
+        plan: plan.map(|plan| PlanSummary {
+            id: plan.id,
+            name: plan.name,
+            plan_type: plan.plan_type,
+        }),
+        credits,
+        month_calls,
+        monthly_quota,
+        monthly_remaining: monthly_quota.map(|quota| (quota - month_calls).max(0)),
+        subscription,
+    }))
+}
