@@ -150,22 +150,47 @@ impl TestApp {
 }
 
 impl Drop for TestApp {
+    /// Stops the service, checks the ledger invariant one last time (so every test checks it),
+    /// and drops the test's database.
     fn drop(&mut self) {
         // `stop` sends its command at once; the returned future only waits for completion.
         drop(self.handle.stop(false));
         let database = self.database.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
-        // own runtime removes the database.
-        std::thread::spawn(move || {
+        // own runtime does the async work.
+        let consistent = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(drop_database(&database));
+                .block_on(async {
+                    let consistent = ledger_consistent(&database).await;
+                    drop_database(&database).await;
+                    consistent
+                })
         })
         .join()
-        .ok();
+        .unwrap_or(true);
+        if !consistent && !std::thread::panicking() {
+            panic!("an account's balance disagrees with its ledger");
+        }
     }
+}
+
+const LEDGER_BROKEN: &str = r#"SELECT count(*) FROM credit_accounts a
+    WHERE a.balance < 0 OR a.balance <> COALESCE(
+        (SELECT sum(e.amount) FROM ledger_entries e WHERE e.user_id = a.user_id), 0)"#;
+
+async fn ledger_consistent(database: &str) -> bool {
+    let url = database_url(server_url().await, database);
+    let Ok(mut connection) = PgConnection::connect(&url).await else {
+        return true; // The test dropped its database itself.
+    };
+    let broken: Result<i64, _> = sqlx::query_scalar(LEDGER_BROKEN)
+        .fetch_one(&mut connection)
+        .await;
+    connection.close().await.ok();
+    broken.map_or(true, |broken| broken == 0)
 }
 
 async fn drop_database(database: &str) {
@@ -252,4 +277,56 @@ impl TestApp {
     pub fn clock(&self) -> std::sync::Arc<meterapi::clock::Clock> {
         self.clock.clone()
     }
+}
+
+pub mod stripe;
+
+/// The password of every user made by `create_user`.
+pub const USER_PASSWORD: &str = "password123";
+
+/// Inserts an account (`role` is `user` or `admin`) with `USER_PASSWORD`, logs it in through the
+/// API and returns its id and session token. The app must use the cheap Argon2 parameters of
+/// `cheap_hashing`.
+pub async fn create_user(app: &TestApp, email: &str, role: &str) -> (uuid::Uuid, String) {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    let salt = SaltString::from_b64("dGVzdHNhbHR0ZXN0c2FsdA").unwrap();
+    let hash = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(USER_PASSWORD.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(email)
+    .bind(hash)
+    .bind(role)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let login = app
+        .post_json(
+            "/myapi/auth/login",
+            &serde_json::json!({"email": email, "password": USER_PASSWORD}),
+        )
+        .await;
+    let token = login.assert_ok()["token"].as_str().unwrap().to_owned();
+    (id, token)
+}
+
+impl TestConfig {
+    /// Argon2 parameters cheap enough for tests (and matching `create_user`'s hashes).
+    pub fn cheap_hashing(self) -> Self {
+        self.var("ARGON2_MEMORY_KIB", "64")
+            .var("ARGON2_ITERATIONS", "1")
+    }
+}
+
+/// `sum(ledger entries) == balance` for every account, and no balance below zero.
+pub async fn assert_ledger_consistent(pool: &PgPool) {
+    let broken: i64 = sqlx::query_scalar(LEDGER_BROKEN)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(broken, 0, "an account's balance disagrees with its ledger");
 }

@@ -1,0 +1,187 @@
+//! A fake Stripe on loopback: it speaks Stripe's HTTP API for the calls the service makes,
+//! answers with Stripe's own fixture objects (`../shared/fixtures/stripe/fixtures3.json`) with
+//! ids and fields overridden per request, replays a response for a repeated idempotency key as
+//! Stripe does, and records what the client sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// Stripe's example objects, by type (`checkout.session`, `invoice`, ...).
+pub fn fixture(object: &str) -> Value {
+    static FIXTURES: OnceLock<Value> = OnceLock::new();
+    let fixtures = FIXTURES.get_or_init(|| {
+        let path = std::env::var("STRIPE_FIXTURES").unwrap_or_else(|_| {
+            format!(
+                "{}/../shared/fixtures/stripe/fixtures3.json",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("Stripe fixtures at {path}: {error}"));
+        serde_json::from_str(&text).expect("the fixtures are JSON")
+    });
+    fixtures["resources"][object].clone()
+}
+
+/// One request the service made.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    pub form: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    replies: HashMap<String, Value>,
+    failing: bool,
+    sessions: u32,
+}
+
+#[derive(Clone)]
+pub struct FakeStripe {
+    pub base_url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeStripe {
+    pub async fn start() -> FakeStripe {
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = web::Data::from(state.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .default_service(web::to(handle))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        FakeStripe {
+            base_url: format!("http://127.0.0.1:{port}/"),
+            state,
+        }
+    }
+
+    /// Makes every call fail with Stripe's 500 `api_error` until set back.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.lock().unwrap().failing = failing;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn requests_to(&self, method: &str, path_prefix: &str) -> Vec<Recorded> {
+        let requests = self.requests();
+        requests
+            .into_iter()
+            .filter(|r| r.method == method && r.path.starts_with(path_prefix))
+            .collect()
+    }
+}
+
+async fn handle(
+    state: web::Data<Mutex<State>>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let form: HashMap<String, String> =
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+    let idempotency_key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let mut state = state.lock().unwrap();
+    state.requests.push(Recorded {
+        method: method.clone(),
+        path: path.clone(),
+        idempotency_key: idempotency_key.clone(),
+        form: form.clone(),
+    });
+    if state.failing {
+        return HttpResponse::InternalServerError().json(json!({"error": {
+            "type": "api_error", "message": "The fake Stripe was told to fail."}}));
+    }
+    if let Some(reply) = idempotency_key
+        .as_ref()
+        .and_then(|key| state.replies.get(key))
+    {
+        return HttpResponse::Ok().json(reply);
+    }
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    let reply = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["checkout", "sessions"]) => {
+            state.sessions += 1;
+            checkout_session(&form, state.sessions)
+        }
+        ("POST", ["checkout", "sessions", id, "expire"]) => {
+            let mut session = fixture("checkout.session");
+            session["id"] = json!(id);
+            session["status"] = json!("expired");
+            session["url"] = Value::Null;
+            session
+        }
+        ("POST", ["subscriptions", id]) => {
+            let mut subscription = fixture("subscription");
+            subscription["id"] = json!(id);
+            subscription["cancel_at_period_end"] =
+                json!(form.get("cancel_at_period_end").map(|v| v == "true"));
+            subscription
+        }
+        ("DELETE", ["subscriptions", id]) => {
+            let mut subscription = fixture("subscription");
+            subscription["id"] = json!(id);
+            subscription["status"] = json!("canceled");
+            subscription
+        }
+        _ => {
+            return HttpResponse::NotFound().json(json!({"error": {
+                "type": "invalid_request_error", "message": format!("Unrecognized request URL ({method}: {path})")}}));
+        }
+    };
+    if let Some(key) = idempotency_key {
+        state.replies.insert(key, reply.clone());
+    }
+    HttpResponse::Ok().json(reply)
+}
+
+fn checkout_session(form: &HashMap<String, String>, n: u32) -> Value {
+    let mut session = fixture("checkout.session");
+    let id = format!("cs_test_fake_{n}");
+    session["id"] = json!(id);
+    session["url"] = json!(format!("https://checkout.stripe.com/c/pay/{id}"));
+    session["status"] = json!("open");
+    session["payment_status"] = json!("unpaid");
+    session["mode"] = json!(form.get("mode"));
+    session["client_reference_id"] = json!(form.get("client_reference_id"));
+    session["expires_at"] = json!(form.get("expires_at").and_then(|v| v.parse::<i64>().ok()));
+    session["metadata"] = json!({
+        "order_no": form.get("metadata[order_no]"),
+        "user_id": form.get("metadata[user_id]"),
+    });
+    let amount = form
+        .get("line_items[0][price_data][unit_amount]")
+        .and_then(|v| v.parse::<i64>().ok());
+    session["amount_total"] = json!(amount);
+    session["amount_subtotal"] = json!(amount);
+    session["currency"] = json!(form.get("line_items[0][price_data][currency]"));
+    session["success_url"] = json!(form.get("success_url"));
+    session["cancel_url"] = json!(form.get("cancel_url"));
+    session
+}
