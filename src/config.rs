@@ -47,6 +47,20 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     pub redis_key_prefix: String,
+    pub gateway: GatewaySettings,
+}
+
+/// Tunables of the gateway.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Gateway calls in flight on one instance before 50301.
+    pub max_in_flight: usize,
+    /// Gateway calls per second across every instance (through Redis when set) before 50301.
+    pub global_rps: Option<u32>,
+    /// How long an unrenewed credit lease lives (the reserve of a dead instance returns after it).
+    pub lease_ttl: Duration,
+    /// How often spent credits and usage are settled into PostgreSQL.
+    pub settle_interval: Duration,
 }
 
 /// Tunables of the Auth module. The defaults are the contract's; tests lower the costs.
@@ -207,6 +221,14 @@ impl Settings {
         };
         let mail_timeout = Duration::from_secs(number("MAIL_TIMEOUT_SECS", 10, 1..=300)?);
         let redis_key_prefix = get("REDIS_KEY_PREFIX").unwrap_or_else(|| String::from("meterapi"));
+        let gateway = GatewaySettings {
+            max_in_flight: number("GATEWAY_MAX_IN_FLIGHT", 4096, 1..=1_000_000)? as usize,
+            global_rps: get("GATEWAY_GLOBAL_RPS")
+                .map(|_| small("GATEWAY_GLOBAL_RPS", 0, 1..=10_000_000))
+                .transpose()?,
+            lease_ttl: Duration::from_secs(number("GATEWAY_LEASE_TTL_SECS", 15, 2..=3600)?),
+            settle_interval: Duration::from_millis(number("GATEWAY_SETTLE_MS", 1000, 50..=60_000)?),
+        };
 
         Ok(Settings {
             app_env,
@@ -226,6 +248,7 @@ impl Settings {
             mail_timeout,
             auth,
             redis_key_prefix,
+            gateway,
         })
     }
 

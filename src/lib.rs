@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod gateway;
 pub mod ledger;
 pub mod limits;
 pub mod mail;

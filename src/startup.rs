@@ -17,11 +17,12 @@ use crate::auth::{self, Passwords};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Database;
+use crate::gateway::GatewayState;
 use crate::limits::Limiter;
 use crate::mail::Mailer;
 use crate::payment::StripeApi;
 use crate::telemetry::RequestSpan;
-use crate::{admin, ledger, ops, payment, plans};
+use crate::{admin, gateway, ledger, ops, payment, plans};
 
 /// How long a stopping server waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -35,6 +36,7 @@ pub struct AppContext {
     pub limiter: Limiter,
     pub passwords: Passwords,
     pub stripe: StripeApi,
+    pub gateway: Arc<GatewayState>,
 }
 
 pub struct Application {
@@ -42,6 +44,8 @@ pub struct Application {
     server: Server,
     database: Database,
     clock: Arc<Clock>,
+    gateway: Arc<GatewayState>,
+    background: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -54,12 +58,20 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.http_workers;
         let clock = Arc::new(Clock::default());
+        let gateway =
+            Arc::new(GatewayState::new(&settings, database.pool.clone(), clock.clone()).await?);
+        let background = tokio::spawn(
+            gateway
+                .clone()
+                .run_background(database.pool.clone(), settings.gateway.settle_interval),
+        );
         let context = web::Data::new(AppContext {
             pool: database.pool.clone(),
             mailer: Mailer::from_settings(&settings)?,
             limiter: Limiter::from_settings(&settings).await?,
             passwords: Passwords::new(&settings.auth).await?,
             stripe: StripeApi::from_settings(&settings)?,
+            gateway: gateway.clone(),
             clock: clock.clone(),
             settings: Arc::new(settings),
         });
@@ -77,6 +89,7 @@ impl Application {
                 .configure(plans::configure)
                 .configure(ledger::configure)
                 .configure(payment::configure)
+                .configure(gateway::configure)
                 .configure(admin::configure)
                 .default_service(web::to(unknown_route))
         })
@@ -90,6 +103,8 @@ impl Application {
             server,
             database,
             clock,
+            gateway,
+            background,
         })
     }
 
@@ -111,6 +126,9 @@ impl Application {
     /// process started it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let served = self.server.await;
+        // The in-flight calls are drained: settle what they spent and give the reserves back.
+        self.background.abort();
+        self.gateway.meter.close(&self.gateway.directory).await;
         self.database.shut_down().await;
         served.context("the HTTP server failed")
     }

@@ -30,9 +30,17 @@ impl FromRequest for AdminUser {
     }
 }
 
+mod users;
+
+pub use users::AdminApi;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    let scope = web::scope("/myapi/admin")
+        .route("/users", web::get().to(users::list))
+        .route("/users/{id}/freeze", web::post().to(users::freeze))
+        .route("/users/{id}/unfreeze", web::post().to(users::unfreeze));
     cfg.service(
-        web::scope("/myapi/admin")
+        crate::gateway::configure_admin(scope)
             .route("/plans", web::get().to(crate::plans::admin_list))
             .route("/plans", web::post().to(crate::plans::admin_create))
             .route("/plans/{id}", web::put().to(crate::plans::admin_update))

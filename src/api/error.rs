@@ -21,6 +21,8 @@ pub struct ApiError {
     /// Set when the error is rendered outside the request's task (a panic's answer is made by
     /// the server after the request context middleware has returned).
     context: Option<RequestContext>,
+    /// Extra headers of the answer (the gateway's rate and credit meters).
+    headers: Vec<(&'static str, String)>,
 }
 
 /// Marks a response whose body the envelope renderer already made, so the context middleware
@@ -36,6 +38,7 @@ impl ApiError {
             retry_after: None,
             cause: None,
             context: None,
+            headers: Vec::new(),
         }
     }
 
@@ -70,6 +73,11 @@ impl ApiError {
 
     pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
         self.cause = Some(cause.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
         self
     }
 
@@ -125,6 +133,11 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if let Ok(request_id) = HeaderValue::from_str(&context.request_id) {
             response.insert_header((REQUEST_ID_HEADER, request_id));
+        }
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                response.insert_header((*name, value));
+            }
         }
         if let Some(secs) = self.retry_after {
             response.insert_header((RETRY_AFTER, HeaderValue::from(secs)));

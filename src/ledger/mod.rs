@@ -49,7 +49,7 @@ pub async fn apply(
     movement: Movement<'_>,
     now: DateTime<Utc>,
 ) -> Result<Applied, LedgerError> {
-    let balance = lock_account(connection, movement.user_id).await?;
+    let (balance, reserved) = lock_account(connection, movement.user_id).await?;
     let seen = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE idempotency_key = $1) AS "seen!""#,
         movement.key
@@ -65,9 +65,10 @@ pub async fn apply(
         });
     }
     let balance_after = balance + movement.amount;
-    if balance_after < 0 {
+    // Credits reserved by a gateway lease are spoken for: only the rest can be taken.
+    if balance_after < reserved {
         return Err(LedgerError::InsufficientBalance {
-            balance,
+            balance: balance - reserved,
             amount: movement.amount,
         });
     }
@@ -102,8 +103,8 @@ pub async fn take_up_to(
     now: DateTime<Utc>,
 ) -> Result<i64, LedgerError> {
     let wanted = -movement.amount;
-    let balance = lock_account(connection, movement.user_id).await?;
-    let taken = wanted.clamp(0, balance);
+    let (balance, reserved) = lock_account(connection, movement.user_id).await?;
+    let taken = wanted.clamp(0, balance - reserved);
     let applied = apply(
         connection,
         Movement {
@@ -120,21 +121,109 @@ pub async fn take_up_to(
     })
 }
 
-/// Creates the account row when missing and locks it; returns the balance.
-async fn lock_account(connection: &mut PgConnection, user_id: Uuid) -> Result<i64, LedgerError> {
+/// Creates the account row when missing and locks it; returns the balance and the reserve.
+async fn lock_account(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<(i64, i64), LedgerError> {
     sqlx::query!(
         "INSERT INTO credit_accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING",
         user_id
     )
     .execute(&mut *connection)
     .await?;
-    let balance = sqlx::query_scalar!(
-        "SELECT balance FROM credit_accounts WHERE user_id = $1 FOR UPDATE",
+    let row = sqlx::query!(
+        "SELECT balance, reserved FROM credit_accounts WHERE user_id = $1 FOR UPDATE",
         user_id
     )
     .fetch_one(&mut *connection)
     .await?;
-    Ok(balance)
+    Ok((row.balance, row.reserved))
+}
+
+/// Sets aside up to `wanted` available credits (at least `minimum`, else none) for a gateway
+/// lease; returns how many.
+pub async fn reserve(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    wanted: i64,
+    minimum: i64,
+) -> Result<i64, LedgerError> {
+    let (balance, reserved) = lock_account(connection, user_id).await?;
+    let granted = wanted.min(balance - reserved);
+    if granted < minimum.max(1) {
+        return Ok(0);
+    }
+    sqlx::query!(
+        "UPDATE credit_accounts SET reserved = reserved + $2 WHERE user_id = $1",
+        user_id,
+        granted
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(granted)
+}
+
+/// Gives reserved credits back to the available ones.
+pub async fn unreserve(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+) -> Result<(), LedgerError> {
+    sqlx::query!(
+        "UPDATE credit_accounts SET reserved = GREATEST(reserved - $2, 0) WHERE user_id = $1",
+        user_id,
+        amount
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Charges `spent` reserved credits: one usage entry, and the balance and the reserve fall
+/// together, so the available credits do not move.
+pub async fn charge_reserved(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    spent: i64,
+    reference: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Applied, LedgerError> {
+    let (balance, reserved) = lock_account(connection, user_id).await?;
+    let spent = spent.min(reserved);
+    let seen = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM ledger_entries WHERE idempotency_key = $1) AS "seen!""#,
+        key
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if seen || spent <= 0 {
+        return Ok(Applied::AlreadyRecorded);
+    }
+    let balance_after = balance - spent;
+    sqlx::query!(
+        r#"INSERT INTO ledger_entries
+               (user_id, amount, balance_after, reason, reference, idempotency_key, created_at)
+           VALUES ($1, $2, $3, 'usage', $4, $5, $6)"#,
+        user_id,
+        -spent,
+        balance_after,
+        reference,
+        key,
+        now
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "UPDATE credit_accounts SET balance = $2, reserved = reserved - $3 WHERE user_id = $1",
+        user_id,
+        balance_after,
+        spent
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(Applied::Recorded { balance_after })
 }
 
 pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use minijinja::context;
 use minijinja::value::Serde;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{ApiError, CATALOGUE, ErrorBody, Module};
@@ -29,6 +29,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     document.merge(crate::plans::PlansApi::openapi());
     document.merge(crate::ledger::LedgerApi::openapi());
     document.merge(crate::payment::PaymentApi::openapi());
+    document.merge(crate::gateway::GatewayApi::openapi());
+    document.merge(crate::admin::AdminApi::openapi());
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "session",
@@ -38,6 +40,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .description(Some("The `token` returned by register and login."))
                 .build(),
         ),
+    );
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-Key",
+            "A key from POST /myapi/keys (or `Authorization: Bearer <key>`).",
+        ))),
     );
     document
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
-use crate::auth::session::ActiveUser;
+use crate::gateway::keys::AccountCaller;
 use crate::startup::AppContext;
 
 /// The subscription part of the status and of an order.
@@ -45,20 +45,20 @@ pub struct Status {
 }
 
 /// The account's plan, credits, limits and subscription.
-#[utoipa::path(get, path = "/myapi/status", tag = "plans", security(("session" = [])),
+#[utoipa::path(get, path = "/myapi/status", tag = "plans", security(("session" = []), ("api_key" = [])),
     responses(
     (status = 200, body = inline(SuccessBody<Status>)),
-    (status = 401, description = "40101 no valid session.", body = ErrorBody),
+    (status = 401, description = "40101 no valid session; 40103 a bad API key.", body = ErrorBody),
     (status = 403, description = "40301 the account is frozen.", body = ErrorBody)))]
 pub async fn status(
     context: web::Data<AppContext>,
-    ActiveUser(session): ActiveUser,
+    caller: AccountCaller,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = session.user.id;
+    let user_id = caller.user_id;
     let (plan, subscription) = super::account_plan(&context.pool, user_id).await?;
     let credits = crate::ledger::balance(&context.pool, user_id).await?;
-    // Calls are counted by the gateway; until it has charged any, the month is at zero.
-    let month_calls = 0;
+    let month_calls =
+        crate::gateway::month_calls(&context.pool, user_id, context.clock.now()).await?;
     let monthly_quota = plan.as_ref().and_then(|plan| plan.monthly_quota);
     Ok(ok(Status {
         rate_limits: RateLimits {

@@ -1,0 +1,303 @@
+//! What the gateway knows about keys and accounts, kept in memory so a call needs no query:
+//! a key's digest leads to its entry and its account (status, plan limits, limit state and
+//! credit wallet). A refresher reloads revocations and account status every half second, so a
+//! revoked key or a frozen account is refused on every instance within a second; plan limits
+//! are reloaded every few seconds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::limits::{LocalState, PlanLimits, month_of};
+use super::meter::Wallet;
+use crate::auth::token;
+use crate::clock::Clock;
+
+/// A key the gateway has seen.
+pub struct KeyEntry {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    pub revoked: AtomicBool,
+    /// Unix seconds of the last call, written to the database by the meter's tick.
+    pub last_used: AtomicI64,
+    pub last_flushed: AtomicI64,
+}
+
+/// An account the gateway has seen.
+pub struct Account {
+    pub user_id: Uuid,
+    pub frozen: AtomicBool,
+    pub limits: RwLock<PlanLimits>,
+    pub limit_state: Mutex<LocalState>,
+    /// The month's charged calls that PostgreSQL knew of when the account was loaded.
+    pub month_seed: AtomicI64,
+    pub wallet: Mutex<Wallet>,
+    /// Held while credits are being reserved from PostgreSQL, so one call does it for all.
+    pub top_up: tokio::sync::Mutex<()>,
+}
+
+impl Account {
+    pub fn limits(&self) -> PlanLimits {
+        *self
+            .limits
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Unknown digests are remembered briefly, so a flood of bad keys does not reach the database.
+const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+const MAX_NEGATIVE: usize = 100_000;
+
+pub struct Directory {
+    pool: PgPool,
+    clock: Arc<Clock>,
+    keys: RwLock<HashMap<Vec<u8>, Arc<KeyEntry>>>,
+    accounts: RwLock<HashMap<Uuid, Arc<Account>>>,
+    unknown: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+pub enum Lookup {
+    Found(Arc<KeyEntry>, Arc<Account>),
+    Unknown,
+}
+
+impl Directory {
+    pub fn new(pool: PgPool, clock: Arc<Clock>) -> Directory {
+        Directory {
+            pool,
+            clock,
+            keys: RwLock::default(),
+            accounts: RwLock::default(),
+            unknown: Mutex::default(),
+        }
+    }
+
+    /// The key behind `presented`, with its account; revoked keys count as unknown.
+    pub async fn lookup(&self, presented: &str) -> Result<Lookup, sqlx::Error> {
+        let digest = token::digest(presented);
+        let cached = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        let entry = match cached {
+            Some(entry) => entry,
+            None => {
+                if self.recently_unknown(&digest) {
+                    return Ok(Lookup::Unknown);
+                }
+                match self.load_key(&digest).await? {
+                    Some(entry) => entry,
+                    None => {
+                        self.remember_unknown(digest);
+                        return Ok(Lookup::Unknown);
+                    }
+                }
+            }
+        };
+        if entry.revoked.load(Ordering::Relaxed) {
+            return Ok(Lookup::Unknown);
+        }
+        let account = self.account(entry.user_id).await?;
+        Ok(Lookup::Found(entry, account))
+    }
+
+    fn recently_unknown(&self, digest: &[u8]) -> bool {
+        let unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        unknown
+            .get(digest)
+            .is_some_and(|at| at.elapsed() < NEGATIVE_TTL)
+    }
+
+    fn remember_unknown(&self, digest: Vec<u8>) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        if unknown.len() >= MAX_NEGATIVE {
+            unknown.retain(|_, at| at.elapsed() < NEGATIVE_TTL);
+        }
+        unknown.insert(digest, Instant::now());
+    }
+
+    async fn load_key(&self, digest: &[u8]) -> Result<Option<Arc<KeyEntry>>, sqlx::Error> {
+        let row = sqlx::query!(
+            r#"SELECT id, user_id, revoked_at IS NOT NULL AS "revoked!",
+                      COALESCE(extract(epoch FROM last_used_at)::bigint, 0) AS "last_used!"
+               FROM api_keys WHERE key_hash = $1"#,
+            digest
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let entry = Arc::new(KeyEntry {
+            key_id: row.id,
+            user_id: row.user_id,
+            revoked: AtomicBool::new(row.revoked),
+            last_used: AtomicI64::new(row.last_used),
+            last_flushed: AtomicI64::new(row.last_used),
+        });
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(keys.entry(digest.to_vec()).or_insert(entry).clone()))
+    }
+
+    /// The account, loaded on first use.
+    pub async fn account(&self, user_id: Uuid) -> Result<Arc<Account>, sqlx::Error> {
+        if let Some(account) = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+            .cloned()
+        {
+            return Ok(account);
+        }
+        let frozen = sqlx::query_scalar!(
+            r#"SELECT status = 'frozen' AS "frozen!" FROM users WHERE id = $1"#,
+            user_id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .unwrap_or(true);
+        let limits = plan_limits(&self.pool, user_id).await?;
+        let month = month_of(self.clock.now());
+        let month_calls = month_calls(&self.pool, user_id, self.clock.now()).await?;
+        let account = Arc::new(Account {
+            user_id,
+            frozen: AtomicBool::new(frozen),
+            limits: RwLock::new(limits),
+            limit_state: Mutex::new(LocalState::seeded(month, month_calls)),
+            month_seed: AtomicI64::new(month_calls),
+            wallet: Mutex::new(Wallet::default()),
+            top_up: tokio::sync::Mutex::new(()),
+        });
+        let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+        Ok(accounts.entry(user_id).or_insert(account).clone())
+    }
+
+    pub fn cached_accounts(&self) -> Vec<Arc<Account>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn cached_keys(&self) -> Vec<Arc<KeyEntry>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Marks a key revoked at once on this instance (the others learn it at their next refresh).
+    pub fn revoke_key(&self, key_id: Uuid) {
+        for entry in self.cached_keys() {
+            if entry.key_id == key_id {
+                entry.revoked.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Applies a status change at once on this instance.
+    pub fn set_frozen(&self, user_id: Uuid, frozen: bool) {
+        if let Some(account) = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+        {
+            account.frozen.store(frozen, Ordering::Relaxed);
+        }
+    }
+
+    /// Reloads revocations and account status.
+    pub async fn refresh_status(&self) -> Result<(), sqlx::Error> {
+        let keys = self.cached_keys();
+        if !keys.is_empty() {
+            let ids: Vec<Uuid> = keys.iter().map(|entry| entry.key_id).collect();
+            let live: Vec<Uuid> = sqlx::query_scalar!(
+                "SELECT id FROM api_keys WHERE id = ANY($1) AND revoked_at IS NULL",
+                &ids
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            for entry in &keys {
+                entry
+                    .revoked
+                    .store(!live.contains(&entry.key_id), Ordering::Relaxed);
+            }
+        }
+        let accounts = self.cached_accounts();
+        if !accounts.is_empty() {
+            let ids: Vec<Uuid> = accounts.iter().map(|account| account.user_id).collect();
+            let active: Vec<Uuid> = sqlx::query_scalar!(
+                "SELECT id FROM users WHERE id = ANY($1) AND status = 'active'",
+                &ids
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            for account in &accounts {
+                account
+                    .frozen
+                    .store(!active.contains(&account.user_id), Ordering::Relaxed);
+            }
+        }
+        let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
+        unknown.retain(|_, at| at.elapsed() < NEGATIVE_TTL);
+        Ok(())
+    }
+
+    /// Reloads every cached account's plan limits.
+    pub async fn refresh_limits(&self) -> Result<(), sqlx::Error> {
+        for account in self.cached_accounts() {
+            let limits = plan_limits(&self.pool, account.user_id).await?;
+            *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        }
+        Ok(())
+    }
+}
+
+/// The limits of the account's plan; without any plan, one call a second and a hundred an hour.
+async fn plan_limits(pool: &PgPool, user_id: Uuid) -> Result<PlanLimits, sqlx::Error> {
+    let (plan, _) = crate::plans::account_plan(pool, user_id).await?;
+    Ok(plan.map_or(
+        PlanLimits {
+            rps: 1,
+            rph: 100,
+            monthly_quota: Some(0),
+        },
+        |plan| PlanLimits {
+            rps: u32::try_from(plan.rps_limit).unwrap_or(1).max(1),
+            rph: u32::try_from(plan.rph_limit).unwrap_or(1).max(1),
+            monthly_quota: plan.monthly_quota,
+        },
+    ))
+}
+
+/// Calls charged in the calendar month (UTC) of `now`, as settled in PostgreSQL.
+pub async fn month_calls(
+    pool: &PgPool,
+    user_id: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, sqlx::Error> {
+    use chrono::{Datelike, TimeZone};
+    let start = chrono::Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single();
+    let calls = sqlx::query_scalar!(
+        r#"SELECT COALESCE(sum(calls), 0)::bigint AS "calls!" FROM usage_hourly
+           WHERE user_id = $1 AND hour >= $2"#,
+        user_id,
+        start
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(calls)
+}

@@ -1,0 +1,220 @@
+//! API keys: `mk_` and 256 random bits, shown once, stored as SHA-256 with a display prefix;
+//! created, listed and revoked by their owner.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::directory::Lookup;
+use super::error::GatewayError;
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, Code, ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page,
+};
+use crate::auth::session::{ActiveUser, bearer_token};
+use crate::auth::token;
+use crate::startup::AppContext;
+
+pub const KEY_PREFIX: &str = "mk_";
+/// Live keys an account may hold.
+pub const MAX_KEYS_PER_ACCOUNT: i64 = 20;
+const DISPLAY_PREFIX_CHARS: usize = 11;
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewKey {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The key itself: shown this once, never again.
+    pub key: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Creates a key; the answer is the only time it is shown.
+#[utoipa::path(post, path = "/myapi/keys", tag = "keys", request_body = NewKey,
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<CreatedKey>)),
+    (status = 400, description = "A bad name, or the account holds the most keys allowed.",
+        body = ErrorBody),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
+pub async fn create(
+    context: web::Data<AppContext>,
+    ActiveUser(session): ActiveUser,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request("field `name`: 1 to 100 characters."));
+    }
+    let user_id = session.user.id;
+    let mut transaction = context.pool.begin().await?;
+    // The user's row lock makes the count and the insert one step, so racing requests cannot
+    // pass the cap together.
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)
+        .fetch_one(&mut *transaction)
+        .await?;
+    let live = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "live!" FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"#,
+        user_id
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    if live >= MAX_KEYS_PER_ACCOUNT {
+        return Err(ApiError::bad_request(format!(
+            "An account holds at most {MAX_KEYS_PER_ACCOUNT} keys; revoke one first."
+        )));
+    }
+    let key = token::generate(KEY_PREFIX);
+    let prefix: String = key
+        .expose_secret()
+        .chars()
+        .take(DISPLAY_PREFIX_CHARS)
+        .collect();
+    let row = sqlx::query!(
+        r#"INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id, created_at"#,
+        user_id,
+        name,
+        prefix,
+        token::digest(key.expose_secret()),
+        context.clock.now()
+    )
+    .fetch_one(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(ok(CreatedKey {
+        id: row.id,
+        name: name.to_owned(),
+        key: key.expose_secret().to_owned(),
+        prefix,
+        created_at: row.created_at,
+    }))
+}
+
+/// The caller's live keys.
+#[utoipa::path(get, path = "/myapi/keys", tag = "keys", params(PageQuery),
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Page<KeyView>>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
+pub async fn list(
+    context: web::Data<AppContext>,
+    ActiveUser(session): ActiveUser,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, size) = query.resolve()?;
+    let keys = sqlx::query_as!(
+        KeyView,
+        r#"SELECT id, name, prefix, created_at, last_used_at FROM api_keys
+           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id
+           LIMIT $2 OFFSET $3"#,
+        session.user.id,
+        i64::from(size),
+        i64::from((page - 1) * size)
+    )
+    .fetch_all(&context.pool)
+    .await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!" FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"#,
+        session.user.id
+    )
+    .fetch_one(&context.pool)
+    .await?;
+    Ok(ok_page(keys, total, page, size))
+}
+
+/// Revokes a key: every instance refuses it within a second.
+#[utoipa::path(delete, path = "/myapi/keys/{id}", tag = "keys", security(("session" = [])),
+    responses((status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 403, description = "40302 another user's key.", body = ErrorBody),
+    (status = 404, description = "No such key.", body = ErrorBody)))]
+pub async fn revoke(
+    context: web::Data<AppContext>,
+    ActiveUser(session): ActiveUser,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = path.into_inner();
+    let owner = sqlx::query_scalar!(
+        "SELECT user_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+        key_id
+    )
+    .fetch_optional(&context.pool)
+    .await?
+    .ok_or_else(ApiError::not_found)?;
+    if owner != session.user.id {
+        return Err(ApiError::new(Code::FORBIDDEN_RESOURCE));
+    }
+    sqlx::query!(
+        "UPDATE api_keys SET revoked_at = $2 WHERE id = $1",
+        key_id,
+        context.clock.now()
+    )
+    .execute(&context.pool)
+    .await?;
+    context.gateway.directory.revoke_key(key_id);
+    Ok(ok(()))
+}
+
+/// The key a request presents: `X-API-Key`, else `Authorization: Bearer`.
+pub fn presented_key(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
+        .or_else(|| bearer_token(req))
+}
+
+/// The account of a request made with an API key or a session (`GET /myapi/status`).
+pub struct AccountCaller {
+    pub user_id: Uuid,
+}
+
+impl FromRequest for AccountCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let context = req.app_data::<web::Data<AppContext>>().cloned();
+        let key = presented_key(req).filter(|key| key.starts_with(KEY_PREFIX));
+        let session = ActiveUser::from_request(req, payload);
+        Box::pin(async move {
+            let Some(key) = key else {
+                let ActiveUser(session) = session.await?;
+                return Ok(AccountCaller {
+                    user_id: session.user.id,
+                });
+            };
+            let context =
+                context.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no context")))?;
+            match context.gateway.directory.lookup(&key).await? {
+                Lookup::Unknown => Err(GatewayError::KeyInvalid.into()),
+                Lookup::Found(_, account)
+                    if account.frozen.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    Err(GatewayError::AccountFrozen.into())
+                }
+                Lookup::Found(entry, _) => Ok(AccountCaller {
+                    user_id: entry.user_id,
+                }),
+            }
+        })
+    }
+}

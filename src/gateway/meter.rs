@@ -1,0 +1,439 @@
+//! Exact credits at proxy speed. An instance reserves credits from an account in blocks (a
+//! lease: `credit_accounts.reserved` grows, a `credit_leases` row records it), spends them in
+//! memory, settles what was spent into the ledger once per tick (one entry per account), and
+//! gives back what an idle wallet did not spend. A call holds its cost while in flight and is
+//! charged only when the upstream answered below 500.
+//!
+//! Nothing is ever charged that was not reserved, and reserved credits are available credits,
+//! so a balance cannot go below zero and a call cannot be charged twice. If an instance dies,
+//! its lease stops being renewed; after `lease_ttl` any instance gives the unsettled part back.
+//! The worst case is an under-charge of what the dead instance served but had not settled
+//! (at most one tick of calls, and never more than its lease), never an over-charge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::directory::{Account, Directory};
+use crate::clock::Clock;
+use crate::ledger;
+
+/// Calls aggregated per key, provider and hour until the next settlement.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UsageDelta {
+    pub calls: i64,
+    pub credits: i64,
+    pub errors: i64,
+}
+
+type UsageKey = (Uuid, String, DateTime<Utc>);
+
+/// An account's credits on this instance.
+#[derive(Debug, Default)]
+pub struct Wallet {
+    lease_id: Option<Uuid>,
+    /// Reserved into the current lease.
+    granted: i64,
+    /// Charged (upstream answered below 500).
+    spent: i64,
+    /// Held by calls in flight.
+    held: i64,
+    /// Spent and already written to the ledger.
+    settled: i64,
+    /// What PostgreSQL had available beyond the lease at the last reservation.
+    available_beyond: i64,
+    /// After a reservation found nothing, when to try again.
+    empty_until: Option<Instant>,
+    /// Spent during the current tick: sizes the next block.
+    spent_this_tick: i64,
+    idle_ticks: u32,
+    usage: HashMap<UsageKey, UsageDelta>,
+}
+
+impl Wallet {
+    fn remaining(&self) -> i64 {
+        self.granted - self.spent - self.held
+    }
+
+    /// Credits this instance can still see for the account: its lease and what the database
+    /// had beyond it.
+    pub fn visible_credits(&self) -> i64 {
+        self.remaining().max(0) + self.available_beyond.max(0)
+    }
+}
+
+/// After a reservation found no credits, calls answer 40201 without asking again for this long.
+const EMPTY_BACKOFF: Duration = Duration::from_millis(250);
+/// A wallet idle for this many ticks gives its unspent reserve back.
+const IDLE_TICKS: u32 = 2;
+
+pub struct Meter {
+    pool: PgPool,
+    clock: Arc<Clock>,
+    instance_id: Uuid,
+    lease_ttl: Duration,
+}
+
+/// The outcome of holding a call's cost.
+pub enum Hold {
+    Held,
+    Insufficient,
+}
+
+impl Meter {
+    pub fn new(pool: PgPool, clock: Arc<Clock>, lease_ttl: Duration) -> Meter {
+        Meter {
+            pool,
+            clock,
+            instance_id: Uuid::new_v4(),
+            lease_ttl,
+        }
+    }
+
+    fn ttl_secs(&self) -> f64 {
+        self.lease_ttl.as_secs_f64()
+    }
+
+    /// Holds `cost` credits for a call, reserving a new block from PostgreSQL when the lease
+    /// runs short.
+    pub async fn hold(&self, account: &Account, cost: i64) -> Result<Hold, ledger::LedgerError> {
+        if cost <= 0 || try_hold(account, cost) {
+            return Ok(Hold::Held);
+        }
+        let _single_flight = account.top_up.lock().await;
+        if try_hold(account, cost) {
+            return Ok(Hold::Held);
+        }
+        let (wanted, lease_id) = {
+            let wallet = lock(account);
+            if wallet
+                .empty_until
+                .is_some_and(|until| Instant::now() < until)
+            {
+                return Ok(Hold::Insufficient);
+            }
+            // Enough for about two ticks at the current pace, and at least ten calls.
+            let wanted = (wallet.spent_this_tick * 2).max(cost * 10);
+            (wanted, wallet.lease_id.unwrap_or_else(Uuid::new_v4))
+        };
+        let mut transaction = self.pool.begin().await?;
+        let granted = ledger::reserve(&mut transaction, account.user_id, wanted, cost).await?;
+        if granted > 0 {
+            sqlx::query!(
+                r#"INSERT INTO credit_leases (id, user_id, instance_id, amount, expires_at)
+                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+                   ON CONFLICT (id) DO UPDATE SET amount = credit_leases.amount + EXCLUDED.amount,
+                                                  expires_at = EXCLUDED.expires_at"#,
+                lease_id,
+                account.user_id,
+                self.instance_id,
+                granted,
+                self.ttl_secs()
+            )
+            .execute(&mut *transaction)
+            .await?;
+        }
+        let available = sqlx::query_scalar!(
+            "SELECT balance - reserved FROM credit_accounts WHERE user_id = $1",
+            account.user_id
+        )
+        .fetch_one(&mut *transaction)
+        .await?
+        .unwrap_or(0);
+        transaction.commit().await?;
+
+        let mut wallet = lock(account);
+        wallet.available_beyond = available;
+        if granted == 0 {
+            wallet.empty_until = Some(Instant::now() + EMPTY_BACKOFF);
+            return Ok(Hold::Insufficient);
+        }
+        wallet.lease_id = Some(lease_id);
+        wallet.granted += granted;
+        wallet.empty_until = None;
+        if wallet.remaining() >= cost {
+            wallet.held += cost;
+            Ok(Hold::Held)
+        } else {
+            Ok(Hold::Insufficient)
+        }
+    }
+
+    /// Gives a held cost back (the call was refused or the upstream failed).
+    pub fn release(&self, account: &Account, cost: i64) {
+        if cost > 0 {
+            let mut wallet = lock(account);
+            wallet.held -= cost;
+        }
+    }
+
+    /// Charges a held call and counts it.
+    pub fn charge(&self, account: &Account, cost: i64, key_id: Uuid, provider: &str) {
+        let hour = self.hour();
+        let mut wallet = lock(account);
+        if cost > 0 {
+            wallet.held -= cost;
+            wallet.spent += cost;
+            wallet.spent_this_tick += cost;
+        }
+        let usage = wallet
+            .usage
+            .entry((key_id, provider.to_owned(), hour))
+            .or_default();
+        usage.calls += 1;
+        usage.credits += cost;
+    }
+
+    /// Counts a call the upstream failed (not charged).
+    pub fn count_error(&self, account: &Account, key_id: Uuid, provider: &str) {
+        let hour = self.hour();
+        let mut wallet = lock(account);
+        wallet
+            .usage
+            .entry((key_id, provider.to_owned(), hour))
+            .or_default()
+            .errors += 1;
+    }
+
+    fn hour(&self) -> DateTime<Utc> {
+        let now = self.clock.now();
+        now.duration_trunc(chrono::Duration::hours(1))
+            .unwrap_or(now)
+    }
+
+    /// One tick: settles every wallet's spending and usage, gives idle reserves back, renews
+    /// this instance's leases and writes `last_used_at`.
+    pub async fn tick(&self, directory: &Directory) -> Result<(), sqlx::Error> {
+        for account in directory.cached_accounts() {
+            if let Err(error) = self.settle(&account, false).await {
+                tracing::warn!(user_id = %account.user_id, error = %error, "settling usage failed");
+            }
+        }
+        sqlx::query!(
+            r#"UPDATE credit_leases SET expires_at = now() + make_interval(secs => $2)
+               WHERE instance_id = $1"#,
+            self.instance_id,
+            self.ttl_secs()
+        )
+        .execute(&self.pool)
+        .await?;
+        self.flush_last_used(directory).await
+    }
+
+    /// Writes what `account` spent since the last settlement; with `closing`, or when the
+    /// wallet has been idle, also gives the unspent reserve back and ends the lease.
+    pub async fn settle(
+        &self,
+        account: &Account,
+        closing: bool,
+    ) -> Result<(), ledger::LedgerError> {
+        let now = self.clock.now();
+        let (lease_id, to_settle, usage, give_back) = {
+            let mut wallet = lock(account);
+            let quiet = wallet.spent_this_tick == 0 && wallet.held == 0;
+            wallet.idle_ticks = if quiet { wallet.idle_ticks + 1 } else { 0 };
+            wallet.spent_this_tick = 0;
+            let give_back = (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0;
+            let to_settle = wallet.spent - wallet.settled;
+            (
+                wallet.lease_id,
+                to_settle,
+                std::mem::take(&mut wallet.usage),
+                give_back,
+            )
+        };
+        let Some(lease_id) = lease_id else {
+            // Without a lease there is only usage to write: free calls and failed ones.
+            if !usage.is_empty() {
+                let mut transaction = self.pool.begin().await?;
+                write_usage(&mut transaction, account.user_id, &usage).await?;
+                transaction.commit().await?;
+            }
+            return Ok(());
+        };
+
+        let mut transaction = self.pool.begin().await?;
+        let settled_after = lock(account).settled + to_settle;
+        let lease = sqlx::query!(
+            r#"UPDATE credit_leases SET settled = settled + $2 WHERE id = $1 AND settled + $2 <= amount
+               RETURNING amount, settled"#,
+            lease_id,
+            to_settle
+        )
+        .fetch_optional(&mut *transaction)
+        .await?;
+        match &lease {
+            Some(_) if to_settle > 0 => {
+                let key = format!("usage:{lease_id}:{settled_after}");
+                ledger::charge_reserved(
+                    &mut transaction,
+                    account.user_id,
+                    to_settle,
+                    "gateway",
+                    &key,
+                    now,
+                )
+                .await?;
+            }
+            Some(_) => {}
+            None => {
+                // The lease expired under us (this instance stalled): its reserve went back, so
+                // charge what is still available and accept the rest as an under-charge.
+                let key = format!("usage:{lease_id}:{settled_after}:late");
+                let movement = ledger::Movement {
+                    user_id: account.user_id,
+                    amount: -to_settle,
+                    reason: "usage",
+                    reference: Some("gateway"),
+                    key: &key,
+                };
+                let taken = ledger::take_up_to(&mut transaction, movement, now).await?;
+                tracing::warn!(user_id = %account.user_id, owed = to_settle, taken,
+                    "a lease expired before it was settled");
+            }
+        }
+        write_usage(&mut transaction, account.user_id, &usage).await?;
+        let returned = match (&lease, give_back) {
+            (Some(lease), true) => {
+                let unspent = lease.amount - lease.settled;
+                ledger::unreserve(&mut transaction, account.user_id, unspent).await?;
+                sqlx::query!("DELETE FROM credit_leases WHERE id = $1", lease_id)
+                    .execute(&mut *transaction)
+                    .await?;
+                true
+            }
+            (None, _) => true,
+            _ => false,
+        };
+        transaction.commit().await?;
+
+        let mut wallet = lock(account);
+        wallet.settled += to_settle;
+        if returned {
+            // Calls may have been held since the snapshot: only a quiet wallet is emptied.
+            let spent_since = wallet.spent - wallet.settled;
+            *wallet = Wallet {
+                spent: spent_since,
+                usage: std::mem::take(&mut wallet.usage),
+                available_beyond: wallet.available_beyond + (wallet.granted - wallet.spent),
+                held: wallet.held,
+                ..Wallet::default()
+            };
+            if spent_since != 0 || wallet.held != 0 {
+                tracing::debug!(user_id = %account.user_id, "calls raced the lease's return");
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_last_used(&self, directory: &Directory) -> Result<(), sqlx::Error> {
+        let mut ids = Vec::new();
+        let mut times = Vec::new();
+        for entry in directory.cached_keys() {
+            let used = entry.last_used.load(Ordering::Relaxed);
+            if used > entry.last_flushed.swap(used, Ordering::Relaxed) {
+                ids.push(entry.key_id);
+                times.push(DateTime::from_timestamp(used, 0).unwrap_or_default());
+            }
+        }
+        if !ids.is_empty() {
+            sqlx::query!(
+                r#"UPDATE api_keys SET last_used_at = GREATEST(last_used_at, t.used)
+                   FROM unnest($1::uuid[], $2::timestamptz[]) AS t(id, used)
+                   WHERE api_keys.id = t.id"#,
+                &ids,
+                &times
+            )
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives back the unsettled reserve of leases nobody renewed (their instance died).
+    pub async fn sweep_expired(&self) -> Result<u64, ledger::LedgerError> {
+        let mut transaction = self.pool.begin().await?;
+        let expired = sqlx::query!(
+            r#"DELETE FROM credit_leases WHERE id IN (
+                   SELECT id FROM credit_leases WHERE expires_at < now() AND instance_id <> $1
+                   FOR UPDATE SKIP LOCKED LIMIT 500)
+               RETURNING user_id, amount - settled AS "unsettled!""#,
+            self.instance_id
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        for lease in &expired {
+            ledger::unreserve(&mut transaction, lease.user_id, lease.unsettled).await?;
+        }
+        transaction.commit().await?;
+        if !expired.is_empty() {
+            tracing::info!(
+                leases = expired.len(),
+                "returned the reserve of expired leases"
+            );
+        }
+        Ok(expired.len() as u64)
+    }
+
+    /// On shutdown: settles every wallet and gives every reserve back.
+    pub async fn close(&self, directory: &Directory) {
+        for account in directory.cached_accounts() {
+            if let Err(error) = self.settle(&account, true).await {
+                tracing::warn!(user_id = %account.user_id, error = %error,
+                    "settling on shutdown failed; the lease will expire instead");
+            }
+        }
+        if let Err(error) = self.flush_last_used(directory).await {
+            tracing::warn!(error = %error, "writing last_used_at on shutdown failed");
+        }
+    }
+}
+
+fn lock(account: &Account) -> std::sync::MutexGuard<'_, Wallet> {
+    account
+        .wallet
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+fn try_hold(account: &Account, cost: i64) -> bool {
+    let mut wallet = lock(account);
+    if wallet.remaining() >= cost {
+        wallet.held += cost;
+        true
+    } else {
+        false
+    }
+}
+
+async fn write_usage(
+    connection: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    usage: &HashMap<UsageKey, UsageDelta>,
+) -> Result<(), sqlx::Error> {
+    for ((key_id, provider, hour), delta) in usage {
+        sqlx::query!(
+            r#"INSERT INTO usage_hourly (user_id, key_id, provider, hour, calls, credits, errors)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (user_id, hour, key_id, provider) DO UPDATE
+               SET calls = usage_hourly.calls + EXCLUDED.calls,
+                   credits = usage_hourly.credits + EXCLUDED.credits,
+                   errors = usage_hourly.errors + EXCLUDED.errors"#,
+            user_id,
+            key_id,
+            provider,
+            hour,
+            delta.calls,
+            delta.credits,
+            delta.errors
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The metered gateway: API keys, providers, limits, exact credits, the upstream proxy and usage.
+//! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301.
+
+mod directory;
+mod error;
+pub mod keys;
+mod limits;
+mod meter;
+mod providers;
+mod proxy;
+mod usage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use utoipa::OpenApi;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::limits::Rate;
+pub use directory::{Directory, month_calls};
+pub use error::GatewayError;
+use limits::CallLimiter;
+pub use meter::Meter;
+use providers::ProviderTable;
+
+/// Everything the gateway keeps in memory.
+pub struct GatewayState {
+    pub directory: Directory,
+    pub meter: Meter,
+    limiter: CallLimiter,
+    pub providers: ProviderTable,
+    in_flight: Arc<Semaphore>,
+    global_rate: Option<Rate>,
+}
+
+impl GatewayState {
+    pub async fn new(settings: &Settings, pool: PgPool, clock: Arc<Clock>) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        let redis_url = settings
+            .redis_url
+            .as_ref()
+            .map(|url| url.expose_secret().to_owned());
+        let providers = ProviderTable::default();
+        providers.reload(&pool).await?;
+        Ok(GatewayState {
+            directory: Directory::new(pool.clone(), clock.clone()),
+            meter: Meter::new(pool, clock, settings.gateway.lease_ttl),
+            limiter: CallLimiter::connect(redis_url.as_deref(), &settings.redis_key_prefix).await?,
+            providers,
+            in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),
+            global_rate: settings.gateway.global_rps.map(|rps| Rate {
+                limit: rps,
+                period: Duration::from_secs(1),
+            }),
+        })
+    }
+
+    /// The background work: status every half second; settlement, providers and
+    /// `last_used_at` every tick; plan limits and expired leases every five seconds.
+    pub async fn run_background(self: Arc<Self>, pool: PgPool, tick: Duration) {
+        let mut status = tokio::time::interval(Duration::from_millis(500));
+        let mut settle = tokio::time::interval(tick);
+        let mut slow = tokio::time::interval(Duration::from_secs(5));
+        for interval in [&mut status, &mut settle, &mut slow] {
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            let outcome = tokio::select! {
+                _ = status.tick() => self.directory.refresh_status().await.map_err(anyhow::Error::from),
+                _ = settle.tick() => {
+                    let providers = self.providers.reload(&pool).await.map_err(anyhow::Error::from);
+                    let meter = self.meter.tick(&self.directory).await.map_err(anyhow::Error::from);
+                    providers.and(meter)
+                }
+                _ = slow.tick() => {
+                    let limits = self.directory.refresh_limits().await.map_err(anyhow::Error::from);
+                    let sweep = self.meter.sweep_expired().await.map(drop).map_err(anyhow::Error::from);
+                    limits.and(sweep)
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(error = %error, "gateway background work failed; retrying");
+            }
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/myapi/keys", web::post().to(keys::create))
+        .route("/myapi/keys", web::get().to(keys::list))
+        .route("/myapi/keys/{id}", web::delete().to(keys::revoke))
+        .route("/myapi/usage", web::get().to(usage::usage))
+        .route("/api/v1/{provider}", web::route().to(proxy::forward))
+        .route(
+            "/api/v1/{provider}/{tail:.*}",
+            web::route().to(proxy::forward),
+        );
+}
+
+/// The admin's provider routes, mounted under `/myapi/admin` by the admin module.
+pub fn configure_admin(scope: actix_web::Scope) -> actix_web::Scope {
+    scope
+        .route("/providers", web::get().to(providers::list))
+        .route("/providers", web::post().to(providers::create))
+        .route("/providers/{slug}", web::put().to(providers::update))
+        .route("/providers/{slug}", web::delete().to(providers::delete))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(keys::create, keys::list, keys::revoke, usage::usage, providers::list,
+        providers::create, providers::update, providers::delete),
+    tags((name = "keys", description = "API keys and usage"))
+)]
+pub struct GatewayApi;

@@ -1,0 +1,308 @@
+//! Upstream providers: the admin's CRUD and the in-memory table the gateway reads. Secrets
+//! (`auth_value`) are never returned in full nor logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::admin::AdminUser;
+use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok};
+use crate::auth::users::is_violation_of;
+use crate::startup::AppContext;
+
+/// A provider as the gateway uses it.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    pub slug: String,
+    pub base_url: url::Url,
+    pub auth_header: Option<String>,
+    pub auth_value: Option<String>,
+    pub cost: i64,
+    pub timeout_ms: i32,
+    pub enabled: bool,
+}
+
+/// A provider as the admin sees it: the secret masked.
+#[derive(Serialize, ToSchema)]
+pub struct ProviderView {
+    pub slug: String,
+    pub base_url: String,
+    pub auth_header: Option<String>,
+    /// The last four characters of the secret, behind asterisks.
+    pub auth_value: Option<String>,
+    pub cost: i64,
+    pub timeout_ms: i32,
+    pub enabled: bool,
+}
+
+impl From<&Provider> for ProviderView {
+    fn from(provider: &Provider) -> ProviderView {
+        ProviderView {
+            slug: provider.slug.clone(),
+            base_url: provider.base_url.to_string(),
+            auth_header: provider.auth_header.clone(),
+            auth_value: provider.auth_value.as_deref().map(mask),
+            cost: provider.cost,
+            timeout_ms: provider.timeout_ms,
+            enabled: provider.enabled,
+        }
+    }
+}
+
+fn mask(secret: &str) -> String {
+    let tail: String = secret
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if secret.chars().count() <= 8 {
+        String::from("****")
+    } else {
+        format!("****{tail}")
+    }
+}
+
+/// The providers, reloaded from PostgreSQL every second and at once after an admin change.
+#[derive(Default)]
+pub struct ProviderTable {
+    providers: RwLock<HashMap<String, Arc<Provider>>>,
+}
+
+impl ProviderTable {
+    pub fn get(&self, slug: &str) -> Option<Arc<Provider>> {
+        self.providers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(slug)
+            .cloned()
+    }
+
+    pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let loaded: HashMap<String, Arc<Provider>> = load_all(pool)
+            .await?
+            .into_iter()
+            .map(|p| (p.slug.clone(), Arc::new(p)))
+            .collect();
+        *self.providers.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(())
+    }
+}
+
+async fn load_all(pool: &PgPool) -> Result<Vec<Provider>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT slug, base_url, auth_header, auth_value, cost, timeout_ms, enabled
+           FROM providers ORDER BY slug"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(Provider {
+                base_url: url::Url::parse(&row.base_url).ok()?,
+                slug: row.slug,
+                auth_header: row.auth_header,
+                auth_value: row.auth_value,
+                cost: row.cost,
+                timeout_ms: row.timeout_ms,
+                enabled: row.enabled,
+            })
+        })
+        .collect())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ProviderInput {
+    pub slug: String,
+    pub base_url: String,
+    pub auth_header: Option<String>,
+    pub auth_value: Option<String>,
+    /// Credits per call.
+    pub cost: i64,
+    pub timeout_ms: i32,
+    pub enabled: Option<bool>,
+}
+
+struct ValidProvider {
+    base_url: String,
+    auth_header: Option<String>,
+}
+
+impl ProviderInput {
+    fn validate(&self) -> Result<ValidProvider, ApiError> {
+        let slug_ok = !self.slug.is_empty()
+            && self.slug.len() <= 63
+            && self
+                .slug
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && self
+                .slug
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
+        if !slug_ok {
+            return Err(ApiError::bad_request(
+                "field `slug`: lower-case letters, digits, - and _.",
+            ));
+        }
+        let url = url::Url::parse(self.base_url.trim())
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .filter(|url| url.query().is_none() && url.fragment().is_none())
+            .ok_or_else(|| {
+                ApiError::bad_request("field `base_url`: an http(s) URL without query.")
+            })?;
+        let auth_header = self
+            .auth_header
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty());
+        if let Some(header) = auth_header
+            && actix_web::http::header::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            return Err(ApiError::bad_request(
+                "field `auth_header`: not a header name.",
+            ));
+        }
+        if self
+            .auth_value
+            .as_deref()
+            .is_some_and(|value| actix_web::http::header::HeaderValue::from_str(value).is_err())
+        {
+            return Err(ApiError::bad_request(
+                "field `auth_value`: not a header value.",
+            ));
+        }
+        if self.cost < 0 {
+            return Err(ApiError::bad_request("field `cost`: cannot be negative."));
+        }
+        if !(1..=600_000).contains(&self.timeout_ms) {
+            return Err(ApiError::bad_request("field `timeout_ms`: 1 to 600000."));
+        }
+        Ok(ValidProvider {
+            base_url: url.to_string(),
+            auth_header: auth_header.map(str::to_owned),
+        })
+    }
+}
+
+#[utoipa::path(get, path = "/myapi/admin/providers", tag = "admin", security(("session" = [])),
+    responses((status = 200, body = inline(SuccessBody<Vec<ProviderView>>)),
+    (status = 403, description = "Not an admin.", body = ErrorBody)))]
+pub async fn list(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+) -> Result<HttpResponse, ApiError> {
+    let providers = load_all(&context.pool).await?;
+    Ok(ok(providers
+        .iter()
+        .map(ProviderView::from)
+        .collect::<Vec<_>>()))
+}
+
+#[utoipa::path(post, path = "/myapi/admin/providers", tag = "admin", request_body = ProviderInput,
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<ProviderView>)),
+    (status = 400, description = "A field is invalid or the slug is taken.", body = ErrorBody),
+    (status = 403, description = "Not an admin.", body = ErrorBody)))]
+pub async fn create(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+    ApiJson(input): ApiJson<ProviderInput>,
+) -> Result<HttpResponse, ApiError> {
+    let valid = input.validate()?;
+    let inserted = sqlx::query!(
+        r#"INSERT INTO providers (slug, base_url, auth_header, auth_value, cost, timeout_ms, enabled)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
+        input.slug,
+        valid.base_url,
+        valid.auth_header,
+        input.auth_value,
+        input.cost,
+        input.timeout_ms,
+        input.enabled.unwrap_or(true)
+    )
+    .execute(&context.pool)
+    .await;
+    match inserted {
+        Err(error) if is_violation_of(&error, "providers_pkey") => {
+            return Err(ApiError::bad_request(
+                "field `slug`: a provider with this slug exists.",
+            ));
+        }
+        other => other?,
+    };
+    answer(&context, &input.slug).await
+}
+
+#[utoipa::path(put, path = "/myapi/admin/providers/{slug}", tag = "admin",
+    request_body = ProviderInput, security(("session" = [])),
+    responses((status = 200, body = inline(SuccessBody<ProviderView>)),
+    (status = 400, description = "A field is invalid.", body = ErrorBody),
+    (status = 404, description = "No such provider.", body = ErrorBody)))]
+pub async fn update(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+    path: web::Path<String>,
+    ApiJson(input): ApiJson<ProviderInput>,
+) -> Result<HttpResponse, ApiError> {
+    let valid = input.validate()?;
+    if input.slug != *path {
+        return Err(ApiError::bad_request("field `slug`: must match the path."));
+    }
+    // An absent auth_value keeps the stored secret, which the admin never sees in full.
+    let updated = sqlx::query!(
+        r#"UPDATE providers SET base_url = $2, auth_header = $3,
+                  auth_value = COALESCE($4, auth_value), cost = $5, timeout_ms = $6,
+                  enabled = $7
+           WHERE slug = $1"#,
+        input.slug,
+        valid.base_url,
+        valid.auth_header,
+        input.auth_value,
+        input.cost,
+        input.timeout_ms,
+        input.enabled.unwrap_or(true)
+    )
+    .execute(&context.pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(ApiError::not_found());
+    }
+    answer(&context, &input.slug).await
+}
+
+#[utoipa::path(delete, path = "/myapi/admin/providers/{slug}", tag = "admin",
+    security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 404, description = "No such provider.", body = ErrorBody)))]
+pub async fn delete(
+    context: web::Data<AppContext>,
+    _admin: AdminUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let deleted = sqlx::query!("DELETE FROM providers WHERE slug = $1", path.as_str())
+        .execute(&context.pool)
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(ApiError::not_found());
+    }
+    context.gateway.providers.reload(&context.pool).await?;
+    Ok(ok(()))
+}
+
+async fn answer(context: &AppContext, slug: &str) -> Result<HttpResponse, ApiError> {
+    context.gateway.providers.reload(&context.pool).await?;
+    let provider = context
+        .gateway
+        .providers
+        .get(slug)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok(ProviderView::from(provider.as_ref())))
+}

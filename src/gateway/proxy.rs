@@ -1,0 +1,393 @@
+//! `ANY /api/v1/{provider}/{path...}`: the metered call. Checks, in the contract's order: the
+//! key (40102, 40103), the account (40301), the provider (404), the per-second, per-hour and
+//! monthly limits (42901-42903), the credits (40201) and the global protection (50301); then
+//! forwards method, path tail, query and body to the provider with its credentials and streams
+//! the answer back. Only an answer below 500 is charged and counted.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix_web::body::{BodyStream, SizedStream};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::directory::{Account, Lookup};
+use super::error::GatewayError;
+use super::keys::presented_key;
+use super::limits::{Exceeded, Subject, month_of};
+use super::meter::Hold;
+use super::providers::Provider;
+use crate::api::ApiError;
+use crate::startup::AppContext;
+
+thread_local! {
+    /// One pooled keep-alive client per worker thread (awc's client is not `Send`).
+    static CLIENT: awc::Client = awc::Client::builder()
+        .disable_redirects()
+        .connector(
+            awc::Connector::new()
+                .limit(0)
+                .timeout(Duration::from_secs(5))
+                .conn_keep_alive(Duration::from_secs(30)),
+        )
+        .finish();
+}
+
+/// Headers that belong to one connection, never forwarded either way.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// The client's own credentials and what the forwarder sets itself.
+const NOT_FORWARDED: [&str; 5] = [
+    "host",
+    "x-api-key",
+    "authorization",
+    "content-length",
+    "cookie",
+];
+
+/// The headers every gateway answer carries.
+struct Meters {
+    rps_limit: u32,
+    rps_remaining: u32,
+    credits: i64,
+}
+
+impl Meters {
+    fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(self.rps_limit),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(self.rps_remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-credits-remaining"),
+            HeaderValue::from(self.credits),
+        );
+    }
+
+    fn on_error(&self, error: GatewayError) -> ApiError {
+        ApiError::from(error)
+            .with_header("x-ratelimit-limit", self.rps_limit.to_string())
+            .with_header("x-ratelimit-remaining", self.rps_remaining.to_string())
+            .with_header("x-credits-remaining", self.credits.to_string())
+    }
+}
+
+pub async fn forward(
+    context: web::Data<AppContext>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let gateway = &context.gateway;
+    let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
+    let Lookup::Found(key_entry, account) = gateway.directory.lookup(&key).await? else {
+        return Err(GatewayError::KeyInvalid.into());
+    };
+    let limits = account.limits();
+    let mut meters = Meters {
+        rps_limit: limits.rps,
+        rps_remaining: 0,
+        credits: account
+            .wallet
+            .lock()
+            .map(|w| w.visible_credits())
+            .unwrap_or(0),
+    };
+    if account.frozen.load(Ordering::Relaxed) {
+        return Err(meters.on_error(GatewayError::AccountFrozen));
+    }
+    let (slug, tail) = split_path(req.uri().path()).ok_or(GatewayError::UnknownProvider)?;
+    let provider = gateway
+        .providers
+        .get(slug)
+        .filter(|provider| provider.enabled)
+        .ok_or_else(|| meters.on_error(GatewayError::UnknownProvider))?;
+    if !tail_stays_inside(tail) {
+        return Err(meters.on_error(GatewayError::BadPath));
+    }
+
+    // Every condition is evaluated before anything is consumed, so a refused call takes
+    // nothing from any limit or from the credits.
+    let cost = provider.cost;
+    let held = matches!(
+        gateway
+            .meter
+            .hold(&account, cost)
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?,
+        Hold::Held
+    );
+    let permit = gateway.in_flight.clone().try_acquire_owned().ok();
+    let subject = Subject {
+        user_id: account.user_id,
+        limits,
+        state: &account.limit_state,
+        month: month_of(context.clock.now()),
+        month_seed: account.month_seed.load(Ordering::Relaxed),
+    };
+    let verdict = gateway
+        .limiter
+        .check(&subject, held && permit.is_some())
+        .await;
+    meters.rps_remaining = verdict.rps_remaining;
+    let refusal = match verdict.exceeded {
+        Some(Exceeded::PerSecond(wait)) => Some(GatewayError::PerSecond {
+            retry_after_secs: secs(wait),
+        }),
+        Some(Exceeded::PerHour(wait)) => Some(GatewayError::PerHour {
+            retry_after_secs: secs(wait),
+        }),
+        Some(Exceeded::Monthly) => Some(GatewayError::MonthlyQuota),
+        None if !held => Some(GatewayError::InsufficientCredits),
+        None if permit.is_none() => Some(GatewayError::Overloaded),
+        None => None,
+    };
+    if let Some(refusal) = refusal {
+        if held {
+            gateway.meter.release(&account, cost);
+        }
+        meters.credits = visible_credits(&account);
+        return Err(meters.on_error(refusal));
+    }
+    if let Some(rate) = gateway.global_rate {
+        let decision = context.limiter.check("gateway_global", "all", rate).await;
+        if !decision.allowed {
+            gateway.meter.release(&account, cost);
+            gateway.limiter.refund(&subject).await;
+            meters.credits = visible_credits(&account);
+            return Err(meters.on_error(GatewayError::Overloaded));
+        }
+    }
+    key_entry
+        .last_used
+        .store(context.clock.now().timestamp(), Ordering::Relaxed);
+
+    let answer = send_upstream(&req, payload, &provider, tail).await;
+    match answer {
+        Ok(upstream) if upstream.status().as_u16() < 500 => {
+            gateway
+                .meter
+                .charge(&account, cost, key_entry.key_id, &provider.slug);
+            drop(permit);
+            meters.credits = visible_credits(&account);
+            Ok(respond(upstream, &meters))
+        }
+        outcome => {
+            gateway.meter.release(&account, cost);
+            gateway.limiter.refund(&subject).await;
+            gateway
+                .meter
+                .count_error(&account, key_entry.key_id, &provider.slug);
+            meters.credits = visible_credits(&account);
+            let reason = match outcome {
+                Ok(upstream) => format!("{} answered {}", provider.slug, upstream.status()),
+                Err(error) => format!("{}: {error}", provider.slug),
+            };
+            Err(meters.on_error(GatewayError::Upstream(reason)))
+        }
+    }
+}
+
+fn secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+fn visible_credits(account: &Account) -> i64 {
+    account
+        .wallet
+        .lock()
+        .map(|wallet| wallet.visible_credits())
+        .unwrap_or(0)
+}
+
+/// `/api/v1/{slug}/{tail}` of the raw (still percent-encoded) path.
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    Some(rest.split_once('/').unwrap_or((rest, "")))
+}
+
+/// No segment of the tail, once decoded, may climb out of the provider's base path or smuggle
+/// a separator.
+fn tail_stays_inside(tail: &str) -> bool {
+    tail.split('/').all(|segment| {
+        let decoded: Vec<u8> = percent_decode(segment.as_bytes());
+        decoded != b"."
+            && decoded != b".."
+            && !decoded.contains(&b'/')
+            && !decoded.contains(&b'\\')
+            && !decoded.contains(&0)
+    })
+}
+
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+async fn send_upstream(
+    req: &HttpRequest,
+    payload: web::Payload,
+    provider: &Provider,
+    tail: &str,
+) -> Result<awc::ClientResponse, awc::error::SendRequestError> {
+    let mut url = provider.base_url.as_str().trim_end_matches('/').to_owned();
+    url.push('/');
+    url.push_str(tail);
+    if let Some(query) = req.uri().query() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let timeout = Duration::from_millis(u64::try_from(provider.timeout_ms).unwrap_or(30_000));
+    let mut upstream = CLIENT
+        .with(|client| client.request(req.method().clone(), url))
+        .timeout(timeout);
+
+    let headers = req.headers();
+    let dropped_by_connection: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| {
+            value
+                .split(',')
+                .map(|name| name.trim().to_ascii_lowercase())
+        })
+        .collect();
+    let own_header = provider.auth_header.as_deref().map(str::to_ascii_lowercase);
+    for (name, value) in headers {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || NOT_FORWARDED.contains(&lower)
+            || lower == "x-forwarded-for"
+            || own_header.as_deref() == Some(lower)
+            || dropped_by_connection.iter().any(|dropped| dropped == lower)
+        {
+            continue;
+        }
+        upstream.headers_mut().append(name.clone(), value.clone());
+    }
+    let peer = req
+        .peer_addr()
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_default();
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.is_empty() => format!("{previous}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        upstream
+            .headers_mut()
+            .insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    if let (Some(name), Some(value)) = (&provider.auth_header, &provider.auth_value)
+        && let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        )
+    {
+        upstream.headers_mut().insert(name, value);
+    }
+
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    match (length, chunked) {
+        (Some(length), _) if length > 0 => {
+            upstream.send_body(SizedStream::new(length, payload)).await
+        }
+        (_, true) => upstream.send_stream(payload).await,
+        _ => upstream.send().await,
+    }
+}
+
+fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
+    let mut response = HttpResponse::build(upstream.status());
+    let dropped_by_connection: Vec<String> = upstream
+        .headers()
+        .get_all(header::CONNECTION)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| {
+            value
+                .split(',')
+                .map(|name| name.trim().to_ascii_lowercase())
+        })
+        .collect();
+    for (name, value) in upstream.headers() {
+        let lower = name.as_str();
+        if HOP_BY_HOP.contains(&lower)
+            || lower == "content-length"
+            || dropped_by_connection.iter().any(|dropped| dropped == lower)
+        {
+            continue;
+        }
+        response.append_header((name.clone(), value.clone()));
+    }
+    let length = upstream
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let mut response = match length {
+        Some(length) => response.body(SizedStream::new(length, upstream)),
+        None => response.body(BodyStream::new(upstream)),
+    };
+    meters.apply(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_cannot_climb_out_of_the_base_path() {
+        for inside in ["", "items", "a/b/c", "a%20b", "..a", "a..", "v1/items?x=1"] {
+            assert!(tail_stays_inside(inside), "{inside}");
+        }
+        for outside in [
+            "..", "a/../b", "%2e%2e/x", "%2E%2e", "a%2fb", "a%5cb", ".", "a/./b", "%00",
+        ] {
+            assert!(!tail_stays_inside(outside), "{outside}");
+        }
+    }
+
+    #[test]
+    fn the_slug_and_the_tail_come_from_the_raw_path() {
+        assert_eq!(
+            split_path("/api/v1/weather/v2/today"),
+            Some(("weather", "v2/today"))
+        );
+        assert_eq!(split_path("/api/v1/weather"), Some(("weather", "")));
+        assert_eq!(split_path("/elsewhere"), None);
+    }
+}
