@@ -12,8 +12,10 @@ use tracing_subscriber::EnvFilter;
 use crate::api::RequestContext;
 use crate::config::AppEnv;
 
-// actix_web_prom warns on every hit of a wildcard route (the docs) that it cannot label.
-const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn,actix_web_prom=error";
+// actix_web_prom warns on every hit of a wildcard route (docs, gateway) that it cannot label,
+// and tracing-actix-web logs every 4xx: the service logs its own failures, once, with context.
+const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,actix_server=warn,actix_web_prom=error,tracing_actix_web=error";
 
 /// Installs the process-wide subscriber: JSON lines in production, readable lines elsewhere.
 /// `RUST_LOG` overrides the level. A second call (tests spawn many apps) does nothing.

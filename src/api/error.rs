@@ -25,10 +25,10 @@ pub struct ApiError {
     headers: Vec<(&'static str, String)>,
 }
 
-/// Marks a response whose body the envelope renderer already made, so the context middleware
-/// leaves it alone.
+/// Marks a response whose body is final: made by the envelope renderer, or an upstream's answer
+/// relayed by the gateway. The context middleware leaves such a response alone.
 #[derive(Clone, Copy)]
-pub(crate) struct Rendered;
+pub struct Rendered;
 
 impl ApiError {
     pub fn new(code: Code) -> Self {

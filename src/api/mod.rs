@@ -11,5 +11,5 @@ mod extract;
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
 pub use context::{RequestContext, request_context, request_context_middleware};
 pub use envelope::{ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page};
-pub use error::ApiError;
+pub use error::{ApiError, Rendered};
 pub use extract::{ApiJson, ApiQuery, MAX_BODY_BYTES, extractor_configs};

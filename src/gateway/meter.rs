@@ -258,6 +258,7 @@ impl Meter {
         };
 
         let mut transaction = self.pool.begin().await?;
+        ledger::lock_account(&mut transaction, account.user_id).await?;
         let settled_after = lock(account).settled + to_settle;
         let lease = sqlx::query!(
             r#"UPDATE credit_leases SET settled = settled + $2 WHERE id = $1 AND settled + $2 <= amount
@@ -357,27 +358,35 @@ impl Meter {
 
     /// Gives back the unsettled reserve of leases nobody renewed (their instance died).
     pub async fn sweep_expired(&self) -> Result<u64, ledger::LedgerError> {
-        let mut transaction = self.pool.begin().await?;
         let expired = sqlx::query!(
-            r#"DELETE FROM credit_leases WHERE id IN (
-                   SELECT id FROM credit_leases WHERE expires_at < now() AND instance_id <> $1
-                   FOR UPDATE SKIP LOCKED LIMIT 500)
-               RETURNING user_id, amount - settled AS "unsettled!""#,
+            r#"SELECT id, user_id FROM credit_leases
+               WHERE expires_at < now() AND instance_id <> $1 LIMIT 500"#,
             self.instance_id
         )
-        .fetch_all(&mut *transaction)
+        .fetch_all(&self.pool)
         .await?;
-        for lease in &expired {
-            ledger::unreserve(&mut transaction, lease.user_id, lease.unsettled).await?;
+        let mut returned = 0;
+        for lease in expired {
+            // The account first, like every other transaction on credits.
+            let mut transaction = self.pool.begin().await?;
+            ledger::lock_account(&mut transaction, lease.user_id).await?;
+            let unsettled = sqlx::query_scalar!(
+                r#"DELETE FROM credit_leases WHERE id = $1 AND expires_at < now()
+                   RETURNING amount - settled AS "unsettled!""#,
+                lease.id
+            )
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if let Some(unsettled) = unsettled {
+                ledger::unreserve(&mut transaction, lease.user_id, unsettled).await?;
+                returned += 1;
+            }
+            transaction.commit().await?;
         }
-        transaction.commit().await?;
-        if !expired.is_empty() {
-            tracing::info!(
-                leases = expired.len(),
-                "returned the reserve of expired leases"
-            );
+        if returned > 0 {
+            tracing::info!(leases = returned, "returned the reserve of expired leases");
         }
-        Ok(expired.len() as u64)
+        Ok(returned)
     }
 
     /// On shutdown: settles every wallet and gives every reserve back.

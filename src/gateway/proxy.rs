@@ -17,7 +17,7 @@ use super::keys::presented_key;
 use super::limits::{Exceeded, Subject, month_of};
 use super::meter::Hold;
 use super::providers::Provider;
-use crate::api::ApiError;
+use crate::api::{ApiError, Rendered};
 use crate::startup::AppContext;
 
 thread_local! {
@@ -362,6 +362,8 @@ fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
         None => response.body(BodyStream::new(upstream)),
     };
     meters.apply(response.headers_mut());
+    // The upstream's own 4xx body is the answer, not something to wrap in our envelope.
+    response.extensions_mut().insert(Rendered);
     response
 }
 

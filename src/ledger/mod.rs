@@ -122,7 +122,9 @@ pub async fn take_up_to(
 }
 
 /// Creates the account row when missing and locks it; returns the balance and the reserve.
-async fn lock_account(
+/// Every transaction that touches an account's credits or its leases takes this lock first,
+/// so they never wait on each other in opposite orders.
+pub async fn lock_account(
     connection: &mut PgConnection,
     user_id: Uuid,
 ) -> Result<(i64, i64), LedgerError> {

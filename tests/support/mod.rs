@@ -73,6 +73,9 @@ pub struct TestApp {
     client: reqwest::Client,
     handle: ServerHandle,
     clock: std::sync::Arc<meterapi::clock::Clock>,
+    /// False for a second instance on another app's database: that one drops it.
+    owns_database: bool,
+    vars: HashMap<String, String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -81,7 +84,6 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     init_test_logging();
-    let server = server_url().await;
     let database = format!("test_{}", uuid::Uuid::new_v4().simple());
     let statement = sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"));
     let mut admin = admin_connection().await;
@@ -90,7 +92,30 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         .await
         .expect("CREATE DATABASE");
     admin.close().await.ok();
-    let url = database_url(server, &database);
+    start_instance(database, config.vars, true).await
+}
+
+impl TestApp {
+    /// A second instance of the service on this app's database, with the same settings plus
+    /// `extra`: what several instances behind a load balancer look like.
+    pub async fn another_instance(&self, extra: TestConfig) -> TestApp {
+        let mut vars = self.vars.clone();
+        vars.extend(extra.vars);
+        start_instance(self.database.clone(), vars, false).await
+    }
+
+    /// This instance's `DATABASE_URL`.
+    pub async fn database_url(&self) -> String {
+        database_url(server_url().await, &self.database)
+    }
+}
+
+async fn start_instance(
+    database: String,
+    config_vars: HashMap<String, String>,
+    owns_database: bool,
+) -> TestApp {
+    let url = database_url(server_url().await, &database);
 
     let data_dir = tempfile::tempdir().expect("a temporary DATA_DIR");
     let mut vars = HashMap::from([
@@ -99,7 +124,7 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
         ("HTTP_WORKERS".to_owned(), "1".to_owned()),
         ("DATA_DIR".to_owned(), data_dir.path().display().to_string()),
     ]);
-    vars.extend(config.vars);
+    vars.extend(config_vars.clone());
     let mut settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("settings");
     settings.database = DatabaseSettings::Url(SecretString::from(url.clone()));
 
@@ -125,6 +150,8 @@ pub async fn spawn_app_with(config: TestConfig) -> TestApp {
             .unwrap(),
         handle,
         clock,
+        owns_database,
+        vars: config_vars,
     }
 }
 
@@ -155,6 +182,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         // `stop` sends its command at once; the returned future only waits for completion.
         drop(self.handle.stop(false));
+        if !self.owns_database {
+            return;
+        }
         let database = self.database.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
         // own runtime does the async work.
@@ -330,3 +360,5 @@ pub async fn assert_ledger_consistent(pool: &PgPool) {
         .unwrap();
     assert_eq!(broken, 0, "an account's balance disagrees with its ledger");
 }
+
+pub mod upstream;

@@ -1,0 +1,803 @@
+//! API keys and the metered gateway over HTTP, against local upstream servers, with one and
+//! with two instances of the service sharing PostgreSQL (and Redis when `REDIS_URL` is set).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::upstream::{Behaviour, Upstream};
+use support::{TestApp, TestConfig, TestResponse, create_user, send, spawn_app_with};
+use uuid::Uuid;
+
+struct Gateway {
+    app: TestApp,
+    upstream: Upstream,
+    admin: String,
+    user: String,
+    user_id: Uuid,
+}
+
+fn config() -> TestConfig {
+    TestConfig::default()
+        .cheap_hashing()
+        .var("GATEWAY_SETTLE_MS", "100")
+}
+
+async fn gateway_with(config: TestConfig) -> Gateway {
+    let upstream = Upstream::start().await;
+    let app = spawn_app_with(config).await;
+    let (_, admin) = create_user(&app, "admin@example.com", "admin").await;
+    let (user_id, user) = create_user(&app, "caller@example.com", "user").await;
+    let gateway = Gateway {
+        app,
+        upstream,
+        admin,
+        user,
+        user_id,
+    };
+    gateway.add_provider("echo", 1, 2000).await;
+    gateway
+}
+
+async fn gateway() -> Gateway {
+    gateway_with(config()).await
+}
+
+impl Gateway {
+    async fn admin_call(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
+        let mut request = self.app.request(method, path).bearer_auth(&self.admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    async fn add_provider(&self, slug: &str, cost: i64, timeout_ms: i64) {
+        let body = json!({"slug": slug, "base_url": self.upstream.base_url, "auth_header": "X-Upstream-Token",
+            "auth_value": "upstream-secret-value", "cost": cost, "timeout_ms": timeout_ms});
+        self.admin_call(Method::POST, "/myapi/admin/providers", Some(body))
+            .await
+            .assert_ok();
+    }
+
+    /// Gives the caller `amount` credits.
+    async fn fund(&self, amount: i64) {
+        let path = format!("/myapi/admin/users/{}/credits", self.user_id);
+        let body = json!({"amount": amount, "reason": "test funds"});
+        self.admin_call(Method::POST, &path, Some(body))
+            .await
+            .assert_ok();
+    }
+
+    /// Sets the free plan's limits (the caller has no subscription).
+    async fn limits(&self, rps: i64, rph: i64, monthly_quota: Option<i64>) {
+        let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap();
+        let body = json!({"name": "Free", "plan_type": "free", "amount_cents": 0, "rps_limit": rps,
+            "rph_limit": rph, "monthly_quota": monthly_quota});
+        self.admin_call(
+            Method::PUT,
+            &format!("/myapi/admin/plans/{free}"),
+            Some(body),
+        )
+        .await
+        .assert_ok();
+    }
+
+    async fn new_key(&self) -> String {
+        let response = send(
+            self.app
+                .request(Method::POST, "/myapi/keys")
+                .bearer_auth(&self.user)
+                .json(&json!({"name": "test key"})),
+        )
+        .await;
+        response.assert_ok()["key"].as_str().unwrap().to_owned()
+    }
+
+    async fn balance(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)",
+        )
+        .bind(self.user_id)
+        .fetch_one(&self.app.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn reserved(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE((SELECT reserved FROM credit_accounts WHERE user_id = $1), 0)",
+        )
+        .bind(self.user_id)
+        .fetch_one(&self.app.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the charged credits reach `balance` (settlement runs every 100 ms).
+    async fn settled_balance(&self, expected: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let balance = self.balance().await;
+            if balance == expected || Instant::now() > deadline {
+                return balance;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn call(app: &TestApp, key: &str, path: &str) -> TestResponse {
+    send(app.request(Method::GET, path).header("X-API-Key", key)).await
+}
+
+#[tokio::test]
+async fn keys_are_shown_once_listed_without_the_secret_and_revoked_by_their_owner() {
+    let gw = gateway().await;
+    let created = send(
+        gw.app
+            .request(Method::POST, "/myapi/keys")
+            .bearer_auth(&gw.user)
+            .json(&json!({"name": "ci"})),
+    )
+    .await;
+    let data = created.assert_ok().clone();
+    let key = data["key"].as_str().unwrap();
+    assert!(key.starts_with("mk_") && key.len() >= 3 + 43, "{key}");
+    assert!(key.starts_with(data["prefix"].as_str().unwrap()));
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE key_hash = $1")
+        .bind(key.as_bytes())
+        .fetch_one(&gw.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "only the digest is stored");
+
+    let listed = send(
+        gw.app
+            .request(Method::GET, "/myapi/keys")
+            .bearer_auth(&gw.user),
+    )
+    .await;
+    let items = listed.assert_ok()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1);
+    assert!(items[0].get("key").is_none());
+    assert_eq!(items[0]["name"], "ci");
+    assert!(items[0]["last_used_at"].is_null());
+
+    let id = data["id"].as_str().unwrap();
+    let (_, stranger) = create_user(&gw.app, "stranger@example.com", "user").await;
+    let path = format!("/myapi/keys/{id}");
+    send(gw.app.request(Method::DELETE, &path).bearer_auth(&stranger))
+        .await
+        .assert_error(403, Some(40302));
+    send(
+        gw.app
+            .request(Method::DELETE, &format!("/myapi/keys/{}", Uuid::new_v4()))
+            .bearer_auth(&gw.user),
+    )
+    .await
+    .assert_error(404, None);
+    gw.fund(10).await;
+    call(&gw.app, key, "/api/v1/echo/x").await.assert_ok_raw();
+    send(gw.app.request(Method::DELETE, &path).bearer_auth(&gw.user))
+        .await
+        .assert_ok();
+    call(&gw.app, key, "/api/v1/echo/x")
+        .await
+        .assert_error(401, Some(40103));
+    let empty = send(
+        gw.app
+            .request(Method::POST, "/myapi/keys")
+            .bearer_auth(&gw.user)
+            .json(&json!({"name": ""})),
+    )
+    .await;
+    empty.assert_error(400, None);
+}
+
+#[tokio::test]
+async fn an_account_holds_at_most_twenty_keys() {
+    let gw = gateway().await;
+    let create = || {
+        send(
+            gw.app
+                .request(Method::POST, "/myapi/keys")
+                .bearer_auth(&gw.user)
+                .json(&json!({"name": "k"})),
+        )
+    };
+    let responses = futures_util::future::join_all((0..25).map(|_| create())).await;
+    assert_eq!(responses.iter().filter(|r| r.status == 200).count(), 20);
+    for refused in responses.iter().filter(|r| r.status != 200) {
+        refused.assert_error(400, None);
+    }
+}
+
+trait RawOk {
+    fn assert_ok_raw(&self) -> &Value;
+}
+
+impl RawOk for TestResponse {
+    /// A forwarded answer: the upstream's body, with the gateway's meters.
+    fn assert_ok_raw(&self) -> &Value {
+        assert_eq!(self.status, 200, "{}", self.text);
+        for header in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-credits-remaining",
+            "x-request-id",
+        ] {
+            assert!(self.header(header).is_some(), "{header} missing");
+        }
+        &self.json
+    }
+}
+
+#[tokio::test]
+async fn calls_are_checked_in_the_contract_order() {
+    let gw = gateway().await;
+    let key = gw.new_key().await;
+    send(gw.app.request(Method::GET, "/api/v1/echo/x"))
+        .await
+        .assert_error(401, Some(40102));
+    call(&gw.app, "mk_not_a_real_key", "/api/v1/echo/x")
+        .await
+        .assert_error(401, Some(40103));
+    // Credits are checked after the provider and the limits.
+    call(&gw.app, &key, "/api/v1/nowhere/x")
+        .await
+        .assert_error(404, None);
+    let broke = call(&gw.app, &key, "/api/v1/echo/x").await;
+    broke.assert_error(402, Some(40201));
+    assert_eq!(broke.header("x-credits-remaining"), Some("0"));
+    assert_eq!(gw.upstream.hits(), 0);
+
+    gw.fund(100).await;
+    gw.limits(2, 1000, None).await;
+    // After a refusal for credits, the gateway asks the database again a quarter second later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = call(&gw.app, &key, "/api/v1/echo/x").await;
+    first.assert_ok_raw();
+    assert_eq!(first.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("1"));
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    let limited = call(&gw.app, &key, "/api/v1/echo/x").await;
+    limited.assert_error(429, Some(42901));
+    assert!(limited.header("retry-after").is_some());
+    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(gw.upstream.hits(), 2);
+
+    let admin_path = format!("/myapi/admin/users/{}/freeze", gw.user_id);
+    gw.admin_call(Method::POST, &admin_path, None)
+        .await
+        .assert_ok();
+    call(&gw.app, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(403, Some(40301));
+    let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user_id);
+    gw.admin_call(Method::POST, &unfreeze, None)
+        .await
+        .assert_ok();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+}
+
+#[tokio::test]
+async fn the_hourly_limit_and_the_monthly_quota_stop_at_their_numbers() {
+    let gw = gateway().await;
+    gw.fund(1000).await;
+    gw.limits(1000, 3, None).await;
+    let key = gw.new_key().await;
+    for _ in 0..3 {
+        call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    }
+    let hourly = call(&gw.app, &key, "/api/v1/echo/x").await;
+    hourly.assert_error(429, Some(42902));
+    let wait: u64 = hourly.header("retry-after").unwrap().parse().unwrap();
+    assert!(wait >= 1000, "a third of an hour away, not {wait}");
+
+    let gw = gateway().await;
+    gw.fund(1000).await;
+    gw.limits(1000, 100_000, Some(7)).await;
+    let key = gw.new_key().await;
+    let responses = futures_util::stream::iter(0..20)
+        .map(|_| call(&gw.app, &key, "/api/v1/echo/x"))
+        .buffer_unordered(10)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(responses.iter().filter(|r| r.status == 200).count(), 7);
+    for refused in responses.iter().filter(|r| r.status != 200) {
+        refused.assert_error(429, Some(42903));
+    }
+    assert_eq!(gw.upstream.hits(), 7);
+    assert_eq!(gw.settled_balance(993).await, 993);
+    let status = send(
+        gw.app
+            .request(Method::GET, "/myapi/status")
+            .header("X-API-Key", &key),
+    )
+    .await;
+    let data = status.assert_ok();
+    assert_eq!(data["month_calls"], 7);
+    assert_eq!(data["monthly_remaining"], 0);
+    assert_eq!(data["credits"], 993);
+}
+
+#[tokio::test]
+async fn a_call_is_forwarded_with_the_providers_credentials_and_streamed_back() {
+    let gw = gateway().await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    let request = gw
+        .app
+        .request(Method::POST, "/api/v1/echo/v2/items?q=rust&page=2")
+        .header("Authorization", format!("Bearer {key}"))
+        .header("X-Custom", "kept")
+        .header("Cookie", "session=secret")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("Connection", "keep-alive, X-Drop-Me")
+        .header("X-Drop-Me", "dropped")
+        .header("X-Upstream-Token", "forged by the client")
+        .body(r#"{"hello": "world"}"#);
+    let response = send(request).await;
+    let echoed = response.assert_ok_raw();
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["path"], "/base/v2/items");
+    assert_eq!(echoed["query"], "q=rust&page=2");
+    assert_eq!(echoed["body"], r#"{"hello": "world"}"#);
+    let headers = &echoed["headers"];
+    assert_eq!(headers["x-upstream-token"], "upstream-secret-value");
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    for gone in ["authorization", "x-api-key", "cookie", "x-drop-me"] {
+        assert!(headers.get(gone).is_none(), "{gone} was forwarded");
+    }
+    assert_eq!(response.header("x-upstream"), Some("yes"));
+    assert_eq!(response.header("x-credits-remaining"), Some("9"));
+
+    // Statuses below 500 are the upstream's answer, and charged.
+    gw.upstream.set(Behaviour::Status(404));
+    let missing = call(&gw.app, &key, "/api/v1/echo/nothing").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json["upstream_status"], 404);
+    assert_eq!(gw.settled_balance(8).await, 8);
+}
+
+#[tokio::test]
+async fn upstream_failures_answer_50201_and_cost_nothing() {
+    let gw = gateway().await;
+    gw.fund(5).await;
+    gw.limits(1000, 100_000, Some(2)).await;
+    let key = gw.new_key().await;
+    gw.upstream.set(Behaviour::Status(503));
+    for _ in 0..4 {
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(502, Some(50201));
+    }
+    gw.upstream
+        .set(Behaviour::Stall(Duration::from_millis(1500)));
+    gw.add_provider("slow", 1, 200).await;
+    let started = Instant::now();
+    call(&gw.app, &key, "/api/v1/slow/x")
+        .await
+        .assert_error(502, Some(50201));
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "answered at the timeout"
+    );
+    let dead =
+        json!({"slug": "dead", "base_url": "http://127.0.0.1:9", "cost": 1, "timeout_ms": 1000});
+    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(dead))
+        .await
+        .assert_ok();
+    call(&gw.app, &key, "/api/v1/dead/x")
+        .await
+        .assert_error(502, Some(50201));
+
+    // None of them counted towards the quota of two either.
+    gw.upstream.set(Behaviour::Echo);
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    call(&gw.app, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(429, Some(42903));
+    assert_eq!(gw.settled_balance(3).await, 3);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let usage = send(
+        gw.app
+            .request(Method::GET, "/myapi/usage?granularity=day")
+            .bearer_auth(&gw.user),
+    )
+    .await;
+    let buckets = usage.assert_ok()["items"].as_array().unwrap().clone();
+    let echo = buckets.iter().find(|b| b["provider"] == "echo").unwrap();
+    assert_eq!(
+        (
+            echo["calls"].as_i64(),
+            echo["credits"].as_i64(),
+            echo["errors"].as_i64()
+        ),
+        (Some(2), Some(2), Some(4))
+    );
+    let slow = buckets.iter().find(|b| b["provider"] == "slow").unwrap();
+    assert_eq!(
+        (slow["calls"].as_i64(), slow["errors"].as_i64()),
+        (Some(0), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn the_global_in_flight_cap_answers_50301() {
+    let gw = gateway_with(config().var("GATEWAY_MAX_IN_FLIGHT", "1")).await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    gw.upstream
+        .set(Behaviour::Stall(Duration::from_millis(700)));
+    let slow = call(&gw.app, &key, "/api/v1/echo/x");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        call(&gw.app, &key, "/api/v1/echo/y").await
+    };
+    let (slow, second) = tokio::join!(slow, second);
+    slow.assert_ok_raw();
+    second.assert_error(503, Some(50301));
+    assert!(second.header("retry-after").is_some());
+    assert_eq!(
+        gw.settled_balance(9).await,
+        9,
+        "the refused call cost nothing"
+    );
+}
+
+/// Sends `path` as it is, without a client normalising `..` away.
+async fn raw_get(app: &TestApp, key: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn a_path_cannot_leave_the_providers_base_path() {
+    let gw = gateway().await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    for path in [
+        "/api/v1/echo/../admin",
+        "/api/v1/echo/%2e%2e/admin",
+        "/api/v1/echo/a%2F..%2Fb",
+        "/api/v1/echo/x/%2E%2E/%2e%2e/secret",
+        "/api/v1/echo/a%5c..%5cb",
+    ] {
+        let answer = raw_get(&gw.app, &key, path).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("\"code\":400"));
+    }
+    assert_eq!(gw.upstream.hits(), 0);
+    let fine = raw_get(&gw.app, &key, "/api/v1/echo/a..b/c").await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+    assert_eq!(gw.upstream.last_request()["path"], "/base/a..b/c");
+}
+
+#[tokio::test]
+async fn provider_secrets_are_never_shown_in_full() {
+    let gw = gateway().await;
+    let listed = gw
+        .admin_call(Method::GET, "/myapi/admin/providers", None)
+        .await;
+    let providers = listed.assert_ok().as_array().unwrap().clone();
+    assert_eq!(providers[0]["auth_value"], "****alue");
+    assert!(!listed.text.contains("upstream-secret-value"));
+    let user_view = send(
+        gw.app
+            .request(Method::GET, "/myapi/admin/providers")
+            .bearer_auth(&gw.user),
+    )
+    .await;
+    user_view.assert_error(403, None);
+    let bad = json!({"slug": "Bad Slug", "base_url": "ftp://x", "cost": -1, "timeout_ms": 0});
+    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(bad))
+        .await
+        .assert_error(400, None);
+    let update = json!({"slug": "echo", "base_url": gw.upstream.base_url, "auth_header": "X-Upstream-Token",
+        "cost": 3, "timeout_ms": 1000});
+    let updated = gw
+        .admin_call(Method::PUT, "/myapi/admin/providers/echo", Some(update))
+        .await;
+    assert_eq!(updated.assert_ok()["cost"], 3);
+    assert_eq!(
+        updated.json["data"]["auth_value"], "****alue",
+        "an absent secret is kept"
+    );
+    gw.admin_call(Method::DELETE, "/myapi/admin/providers/echo", None)
+        .await
+        .assert_ok();
+    gw.admin_call(Method::DELETE, "/myapi/admin/providers/echo", None)
+        .await
+        .assert_error(404, None);
+}
+
+#[tokio::test]
+async fn admins_find_accounts_by_email() {
+    let gw = gateway().await;
+    let found = gw
+        .admin_call(Method::GET, "/myapi/admin/users?email=CALLER", None)
+        .await;
+    let data = found.assert_ok();
+    assert_eq!(data["total"], 1);
+    assert_eq!(data["items"][0]["email"], "caller@example.com");
+    let wildcard = gw
+        .admin_call(Method::GET, "/myapi/admin/users?email=%25", None)
+        .await;
+    assert_eq!(
+        wildcard.assert_ok()["total"],
+        0,
+        "LIKE wildcards are taken literally"
+    );
+    let all = gw.admin_call(Method::GET, "/myapi/admin/users", None).await;
+    assert_eq!(all.assert_ok()["total"], 2);
+    send(
+        gw.app
+            .request(Method::GET, "/myapi/admin/users")
+            .bearer_auth(&gw.user),
+    )
+    .await
+    .assert_error(403, None);
+    let nobody = format!("/myapi/admin/users/{}/freeze", Uuid::new_v4());
+    gw.admin_call(Method::POST, &nobody, None)
+        .await
+        .assert_error(404, None);
+}
+
+#[tokio::test]
+async fn last_used_at_is_kept_without_a_write_per_call() {
+    let gw = gateway().await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = send(
+            gw.app
+                .request(Method::GET, "/myapi/keys")
+                .bearer_auth(&gw.user),
+        )
+        .await;
+        if listed.assert_ok()["items"][0]["last_used_at"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "last_used_at was never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_thousand_calls_against_five_hundred_credits_charge_exactly_five_hundred() {
+    let gw = gateway().await;
+    gw.fund(500).await;
+    gw.limits(1_000_000, 10_000_000, None).await;
+    let key = gw.new_key().await;
+    let other = gw.app.another_instance(TestConfig::default()).await;
+    let instances = [&gw.app, &other];
+    let responses = futures_util::stream::iter(0..2000)
+        .map(|i| call(instances[i % 2], &key, "/api/v1/echo/x"))
+        .buffer_unordered(200)
+        .collect::<Vec<_>>()
+        .await;
+    let ok = responses.iter().filter(|r| r.status == 200).count();
+    let broke = responses
+        .iter()
+        .filter(|r| r.json["sub_code"] == 40201)
+        .count();
+    for odd in responses
+        .iter()
+        .filter(|r| r.status != 200 && r.json["sub_code"] != 40201)
+    {
+        eprintln!("unexpected answer: {} {}", odd.status, odd.text);
+    }
+    assert_eq!(
+        (ok, broke),
+        (500, 1500),
+        "every call is served or refused for credits"
+    );
+    assert_eq!(gw.upstream.hits(), 500);
+    assert_eq!(gw.settled_balance(0).await, 0);
+    let charged: i64 = sqlx::query_scalar(
+        "SELECT (-sum(amount))::bigint FROM ledger_entries WHERE reason = 'usage'",
+    )
+    .fetch_one(&gw.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(charged, 500);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.reserved().await, 0, "idle reserves go back");
+}
+
+#[tokio::test]
+async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
+    let gw = gateway().await;
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+    let other = gw.app.another_instance(TestConfig::default()).await;
+    call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
+
+    let freeze = format!("/myapi/admin/users/{}/freeze", gw.user_id);
+    gw.admin_call(Method::POST, &freeze, None).await.assert_ok();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call(&other, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(403, Some(40301));
+    let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user_id);
+    gw.admin_call(Method::POST, &unfreeze, None)
+        .await
+        .assert_ok();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
+
+    let listed = send(
+        gw.app
+            .request(Method::GET, "/myapi/keys")
+            .bearer_auth(&gw.user),
+    )
+    .await;
+    let id = listed.assert_ok()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(
+        gw.app
+            .request(Method::DELETE, &format!("/myapi/keys/{id}"))
+            .bearer_auth(&gw.user),
+    )
+    .await
+    .assert_ok();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    call(&other, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(401, Some(40103));
+}
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if url.is_none() {
+        eprintln!("skipped: REDIS_URL is unset, so two instances cannot share limits");
+    }
+    url
+}
+
+#[tokio::test]
+async fn limits_hold_across_two_instances_sharing_redis() {
+    let Some(redis) = redis_url() else { return };
+    let shared = config().var("REDIS_URL", redis).var(
+        "REDIS_KEY_PREFIX",
+        format!("test-{}", Uuid::new_v4().simple()),
+    );
+    let gw = gateway_with(shared).await;
+    gw.fund(10_000).await;
+    gw.limits(5, 100_000, Some(40)).await;
+    let key = gw.new_key().await;
+    let other = gw.app.another_instance(TestConfig::default()).await;
+    let instances = [&gw.app, &other];
+
+    let started = Instant::now();
+    let mut allowed = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        let response = call(instances[i % 2], &key, "/api/v1/echo/x").await;
+        if response.status == 200 {
+            allowed += 1;
+        } else {
+            response.assert_error(429, Some(42901));
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        allowed <= 5 * seconds + 5,
+        "{allowed} calls passed a limit of 5/s in {seconds} s"
+    );
+    assert!(allowed >= 5, "the limit let through {allowed}");
+
+    // The monthly quota stops at its number exactly across both instances.
+    let before = allowed;
+    gw.limits(1_000_000, 10_000_000, Some(40)).await;
+    let reloaded = gw.app.another_instance(TestConfig::default()).await;
+    let third = reloaded.another_instance(TestConfig::default()).await;
+    let instances = [&reloaded, &third];
+    let responses = futures_util::stream::iter(0..100)
+        .map(|i| call(instances[i % 2], &key, "/api/v1/echo/x"))
+        .buffer_unordered(20)
+        .collect::<Vec<_>>()
+        .await;
+    let passed = responses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(passed + before, 40, "the quota of 40 is met exactly");
+}
+
+#[tokio::test]
+async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
+    let gw = gateway_with(config().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
+    gw.fund(1000).await;
+    gw.limits(1_000_000, 10_000_000, None).await;
+    let key = gw.new_key().await;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterapi"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "production")
+        .env("DATABASE_URL", gw.app.database_url().await)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATA_DIR", gw.app.data_dir.path())
+        .env("GATEWAY_LEASE_TTL_SECS", "2")
+        .env("GATEWAY_SETTLE_MS", "60000")
+        .env("HTTP_WORKERS", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the service binary starts");
+    let port = {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the binary logs its port");
+            let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let Some(port) = log["port"].as_u64() {
+                break port;
+            }
+        }
+    };
+    let client = reqwest::Client::new();
+    let mut served = 0;
+    for _ in 0..30 {
+        let response = send(
+            client
+                .get(format!("http://127.0.0.1:{port}/api/v1/echo/x"))
+                .header("X-API-Key", &key),
+        )
+        .await;
+        if response.status == 200 {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 30);
+    assert!(gw.reserved().await > 0, "the instance holds a lease");
+    child.kill().await.unwrap();
+
+    // Nothing it served was settled (its tick is a minute): the worst case is an under-charge.
+    assert!(gw.balance().await >= 1000 - served, "never an over-charge");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.reserved().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead instance's reserve never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        gw.balance().await,
+        1000,
+        "what it did not settle is the bounded under-charge"
+    );
+    assert_eq!(gw.upstream.hits(), 30);
+}

@@ -1,0 +1,107 @@
+//! An upstream provider on loopback: it answers every request with a JSON echo of what it
+//! received, counts its hits, and can be told to fail, to stall, or to cut a body short.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Echo,
+    /// Answers this status with a small body.
+    Status(u16),
+    /// Waits this long before answering.
+    Stall(Duration),
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub base_url: String,
+    hits: Arc<AtomicUsize>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    last: Arc<Mutex<Option<Value>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        Upstream::start_at("/base").await
+    }
+
+    /// An upstream whose provider `base_url` has the path `base`.
+    pub async fn start_at(base: &str) -> Upstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = Upstream {
+            base_url: format!("http://127.0.0.1:{port}{base}"),
+            hits: Arc::default(),
+            behaviour: Arc::new(Mutex::new(Behaviour::Echo)),
+            last: Arc::default(),
+        };
+        let shared = web::Data::new(upstream.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .default_service(web::to(answer))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        upstream
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap() = behaviour;
+    }
+
+    /// What the last request looked like: method, path, query, headers, body.
+    pub fn last_request(&self) -> Value {
+        self.last.lock().unwrap().clone().unwrap_or(Value::Null)
+    }
+}
+
+async fn answer(upstream: web::Data<Upstream>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    upstream.hits.fetch_add(1, Ordering::SeqCst);
+    let headers: serde_json::Map<String, Value> = req
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                json!(value.to_str().unwrap_or("?")),
+            )
+        })
+        .collect();
+    let seen = json!({
+        "method": req.method().as_str(),
+        "path": req.path(),
+        "query": req.query_string(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    *upstream.last.lock().unwrap() = Some(seen.clone());
+    let behaviour = *upstream.behaviour.lock().unwrap();
+    match behaviour {
+        Behaviour::Echo => HttpResponse::Ok()
+            .insert_header(("x-upstream", "yes"))
+            .insert_header(("connection", "keep-alive"))
+            .json(seen),
+        Behaviour::Status(code) => {
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap())
+                .json(json!({"upstream_status": code}))
+        }
+        Behaviour::Stall(wait) => {
+            tokio::time::sleep(wait).await;
+            HttpResponse::Ok().json(json!({"stalled": true}))
+        }
+    }
+}
