@@ -801,3 +801,32 @@ async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
     );
     assert_eq!(gw.upstream.hits(), 30);
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_call_is_charged_as_the_upstream_answered_and_holds_nothing() {
+    let gw = gateway().await;
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+    gw.upstream
+        .set(Behaviour::Stall(Duration::from_millis(800)));
+    let impatient = gw
+        .app
+        .request(Method::GET, "/api/v1/echo/x")
+        .header("X-API-Key", &key)
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client gave up");
+    // Without its hold the idle wallet gives its whole reserve back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.reserved().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned call's hold was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The upstream did answer (below 500), so the call is charged, once.
+    assert_eq!(gw.upstream.hits(), 1);
+    assert_eq!(gw.settled_balance(99).await, 99);
+}

@@ -79,10 +79,30 @@ pub struct Meter {
     lease_ttl: Duration,
 }
 
-/// The outcome of holding a call's cost.
-pub enum Hold {
-    Held,
-    Insufficient,
+/// A call's cost, held while the call is in flight. Dropped without `charge` (refused, failed,
+/// or abandoned by a client that hung up), it goes back to the wallet.
+pub struct HeldCredits<'a> {
+    meter: &'a Meter,
+    account: Arc<Account>,
+    cost: i64,
+    charged: bool,
+}
+
+impl HeldCredits<'_> {
+    /// Charges the held cost and counts the call.
+    pub fn charge(mut self, key_id: Uuid, provider: &str) {
+        self.meter
+            .charge(&self.account, self.cost, key_id, provider);
+        self.charged = true;
+    }
+}
+
+impl Drop for HeldCredits<'_> {
+    fn drop(&mut self) {
+        if !self.charged && self.cost > 0 {
+            lock(&self.account).held -= self.cost;
+        }
+    }
 }
 
 impl Meter {
@@ -100,14 +120,24 @@ impl Meter {
     }
 
     /// Holds `cost` credits for a call, reserving a new block from PostgreSQL when the lease
-    /// runs short.
-    pub async fn hold(&self, account: &Account, cost: i64) -> Result<Hold, ledger::LedgerError> {
+    /// runs short; None when the account cannot pay.
+    pub async fn hold(
+        &self,
+        account: &Arc<Account>,
+        cost: i64,
+    ) -> Result<Option<HeldCredits<'_>>, ledger::LedgerError> {
+        let held = || HeldCredits {
+            meter: self,
+            account: account.clone(),
+            cost,
+            charged: false,
+        };
         if cost <= 0 || try_hold(account, cost) {
-            return Ok(Hold::Held);
+            return Ok(Some(held()));
         }
         let _single_flight = account.top_up.lock().await;
         if try_hold(account, cost) {
-            return Ok(Hold::Held);
+            return Ok(Some(held()));
         }
         let (wanted, lease_id) = {
             let wallet = lock(account);
@@ -115,7 +145,7 @@ impl Meter {
                 .empty_until
                 .is_some_and(|until| Instant::now() < until)
             {
-                return Ok(Hold::Insufficient);
+                return Ok(None);
             }
             // Enough for about two ticks at the current pace, and at least ten calls.
             let wanted = (wallet.spent_this_tick * 2).max(cost * 10);
@@ -151,29 +181,22 @@ impl Meter {
         wallet.available_beyond = available;
         if granted == 0 {
             wallet.empty_until = Some(Instant::now() + EMPTY_BACKOFF);
-            return Ok(Hold::Insufficient);
+            return Ok(None);
         }
         wallet.lease_id = Some(lease_id);
         wallet.granted += granted;
         wallet.empty_until = None;
         if wallet.remaining() >= cost {
             wallet.held += cost;
-            Ok(Hold::Held)
+            drop(wallet);
+            Ok(Some(held()))
         } else {
-            Ok(Hold::Insufficient)
-        }
-    }
-
-    /// Gives a held cost back (the call was refused or the upstream failed).
-    pub fn release(&self, account: &Account, cost: i64) {
-        if cost > 0 {
-            let mut wallet = lock(account);
-            wallet.held -= cost;
+            Ok(None)
         }
     }
 
     /// Charges a held call and counts it.
-    pub fn charge(&self, account: &Account, cost: i64, key_id: Uuid, provider: &str) {
+    fn charge(&self, account: &Account, cost: i64, key_id: Uuid, provider: &str) {
         let hour = self.hour();
         let mut wallet = lock(account);
         if cost > 0 {

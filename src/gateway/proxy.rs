@@ -15,7 +15,6 @@ use super::directory::{Account, Lookup};
 use super::error::GatewayError;
 use super::keys::presented_key;
 use super::limits::{Exceeded, Subject, month_of};
-use super::meter::Hold;
 use super::providers::Provider;
 use crate::api::{ApiError, Rendered};
 use crate::startup::AppContext;
@@ -122,14 +121,11 @@ pub async fn forward(
     // Every condition is evaluated before anything is consumed, so a refused call takes
     // nothing from any limit or from the credits.
     let cost = provider.cost;
-    let held = matches!(
-        gateway
-            .meter
-            .hold(&account, cost)
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?,
-        Hold::Held
-    );
+    let held = gateway
+        .meter
+        .hold(&account, cost)
+        .await
+        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
     let permit = gateway.in_flight.clone().try_acquire_owned().ok();
     let subject = Subject {
         user_id: account.user_id,
@@ -140,7 +136,7 @@ pub async fn forward(
     };
     let verdict = gateway
         .limiter
-        .check(&subject, held && permit.is_some())
+        .check(&subject, held.is_some() && permit.is_some())
         .await;
     meters.rps_remaining = verdict.rps_remaining;
     let refusal = match verdict.exceeded {
@@ -151,21 +147,19 @@ pub async fn forward(
             retry_after_secs: secs(wait),
         }),
         Some(Exceeded::Monthly) => Some(GatewayError::MonthlyQuota),
-        None if !held => Some(GatewayError::InsufficientCredits),
+        None if held.is_none() => Some(GatewayError::InsufficientCredits),
         None if permit.is_none() => Some(GatewayError::Overloaded),
         None => None,
     };
     if let Some(refusal) = refusal {
-        if held {
-            gateway.meter.release(&account, cost);
-        }
+        drop(held);
         meters.credits = visible_credits(&account);
         return Err(meters.on_error(refusal));
     }
     if let Some(rate) = gateway.global_rate {
         let decision = context.limiter.check("gateway_global", "all", rate).await;
         if !decision.allowed {
-            gateway.meter.release(&account, cost);
+            drop(held);
             gateway.limiter.refund(&subject).await;
             meters.credits = visible_credits(&account);
             return Err(meters.on_error(GatewayError::Overloaded));
@@ -178,15 +172,15 @@ pub async fn forward(
     let answer = send_upstream(&req, payload, &provider, tail).await;
     match answer {
         Ok(upstream) if upstream.status().as_u16() < 500 => {
-            gateway
-                .meter
-                .charge(&account, cost, key_entry.key_id, &provider.slug);
+            if let Some(held) = held {
+                held.charge(key_entry.key_id, &provider.slug);
+            }
             drop(permit);
             meters.credits = visible_credits(&account);
             Ok(respond(upstream, &meters))
         }
         outcome => {
-            gateway.meter.release(&account, cost);
+            drop(held);
             gateway.limiter.refund(&subject).await;
             gateway
                 .meter
