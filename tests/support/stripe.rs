@@ -1,5 +1,6 @@
 //! A fake Stripe on loopback: it speaks Stripe's HTTP API for the calls the service makes,
-//! answers with Stripe's own fixture objects (`../shared/fixtures/stripe/fixtures3.json`) with
+//! answers with Stripe's own fixture objects (`tests/fixtures/stripe/fixtures3.json`, from
+//! Stripe's OpenAPI repository under the MIT licence beside it) with
 //! ids and fields overridden per request, replays a response for a repeated idempotency key as
 //! Stripe does, and records what the client sent.
 
@@ -15,7 +16,7 @@ pub fn fixture(object: &str) -> Value {
     let fixtures = FIXTURES.get_or_init(|| {
         let path = std::env::var("STRIPE_FIXTURES").unwrap_or_else(|_| {
             format!(
-                "{}/../shared/fixtures/stripe/fixtures3.json",
+                "{}/tests/fixtures/stripe/fixtures3.json",
                 env!("CARGO_MANIFEST_DIR")
             )
         });

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Reads oha's JSON results and renders bench/RESULTS.md for bench/run.sh.
+
+report.py oha FILE LABEL CPU_TICKS CLK_TCK   one tab-separated line of a result
+report.py render WORK T_HASH_MS WEBHOOKS EXACTNESS ROUNDS SECS CONNECTIONS   the markdown
+"""
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+FIELDS = ["label", "rps", "p50", "p99", "p999", "cpu_us", "ok", "total"]
+
+
+def oha(path, label, ticks, clk_tck):
+    result = json.load(open(path))
+    summary = result["summary"]
+    percentiles = result.get("latencyPercentiles", {})
+    statuses = result.get("statusCodeDistribution", {})
+    ok = int(statuses.get("200", 0))
+    total = sum(int(count) for count in statuses.values())
+    rps = float(summary.get("requestsPerSec") or 0)
+    cpu_us = (int(ticks) / int(clk_tck)) * 1e6 / total if total and int(ticks) else 0.0
+    ms = lambda key: float(percentiles.get(key) or 0) * 1000
+    print("\t".join(str(v) for v in [label, f"{rps:.1f}", f"{ms('p50'):.3f}", f"{ms('p99'):.3f}",
+                                     f"{ms('p99.9'):.3f}", f"{cpu_us:.1f}", ok, total]))
+
+
+def rows(path):
+    if not os.path.exists(path):
+        return []
+    out = []
+    for line in open(path):
+        values = line.rstrip("\n").split("\t")
+        if len(values) == len(FIELDS):
+            row = dict(zip(FIELDS, values))
+            for key in FIELDS[1:]:
+                row[key] = float(row[key])
+            out.append(row)
+    return out
+
+
+def median_by_label(items):
+    labels = []
+    for row in items:
+        if row["label"] not in labels:
+            labels.append(row["label"])
+    merged = {}
+    for label in labels:
+        group = [row for row in items if row["label"] == label]
+        merged[label] = {key: statistics.median(row[key] for row in group) for key in FIELDS[1:]}
+    return merged
+
+
+def command(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
+    throughput = median_by_label(rows(f"{work}/throughput.tsv"))
+    fixed = median_by_label(rows(f"{work}/fixed.tsv"))
+    login = rows(f"{work}/login.tsv")
+    flood = rows(f"{work}/flood.tsv")
+    orders = rows(f"{work}/orders.tsv")
+    cores = os.cpu_count() or 1
+    t_hash = float(t_hash_ms)
+    limit = cores / (t_hash / 1000) if t_hash else 0
+    memory = command(["sh", "-c", "free -h | awk '/Mem:/ {print $2}'"])
+    commit = command(["git", "rev-parse", "--short", "HEAD"])
+    events_per_sec, failed = (webhooks.split() + ["?", "?"])[:2]
+    out = []
+    w = out.append
+    w("# Benchmark results\n")
+    w("Produced by `bench/run.sh`; every figure comes from one run on one machine, arms side by "
+      "side. Ratios are the result; absolute numbers are context.\n")
+    w(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    w(f"- commit: `{commit}`")
+    w(f"- machine: {cores} cores (`nproc`), {memory} memory; load tool, upstream, proxy and "
+      "service share these cores")
+    w(f"- tools: {command(['oha', '--version'])}, {command(['nginx', '-v'])}"
+      .replace("\n", " "))
+    w(f"- settings: {rounds} interleaved round(s) of {secs} s per arm, {connections} connections, "
+      "upstream = nginx serving a fixed 1 KiB JSON body; nginx and meterapi with one worker each\n")
+    w("## Throughput (medians over the rounds)\n")
+    w("| arm | requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/request |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for label, row in throughput.items():
+        w(f"| {label} | {row['rps']:.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
+          f"{row['p999']:.2f} | {row['cpu_us']:.1f} |")
+    w("")
+    if {"gateway", "nginx", "direct"} <= throughput.keys():
+        g, n, d = throughput["gateway"], throughput["nginx"], throughput["direct"]
+        w(f"- gateway / nginx throughput: **{g['rps'] / n['rps']:.2f}x** (target >= 1.0x)")
+        w(f"- gateway / direct throughput: {g['rps'] / d['rps']:.2f}x")
+        if "gateway+redis" in throughput:
+            r = throughput["gateway+redis"]
+            w(f"- gateway+redis / nginx throughput: {r['rps'] / n['rps']:.2f}x")
+        w(f"- CPU per request, gateway / nginx: {g['cpu_us'] / max(n['cpu_us'], 0.001):.2f}x\n")
+    w("## Latency at a fixed 2,000 requests/s (oha, latency correction on)\n")
+    w("| arm | p50 ms | p99 ms | p99.9 ms |")
+    w("|---|---:|---:|---:|")
+    for label, row in fixed.items():
+        w(f"| {label} | {row['p50']:.2f} | {row['p99']:.2f} | {row['p999']:.2f} |")
+    if {"gateway", "nginx"} <= fixed.keys():
+        added = fixed["gateway"]["p99"] - fixed["nginx"]["p99"]
+        w(f"\n- added p99 of the gateway over nginx: **{added:.2f} ms** (target <= 1 ms)\n")
+    w("## Exactness after load\n")
+    w(f"`{open(f'{work}/exactness.txt').read().strip()}`: **{exactness}** (the credits charged "
+      "must equal the successful calls times the cost of 1, and the upstream's own count).\n")
+    w("## Login against the Argon2id limit\n")
+    w(f"- one hash (19 MiB, t=2, p=1), median in process: {t_hash:.1f} ms; limit = cores / "
+      f"t_hash = **{limit:.1f} logins/s**\n")
+    w("| concurrency | logins/s | share of the limit | p99 ms |")
+    w("|---|---:|---:|---:|")
+    for row in login:
+        share = row["rps"] / limit if limit else 0
+        w(f"| {row['label']} | {row['rps']:.1f} | {share:.0%} | {row['p99']:.1f} |")
+    for row in flood:
+        w(f"\n- gateway at 500 requests/s during a login flood (16 connections): p99 "
+          f"**{row['p99']:.2f} ms** (target < 5 ms), p99.9 {row['p999']:.2f} ms\n")
+    w("## Payments\n")
+    w(f"- webhook events processed per second (signed, every fifth a redelivery): "
+      f"**{events_per_sec}** (failed deliveries: {failed}; target >= 500)")
+    for row in orders:
+        w(f"- orders created per second against a local fake Stripe: **{row['rps']:.1f}** "
+          f"(p99 {row['p99']:.1f} ms; {int(row['ok'])} of {int(row['total'])} answered 200)")
+    w("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "oha":
+        oha(*sys.argv[2:6])
+    elif sys.argv[1] == "render":
+        render(*sys.argv[2:9])
+    else:
+        sys.exit(__doc__)

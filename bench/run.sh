@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Measures meterapi against its references, side by side on loopback in one run, and writes
+# bench/RESULTS.md. Everything it needs is installed when missing (nginx from Debian's packages,
+# oha from crates.io), PostgreSQL and Redis are started when not running.
+#
+#   bench/run.sh          the full run (a few minutes)
+#   bench/run.sh --quick  one short round of everything, as a smoke test
+#
+# Arms: `direct` (the load tool against the upstream nginx), `nginx` (an nginx proxy_pass with
+# upstream keep-alive in front of it), `gateway` (meterapi with every check on, forwarding to
+# the same upstream) and `gateway+redis` (the same with REDIS_URL). Each server gets one worker
+# (nginx worker_processes 1, meterapi HTTP_WORKERS=1), the arms are interleaved round by round,
+# and the tables give medians. The figures are ratios measured in the same run; the absolute
+# numbers are only context.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+ROUNDS=3 SECS=8 CONNECTIONS=64 RATE_SECS=10 LOGIN_SECS=5 WEBHOOK_EVENTS=5000 ORDER_SECS=5
+if [ "${1:-}" = "--quick" ]; then
+  ROUNDS=1 SECS=2 RATE_SECS=2 LOGIN_SECS=2 WEBHOOK_EVENTS=500 ORDER_SECS=2
+fi
+UP=18081 PROXY=18082 GW=18083 GWR=18084 STRIPE=18085
+KEY="mk_bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+PASSWORD="bench password 123"
+WORK=$(mktemp -d /tmp/meterapi-bench.XXXXXX)
+chmod 755 "$WORK"
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for conf in upstream proxy; do
+    [ -f "$WORK/$conf.pid" ] && kill "$(cat "$WORK/$conf.pid")" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- Tools and services ------------------------------------------------------------------
+if ! command -v nginx >/dev/null; then
+  log "installing nginx"
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
+fi
+if ! command -v oha >/dev/null; then
+  log "installing oha from crates.io"
+  cargo install oha --version 1.16.0 --locked
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+fi
+if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+
+log "building the release binary"
+cargo build --release --quiet --bin meterapi --example loadgen
+BIN=$ROOT/target/release/meterapi
+LOADGEN=$ROOT/target/release/examples/loadgen
+
+# --- The upstream and the nginx proxy ---------------------------------------------------
+mkdir -p "$WORK/www"
+python3 - "$WORK/www/data.json" <<'PY'
+import json, sys
+body = json.dumps({"data": ""})
+body = json.dumps({"data": "x" * (1024 - len(body))})
+assert len(body) == 1024
+open(sys.argv[1], "w").write(body)
+PY
+chmod -R o+rX "$WORK/www"
+cat > "$WORK/upstream.conf" <<EOF
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err;
+events { worker_connections 8192; }
+http {
+  log_format hits '\$request_uri';
+  access_log $WORK/upstream.log hits buffer=256k flush=1s;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { root $WORK/www; default_type application/json; }
+  }
+}
+EOF
+cat > "$WORK/proxy.conf" <<EOF
+worker_processes 1;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy.err;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$PROXY;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -c "$WORK/upstream.conf"
+nginx -c "$WORK/proxy.conf"
+
+python3 "$ROOT/bench/fake_stripe.py" "$STRIPE" "$ROOT/tests/fixtures/stripe/fixtures3.json" &
+PIDS+=($!)
+
+# --- The service, twice on one database -------------------------------------------------
+DB=meterapi_bench
+psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
+DBURL="postgres://postgres@127.0.0.1:5432/$DB"
+start_gateway() { # port, extra env...
+  local port=$1; shift
+  env APP_ENV=development RUST_LOG=warn DATABASE_URL="$DBURL" LISTEN_ADDR="127.0.0.1:$port" \
+    HTTP_WORKERS=1 DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000000 \
+    STRIPE_SECRET_KEY=sk_test_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
+    STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &
+  PIDS+=($!)
+  echo $!
+}
+wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "port $1 never came up" >&2; exit 1; }
+GW_PID=$(start_gateway $GW)
+wait_up $GW
+GWR_PID=$(start_gateway $GWR REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench-$$")
+wait_up $GWR
+
+USER_ID=00000000-0000-0000-0000-0000000000b1
+HASH=$("$LOADGEN" hash "$PASSWORD")
+FUNDS=1000000000
+psql "$DBURL" -v ON_ERROR_STOP=1 -q <<SQL >/dev/null
+INSERT INTO users (id, email, password_hash) VALUES ('$USER_ID', 'bench@example.com', '$HASH');
+INSERT INTO credit_accounts (user_id, balance) VALUES ('$USER_ID', $FUNDS);
+INSERT INTO ledger_entries (user_id, amount, balance_after, reason, idempotency_key)
+  VALUES ('$USER_ID', $FUNDS, $FUNDS, 'adjustment', 'bench-funding');
+UPDATE plans SET rps_limit = 100000000, rph_limit = 2000000000, monthly_quota = NULL
+  WHERE plan_type = 'free';
+INSERT INTO plans (name, plan_type, amount_cents, credits, rps_limit, rph_limit)
+  VALUES ('Bench pack', 'one_time', 500, 1000, 10, 1000);
+INSERT INTO providers (slug, base_url, cost, timeout_ms) VALUES ('bench', 'http://127.0.0.1:$UP', 1, 10000);
+INSERT INTO api_keys (user_id, name, prefix, key_hash)
+  VALUES ('$USER_ID', 'bench', left('$KEY', 11), sha256(convert_to('$KEY', 'UTF8')));
+SQL
+sleep 1.5 # the gateways reload providers every second
+
+# --- Measuring --------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pids...: user + system ticks
+  local total=0
+  for pid in "$@"; do
+    read -r -a stat < "/proc/$pid/stat"
+    total=$((total + stat[13] + stat[14]))
+  done
+  echo $total
+}
+workers_of() { pgrep -P "$(cat "$WORK/$1.pid")" | tr '\n' ' '; }
+url_of() {
+  case $1 in
+    direct) echo "http://127.0.0.1:$UP/data.json" ;;
+    nginx) echo "http://127.0.0.1:$PROXY/data.json" ;;
+    gateway) echo "http://127.0.0.1:$GW/api/v1/bench/data.json" ;;
+    gateway+redis) echo "http://127.0.0.1:$GWR/api/v1/bench/data.json" ;;
+  esac
+}
+pids_of() {
+  case $1 in
+    direct) workers_of upstream ;;
+    nginx) workers_of proxy ;;
+    gateway) echo "$GW_PID" ;;
+    gateway+redis) echo "$GWR_PID" ;;
+  esac
+}
+oha_json() { oha --no-tui --output-format json --wait-ongoing-requests-after-deadline "$@"; }
+
+ARMS=(direct nginx gateway gateway+redis)
+REPORT="python3 $ROOT/bench/report.py"
+: > "$WORK/throughput.tsv"
+usage_charged() { psql "$DBURL" -tAc "SELECT COALESCE(-sum(amount), 0) FROM ledger_entries WHERE reason = 'usage'"; }
+upstream_hits() { wc -l < "$WORK/upstream.log" 2>/dev/null || echo 0; }
+charged_before=$(usage_charged)
+gateway_ok=0 gateway_hits=0
+for round in $(seq "$ROUNDS"); do
+  for arm in "${ARMS[@]}"; do
+    log "round $round/$ROUNDS: $arm"
+    pids=$(pids_of "$arm")
+    sleep 1.2 # the upstream's access log is flushed every second
+    hits_before=$(upstream_hits)
+    before=$(cpu_ticks $pids)
+    oha_json -z "${SECS}s" -c "$CONNECTIONS" -H "X-API-Key: $KEY" "$(url_of "$arm")" > "$WORK/oha.json"
+    after=$(cpu_ticks $pids)
+    line=$($REPORT oha "$WORK/oha.json" "$arm" "$((after - before))" "$CLK_TCK")
+    echo "$line" >> "$WORK/throughput.tsv"
+    if [[ $arm == gateway* ]]; then
+      sleep 1.2
+      gateway_ok=$((gateway_ok + $(echo "$line" | cut -f7)))
+      gateway_hits=$((gateway_hits + $(upstream_hits) - hits_before))
+    fi
+  done
+done
+
+log "exactness after load"
+sleep 2.5 # every gateway settles once a second
+charged=$(( $(usage_charged) - charged_before ))
+balance=$(psql "$DBURL" -tAc "SELECT balance FROM credit_accounts WHERE user_id = '$USER_ID'")
+ledger_sum=$(psql "$DBURL" -tAc "SELECT sum(amount) FROM ledger_entries WHERE user_id = '$USER_ID'")
+echo "successful=$gateway_ok upstream_hits=$gateway_hits charged=$charged balance=$balance ledger_sum=$ledger_sum" > "$WORK/exactness.txt"
+cat "$WORK/exactness.txt" >&2
+if [ "$charged" -ne "$gateway_ok" ] || [ "$gateway_hits" -ne "$gateway_ok" ] || [ "$balance" -ne "$ledger_sum" ]; then
+  echo "EXACTNESS FAILED: the credits charged differ from the successful calls times the cost" >&2
+  EXACT=failed
+else
+  EXACT=exact
+fi
+
+log "latency at a fixed 2000 requests/s"
+: > "$WORK/fixed.tsv"
+for arm in nginx gateway; do
+  oha_json -z "${RATE_SECS}s" -q 2000 --latency-correction -c "$CONNECTIONS" -H "X-API-Key: $KEY" \
+    "$(url_of "$arm")" > "$WORK/oha.json"
+  $REPORT oha "$WORK/oha.json" "$arm" 0 "$CLK_TCK" >> "$WORK/fixed.tsv"
+done
+
+log "login against the Argon2 limit"
+T_HASH_MS=$("$LOADGEN" argon2 40)
+LOGIN_BODY="{\"email\": \"bench@example.com\", \"password\": \"$PASSWORD\"}"
+: > "$WORK/login.tsv"
+for c in 1 2 4 8 16; do
+  oha_json -z "${LOGIN_SECS}s" -c "$c" -m POST -H "content-type: application/json" -d "$LOGIN_BODY" \
+    "http://127.0.0.1:$GW/myapi/auth/login" > "$WORK/oha.json"
+  $REPORT oha "$WORK/oha.json" "c=$c" 0 "$CLK_TCK" >> "$WORK/login.tsv"
+done
+log "gateway latency during a login flood"
+oha_json -z "$((LOGIN_SECS + 2))s" -c 16 -m POST -H "content-type: application/json" -d "$LOGIN_BODY" \
+  "http://127.0.0.1:$GW/myapi/auth/login" > "$WORK/flood.json" &
+FLOOD=$!
+sleep 1
+oha_json -z "${LOGIN_SECS}s" -q 500 --latency-correction -c 16 -H "X-API-Key: $KEY" "$(url_of gateway)" > "$WORK/oha.json"
+$REPORT oha "$WORK/oha.json" "gateway-during-flood" 0 "$CLK_TCK" > "$WORK/flood.tsv"
+wait $FLOOD
+
+log "payments"
+WEBHOOKS=$("$LOADGEN" webhooks "http://127.0.0.1:$GW" whsec_bench "$WEBHOOK_EVENTS" 32)
+TOKEN=$(curl -sf -X POST -H "content-type: application/json" -d "$LOGIN_BODY" \
+  "http://127.0.0.1:$GW/myapi/auth/login" | python3 -c "import json,sys; print(json.load(sys.stdin)['data']['token'])")
+PLAN_ID=$(psql "$DBURL" -tAc "SELECT id FROM plans WHERE name = 'Bench pack'")
+oha_json -z "${ORDER_SECS}s" -c 16 -m POST -H "content-type: application/json" \
+  -H "Authorization: Bearer $TOKEN" -d "{\"plan_id\": $PLAN_ID}" \
+  "http://127.0.0.1:$GW/myapi/orders" > "$WORK/oha.json"
+$REPORT oha "$WORK/oha.json" orders 0 "$CLK_TCK" > "$WORK/orders.tsv"
+
+$REPORT render "$WORK" "$T_HASH_MS" "$WEBHOOKS" "$EXACT" "$ROUNDS" "$SECS" "$CONNECTIONS" \
+  > "$ROOT/bench/RESULTS.md"
+log "wrote bench/RESULTS.md"
+cat "$ROOT/bench/RESULTS.md"
+[ "$EXACT" = exact ]

@@ -1,0 +1,97 @@
+//! Load generators for `bench/run.sh` that a generic HTTP load tool cannot play:
+//!
+//! - `loadgen argon2 <samples>`: the median time of one Argon2id hash with the service's default
+//!   parameters, measured in process (milliseconds).
+//! - `loadgen hash <password>`: a PHC string of the password with the default parameters.
+//! - `loadgen webhooks <base_url> <secret> <events> <concurrency>`: distinct, signed Stripe
+//!   events (every fifth one a redelivery of an earlier one, to exercise the dedupe), printing
+//!   events per second.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use meterapi::auth::Passwords;
+use secrecy::SecretString;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("argon2") => argon2(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(50)).await,
+        Some("hash") if args.len() == 3 => {
+            let settings = meterapi::Settings::from_lookup(|_| None)?;
+            let passwords = Passwords::new(&settings.auth).await?;
+            let hash = passwords.hash(&SecretString::from(args[2].clone())).await;
+            println!("{}", hash.map_err(|e| anyhow::anyhow!("{e}"))?);
+            Ok(())
+        }
+        Some("webhooks") if args.len() == 6 => {
+            webhooks(&args[2], &args[3], args[4].parse()?, args[5].parse()?).await
+        }
+        _ => anyhow::bail!(
+            "usage: loadgen argon2 <samples> | webhooks <base> <secret> <events> <concurrency>"
+        ),
+    }
+}
+
+async fn argon2(samples: usize) -> anyhow::Result<()> {
+    let settings = meterapi::Settings::from_lookup(|_| None)?;
+    let passwords = Passwords::new(&settings.auth).await?;
+    let password = SecretString::from(String::from("correct horse battery staple"));
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        passwords
+            .hash(&password)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!("{:.3}", times[times.len() / 2].as_secs_f64() * 1000.0);
+    Ok(())
+}
+
+async fn webhooks(
+    base: &str,
+    secret: &str,
+    events: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let url = format!("{}/myapi/webhooks/stripe", base.trim_end_matches('/'));
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let failures = futures_util::stream::iter(0..events)
+        .map(|i| {
+            // Every fifth delivery repeats the event before it: Stripe's retries.
+            let id = if i % 5 == 4 { i - 1 } else { i };
+            let body = serde_json::json!({
+                "id": format!("evt_{run}_{id}"), "object": "event", "type": "invoice.paid",
+                "created": chrono::Utc::now().timestamp(),
+                "data": {"object": {"id": format!("in_{run}_{id}"), "object": "invoice",
+                    "amount_paid": 100, "currency": "usd", "billing_reason": "subscription_cycle",
+                    "parent": {"subscription_details": {"subscription": format!("sub_{run}_{id}")}}}}
+            })
+            .to_string();
+            let header = meterapi::payment::signature::sign(
+                body.as_bytes(),
+                secret,
+                chrono::Utc::now().timestamp(),
+            );
+            let request = client
+                .post(&url)
+                .header("Stripe-Signature", header)
+                .header("content-type", "application/json")
+                .body(body)
+                .timeout(Duration::from_secs(30));
+            async move { request.send().await.map(|r| r.status().is_success()).unwrap_or(false) }
+        })
+        .buffer_unordered(concurrency)
+        .filter(|ok| std::future::ready(!ok))
+        .count()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("{:.1} {failures}", events as f64 / elapsed);
+    Ok(())
+}
