@@ -1,0 +1,350 @@
+//! What the service promises under failure and attack: a database outage answered and
+//! recovered from, webhook effects that fail leaving nothing behind, and logs without secrets.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{TestConfig, send, spawn_app_with};
+
+#[tokio::test]
+async fn a_database_outage_is_answered_with_503_and_recovered_from_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = meterapi::db::EmbeddedCluster::new(&dir.path().join("postgres")).unwrap();
+    cluster.start().await.unwrap();
+    cluster.ensure_database("outage").await.unwrap();
+    let url = cluster.url("outage");
+    let data_dir = dir.path().display().to_string();
+    let vars = std::collections::HashMap::from([
+        ("APP_ENV", "test"),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("HTTP_WORKERS", "1"),
+        ("DATA_DIR", data_dir.as_str()),
+        ("DATABASE_URL", url.as_str()),
+    ]);
+    let settings =
+        meterapi::Settings::from_lookup(|name| vars.get(name).map(|v| v.to_string())).unwrap();
+    let application = meterapi::Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", application.port());
+    let handle = application.handle();
+    tokio::spawn(application.run_until_stopped());
+    let client = reqwest::Client::new();
+    send(client.get(format!("{base}/myapi/plans")))
+        .await
+        .assert_ok();
+
+    cluster.stop().await.unwrap();
+    for path in ["/myapi/plans", "/readyz", "/myapi/plans"] {
+        let started = Instant::now();
+        let answer = send(client.get(format!("{base}{path}"))).await;
+        answer.assert_error(503, None);
+        assert!(
+            answer.header("retry-after").is_some(),
+            "503 carries Retry-After"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A write during the outage leaves nothing behind.
+    let login = json!({"email": "nobody@example.com", "password": "whatever1"});
+    send(client.post(format!("{base}/myapi/auth/login")).json(&login))
+        .await
+        .assert_error(503, None);
+    send(client.get(format!("{base}/healthz")))
+        .await
+        .assert_ok();
+
+    cluster.start().await.unwrap();
+    let back = Instant::now();
+    loop {
+        let answer = send(client.get(format!("{base}/myapi/plans"))).await;
+        if answer.status == 200 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "no recovery within 5 s: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures")
+        .fetch_one(&sqlx::PgPool::connect(&url).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(failures, 0, "nothing of the refused login was written");
+    handle.stop(true).await;
+    cluster.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_webhook_whose_effect_fails_records_nothing_and_its_retry_succeeds() {
+    let stripe = support::stripe::FakeStripe::start().await;
+    let app = spawn_app_with(
+        TestConfig::default()
+            .cheap_hashing()
+            .var("STRIPE_SECRET_KEY", "sk_test_fake")
+            .var("STRIPE_WEBHOOK_SECRET", "whsec_x")
+            .var("STRIPE_API_BASE", stripe.base_url.clone()),
+    )
+    .await;
+    let (_, admin) = support::create_user(&app, "admin@example.com", "admin").await;
+    let (_, user) = support::create_user(&app, "buyer@example.com", "user").await;
+    let plan = json!({"name": "Pack", "plan_type": "one_time", "amount_cents": 500, "credits": 50,
+        "rps_limit": 1, "rph_limit": 1});
+    let plan = send(
+        app.request(Method::POST, "/myapi/admin/plans")
+            .bearer_auth(&admin)
+            .json(&plan),
+    )
+    .await;
+    let plan_id = plan.assert_ok()["id"].as_i64().unwrap();
+    let order = send(
+        app.request(Method::POST, "/myapi/orders")
+            .bearer_auth(&user)
+            .json(&json!({"plan_id": plan_id})),
+    )
+    .await;
+    let order_no = order.assert_ok()["order_no"].as_str().unwrap().to_owned();
+
+    // The ledger refuses every write, as a failing disk or a bug would.
+    sqlx::raw_sql(
+        r#"CREATE FUNCTION fail_ledger() RETURNS trigger AS $$
+           BEGIN RAISE EXCEPTION 'injected failure'; END; $$ LANGUAGE plpgsql;
+           CREATE TRIGGER fail_ledger BEFORE INSERT ON ledger_entries
+               FOR EACH ROW EXECUTE FUNCTION fail_ledger();"#,
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut session = support::stripe::fixture("checkout.session");
+    session["client_reference_id"] = json!(order_no);
+    session["metadata"] = json!({"order_no": order_no});
+    session["payment_status"] = json!("paid");
+    session["amount_total"] = json!(500);
+    session["currency"] = json!("usd");
+    let event = json!({"id": "evt_retry", "object": "event", "type": "checkout.session.completed",
+        "created": chrono::Utc::now().timestamp(), "data": {"object": session}});
+    let deliver = || {
+        let body = serde_json::to_vec(&event).unwrap();
+        let header =
+            meterapi::payment::signature::sign(&body, "whsec_x", chrono::Utc::now().timestamp());
+        send(
+            app.request(Method::POST, "/myapi/webhooks/stripe")
+                .header("Stripe-Signature", header)
+                .body(body),
+        )
+    };
+    deliver().await.assert_error(500, None);
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0, "a failed effect records no event");
+    let status: String = sqlx::query_scalar("SELECT status FROM orders")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending", "no half-applied effect");
+
+    sqlx::raw_sql("DROP TRIGGER fail_ledger ON ledger_entries")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    deliver().await.assert_ok();
+    let status: String = sqlx::query_scalar("SELECT status FROM orders")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "paid");
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM credit_accounts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(balance, 50);
+}
+
+#[tokio::test]
+async fn no_password_token_key_or_full_email_reaches_a_log_line() {
+    let harness = spawn_app_with(TestConfig::default()).await;
+    let data_dir = tempfile::tempdir().unwrap();
+    let upstream = support::upstream::Upstream::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterapi"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "development")
+        .env("RUST_LOG", "debug")
+        .env("DATABASE_URL", harness.database_url().await)
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("DATA_DIR", data_dir.path())
+        .env("CAPTCHA_TEST_CODE", "pass")
+        .env("ADMIN_EMAILS", "secret.admin@example.com")
+        .env("HTTP_WORKERS", "1")
+        .env("ARGON2_MEMORY_KIB", "64")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::sync::Arc::new(tokio::sync::Mutex::new(String::new()));
+    for stream in [
+        Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(stderr),
+    ] {
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = logs.lock().await;
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+    }
+    let port = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let text = logs.lock().await.clone();
+        if let Some(at) = text.find("port=") {
+            let digits: String = text[at + 5..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if !digits.is_empty() {
+                break digits;
+            }
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let captcha = || async {
+        let answer = send(client.get(format!("{base}/myapi/auth/captcha"))).await;
+        answer.assert_ok()["captcha_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let email = "secret.admin@example.com";
+    let password = "Sup3r-Secret-Passw0rd";
+    let body = json!({"email": email, "captcha_id": captcha().await, "captcha": "pass"});
+    send(
+        client
+            .post(format!("{base}/myapi/auth/email-code"))
+            .json(&body),
+    )
+    .await
+    .assert_ok();
+    let mailbox = std::fs::read_dir(data_dir.path().join("mail")).unwrap();
+    let mail = std::fs::read_to_string(mailbox.flatten().next().unwrap().path()).unwrap();
+    let at = mail.find("verification code is ").unwrap();
+    let code = &mail[at + 21..at + 27];
+    let registered = send(
+        client
+            .post(format!("{base}/myapi/auth/register"))
+            .json(&json!({"email": email, "password": password, "email_code": code})),
+    )
+    .await;
+    let token = registered.assert_ok()["token"].as_str().unwrap().to_owned();
+    let wrong = json!({"email": email, "password": "not the password"});
+    send(client.post(format!("{base}/myapi/auth/login")).json(&wrong))
+        .await
+        .assert_error(401, Some(40111));
+    let key = send(
+        client
+            .post(format!("{base}/myapi/keys"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "k"})),
+    )
+    .await;
+    let key = key.assert_ok()["key"].as_str().unwrap().to_owned();
+    let provider = json!({"slug": "echo", "base_url": upstream.base_url, "auth_header": "X-Secret",
+        "auth_value": "provider-secret-value", "cost": 0, "timeout_ms": 1000});
+    send(
+        client
+            .post(format!("{base}/myapi/admin/providers"))
+            .bearer_auth(&token)
+            .json(&provider),
+    )
+    .await
+    .assert_ok();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send(
+        client
+            .get(format!("{base}/api/v1/echo/x"))
+            .header("X-API-Key", &key),
+    )
+    .await;
+    send(
+        client
+            .get(format!("{base}/api/v1/echo/x"))
+            .header("X-API-Key", format!("{key}x")),
+    )
+    .await;
+    let forgot = json!({"email": email, "captcha_id": captcha().await, "captcha": "pass"});
+    send(
+        client
+            .post(format!("{base}/myapi/auth/password/forgot"))
+            .json(&forgot),
+    )
+    .await
+    .assert_ok();
+    let reset_mail = std::fs::read_dir(data_dir.path().join("mail"))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .find(|mail| mail.contains("reset-password"))
+        .unwrap();
+    let decoded = reset_mail
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let at = decoded.find("token=").unwrap();
+    let reset_token: String = decoded[at + 6..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    send(
+        client
+            .post(format!("{base}/myapi/auth/password/reset"))
+            .json(&json!({"token": reset_token, "password": "Another-Secret-9"})),
+    )
+    .await
+    .assert_ok();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    child.kill().await.ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let logs = logs.lock().await.clone();
+    assert!(logs.lines().count() > 10, "the service logged: {logs}");
+    assert!(logs.contains("s***@example.com"), "addresses appear masked");
+    for secret in [
+        email,
+        password,
+        "Another-Secret-9",
+        token.as_str(),
+        key.as_str(),
+        reset_token.as_str(),
+        "provider-secret-value",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "a log line holds {secret:?}:\n{logs}"
+        );
+    }
+    let stored: Value = json!(
+        sqlx::query_scalar::<_, String>("SELECT password_hash FROM users")
+            .fetch_one(&harness.pool)
+            .await
+            .unwrap()
+    );
+    assert!(stored.as_str().unwrap().starts_with("$argon2id$"));
+}
