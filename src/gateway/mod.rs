@@ -112,8 +112,9 @@ pub fn configure_admin(scope: actix_web::Scope) -> actix_web::Scope {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(keys::create, keys::list, keys::revoke, usage::usage, providers::list,
+    paths(proxy::forward, keys::create, keys::list, keys::revoke, usage::usage, providers::list,
         providers::create, providers::update, providers::delete),
-    tags((name = "keys", description = "API keys and usage"))
+    tags((name = "keys", description = "API keys and usage"),
+        (name = "gateway", description = "The metered calls to providers"))
 )]
 pub struct GatewayApi;

@@ -16,7 +16,7 @@ use super::error::GatewayError;
 use super::keys::presented_key;
 use super::limits::{Exceeded, Subject, month_of};
 use super::providers::Provider;
-use crate::api::{ApiError, Rendered};
+use crate::api::{ApiError, ErrorBody, Rendered};
 use crate::startup::AppContext;
 
 thread_local! {
@@ -85,6 +85,25 @@ impl Meters {
     }
 }
 
+/// A metered call to a provider: forwarded with the provider's credentials, answered with the
+/// upstream's status, headers and body, and charged the provider's `cost` when the upstream
+/// answered below 500.
+#[utoipa::path(method(get, post, put, delete), path = "/api/v1/{provider}/{path}", tag = "gateway",
+    params(("provider" = String, Path, description = "The provider's slug."),
+        ("path" = String, Path, description = "The path below the provider's base URL.")),
+    security(("api_key" = [])), responses(
+    (status = 200, description = "The upstream's answer (any status below 500), with \
+        X-RateLimit-Limit, X-RateLimit-Remaining and X-Credits-Remaining."),
+    (status = 400, description = "The path leaves the provider's base path.", body = ErrorBody),
+    (status = 401, description = "40102 no API key; 40103 an unknown or revoked key.", body = ErrorBody),
+    (status = 402, description = "40201 fewer credits than the provider's cost.", body = ErrorBody),
+    (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
+    (status = 404, description = "No such provider.", body = ErrorBody),
+    (status = 429, description = "42901 per-second, 42902 per-hour limit, 42903 monthly quota.",
+        body = ErrorBody),
+    (status = 502, description = "50201 the upstream was unreachable, timed out or answered 5xx \
+        (not charged).", body = ErrorBody),
+    (status = 503, description = "50301 global protection limit (with Retry-After).", body = ErrorBody)))]
 pub async fn forward(
     context: web::Data<AppContext>,
     req: HttpRequest,

@@ -48,7 +48,76 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             "A key from POST /myapi/keys (or `Authorization: Bearer <key>`).",
         ))),
     );
+    add_common_responses(&mut document);
     document
+}
+
+/// Every operation also answers what the shared machinery can answer: 400 for a malformed body
+/// or query, 401 without a valid session or key, 404 for an unknown path parameter, 500, and
+/// 503 while the database is unreachable. Each module documents its own codes; this adds the
+/// rest where an operation does not say more.
+fn add_common_responses(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in document.paths.paths.iter_mut() {
+        let has_path_parameters = path.contains('{');
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let takes_input = operation.request_body.is_some()
+                || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let responses = &mut operation.responses.responses;
+            let mut add = |code: &str, description: &str| {
+                responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error(description).into());
+            };
+            if takes_input {
+                add(
+                    "400",
+                    "A malformed body, a wrong type or a missing field, named in `msg`.",
+                );
+            }
+            if secured {
+                add(
+                    "401",
+                    "40101 no valid session (or 40102/40103 for a missing or bad API key).",
+                );
+                add(
+                    "403",
+                    "40301 the account is frozen, or the caller lacks the role.",
+                );
+            }
+            if has_path_parameters {
+                add("404", "No such resource.");
+            }
+            add(
+                "500",
+                "An internal failure; the log line with the same request id says more.",
+            );
+            if path != "/healthz" {
+                add(
+                    "503",
+                    "The database is unreachable; retry after `Retry-After` seconds.",
+                );
+            }
+        }
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
