@@ -82,7 +82,7 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
     w(f"- commit: `{commit}`")
     w(f"- machine: {cores} cores (`nproc`), {memory} memory; load tool, upstream, proxy and "
       "service share these cores")
-    w(f"- tools: {command(['oha', '--version'])}, {command(['nginx', '-v'])}"
+    w(f"- tools: {command(['oha', '--version'])}, {command(['sh', '-c', 'nginx -v 2>&1'])}"
       .replace("\n", " "))
     w(f"- settings: {rounds} interleaved round(s) of {secs} s per arm, {connections} connections, "
       "upstream = nginx serving a fixed 1 KiB JSON body; nginx and meterapi with one worker each\n")

@@ -117,7 +117,7 @@ DBURL="postgres://postgres@127.0.0.1:5432/$DB"
 start_gateway() { # port, extra env...
   local port=$1; shift
   env APP_ENV=development RUST_LOG=warn DATABASE_URL="$DBURL" LISTEN_ADDR="127.0.0.1:$port" \
-    HTTP_WORKERS=1 DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000000 \
+    HTTP_WORKERS=1 DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000 \
     STRIPE_SECRET_KEY=sk_test_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
     STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &
   PIDS+=($!)
