@@ -5,6 +5,9 @@
 #
 #   bench/run.sh          the full run (a few minutes)
 #   bench/run.sh --quick  one short round of everything, as a smoke test
+#   ARMS="nginx gateway" THROUGHPUT_ONLY=1 bench/run.sh --quick   just those arms' throughput
+#   PROFILE=1 bench/run.sh   also samples the gateway arm with perf (linux-perf) and writes
+#                            the hottest functions to $WORK/profile.txt
 #
 # Arms: `direct` (the load tool against the upstream nginx), `nginx` (an nginx proxy_pass with
 # upstream keep-alive in front of it), `gateway` (meterapi with every check on, forwarding to
@@ -114,19 +117,21 @@ DB=meterapi_bench
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
 DBURL="postgres://postgres@127.0.0.1:5432/$DB"
-start_gateway() { # port, extra env...
+start_gateway() { # port, extra env...; sets STARTED to the pid
   local port=$1; shift
   env APP_ENV=development RUST_LOG=warn DATABASE_URL="$DBURL" LISTEN_ADDR="127.0.0.1:$port" \
     HTTP_WORKERS=1 DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000 \
     STRIPE_SECRET_KEY=sk_test_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
     STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &
-  PIDS+=($!)
-  echo $!
+  STARTED=$!
+  PIDS+=("$STARTED")
 }
 wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "port $1 never came up" >&2; exit 1; }
-GW_PID=$(start_gateway $GW)
+start_gateway $GW
+GW_PID=$STARTED
 wait_up $GW
-GWR_PID=$(start_gateway $GWR REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench-$$")
+start_gateway $GWR REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench-$$"
+GWR_PID=$STARTED
 wait_up $GWR
 
 USER_ID=00000000-0000-0000-0000-0000000000b1
@@ -176,7 +181,7 @@ pids_of() {
 }
 oha_json() { oha --no-tui --output-format json --wait-ongoing-requests-after-deadline "$@"; }
 
-ARMS=(direct nginx gateway gateway+redis)
+read -r -a ARMS <<< "${ARMS:-direct nginx gateway gateway+redis}"
 REPORT="python3 $ROOT/bench/report.py"
 : > "$WORK/throughput.tsv"
 usage_charged() { psql "$DBURL" -tAc "SELECT COALESCE(-sum(amount), 0) FROM ledger_entries WHERE reason = 'usage'"; }
@@ -187,11 +192,24 @@ for round in $(seq "$ROUNDS"); do
   for arm in "${ARMS[@]}"; do
     log "round $round/$ROUNDS: $arm"
     pids=$(pids_of "$arm")
+    # One unmeasured second first: connection pools, caches and leases are warm in every arm.
+    oha_json -z 1s -c "$CONNECTIONS" -H "X-API-Key: $KEY" "$(url_of "$arm")" > /dev/null
     sleep 1.2 # the upstream's access log is flushed every second
     hits_before=$(upstream_hits)
     before=$(cpu_ticks $pids)
+    if [ "${PROFILE:-0}" = 1 ] && [ "$arm" = gateway ] && [ "$round" = 1 ]; then
+      perf record -F 1999 -g -p "$GW_PID" -o "$WORK/perf.data" -- sleep "$SECS" 2>/dev/null &
+      PERF=$!
+    fi
     oha_json -z "${SECS}s" -c "$CONNECTIONS" -H "X-API-Key: $KEY" "$(url_of "$arm")" > "$WORK/oha.json"
     after=$(cpu_ticks $pids)
+    if [ -n "${PERF:-}" ]; then
+      wait "$PERF" || true
+      perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 0.7 2>/dev/null \
+        | grep -v '^$' | head -150 > "$WORK/profile.txt" || true
+      echo "profile: $WORK/profile.txt" >&2
+      PERF=
+    fi
     line=$($REPORT oha "$WORK/oha.json" "$arm" "$((after - before))" "$CLK_TCK")
     echo "$line" >> "$WORK/throughput.tsv"
     if [[ $arm == gateway* ]]; then
@@ -201,6 +219,11 @@ for round in $(seq "$ROUNDS"); do
     fi
   done
 done
+
+if [ "${THROUGHPUT_ONLY:-0}" = 1 ]; then
+  column -t "$WORK/throughput.tsv" >&2
+  exit 0
+fi
 
 log "exactness after load"
 sleep 2.5 # every gateway settles once a second

@@ -42,19 +42,17 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let request_id = request
-            .extensions()
-            .get::<RequestContext>()
-            .map(|context| context.request_id.clone())
-            .unwrap_or_default();
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| String::from("unmatched"));
+        // The field values are only computed when the span is enabled: matching the route
+        // pattern again costs a walk of the router on every call.
         tracing::info_span!(
             "request",
-            request_id = %request_id,
+            request_id = %request
+                .extensions()
+                .get::<RequestContext>()
+                .map(|context| context.request_id.clone())
+                .unwrap_or_default(),
             method = %request.method(),
-            route = %route,
+            route = %request.match_pattern().unwrap_or_else(|| String::from("unmatched")),
             status = tracing::field::Empty,
         )
     }

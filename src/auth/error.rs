@@ -35,6 +35,8 @@ pub enum AuthError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error("too many password hashes are waiting")]
+    Busy,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -69,6 +71,7 @@ impl From<AuthError> for ApiError {
                 return ApiError::new(Code::TOO_MANY_REQUESTS).with_retry_after(*retry_after_secs);
             }
             AuthError::InvalidInput(detail) => return ApiError::bad_request(detail.clone()),
+            AuthError::Busy => return ApiError::unavailable(1),
             AuthError::Database(_) => {
                 let AuthError::Database(database) = error else {
                     unreachable!()

@@ -1,19 +1,25 @@
-//! Argon2id password hashing, off the async executor and behind a limit sized to the cores, so
-//! a login flood queues here instead of stalling every other request.
+//! Argon2id password hashing on a pool of its own: one thread per core, at a lower scheduling
+//! priority (nice 10), so a login flood queues here and the kernel still runs the gateway's
+//! threads first: hashing takes whatever CPU the rest of the service leaves.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 
 use super::error::AuthError;
 use crate::config::AuthSettings;
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes waiting for a thread beyond this answer 503 instead of queueing without end.
+const MAX_QUEUED: usize = 1024;
+
 pub struct Passwords {
     params: Params,
-    permits: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
     /// Verified against when the email is unknown, so that answer takes as long as a wrong
     /// password for a real account.
     dummy_hash: String,
@@ -36,11 +42,15 @@ impl Passwords {
         )
         .map_err(|error| anyhow::anyhow!("invalid Argon2 parameters: {error}"))?;
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        let mut passwords = Passwords {
-            params,
-            permits: Arc::new(Semaphore::new(cores)),
-            dummy_hash: String::new(),
-        };
+        let (jobs, queue) = sync_channel::<Job>(MAX_QUEUED);
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..cores {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || hash_worker(&queue))?;
+        }
+        let mut passwords = Passwords { params, jobs, dummy_hash: String::new() };
         let dummy = SecretString::from(String::from("dummy password for unknown users"));
         passwords.dummy_hash = passwords.hash(&dummy).await?;
         Ok(passwords)
@@ -99,14 +109,40 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|error| anyhow::anyhow!(error))?;
+        let (done, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .await
-            .map_err(|error| AuthError::Internal(anyhow::anyhow!("hashing task failed: {error}")))?
+        let job: Job = Box::new(move || {
+            let _ = done.send(span.in_scope(work));
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(AuthError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(AuthError::Internal(anyhow::anyhow!("the hashing threads are gone")));
+            }
+        }
+        result.await.map_err(|_| AuthError::Internal(anyhow::anyhow!("a hashing job was lost")))?
+    }
+}
+
+/// A hashing thread: lowers its own priority, then runs jobs until the pool is dropped.
+fn hash_worker(queue: &Mutex<Receiver<Job>>) {
+    // On Linux a thread is a task of its own: `who = 0` is this thread alone.
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its integer arguments.
+    unsafe {
+        nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 10);
+    }
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
     }
 }

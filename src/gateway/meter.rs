@@ -49,8 +49,9 @@ pub struct Wallet {
     available_beyond: i64,
     /// After a reservation found nothing, when to try again.
     empty_until: Option<Instant>,
-    /// Spent during the current tick: sizes the next block.
+    /// Spent during the current and the previous tick: they size the next block.
     spent_this_tick: i64,
+    spent_last_tick: i64,
     idle_ticks: u32,
     usage: HashMap<UsageKey, UsageDelta>,
 }
@@ -126,12 +127,7 @@ impl Meter {
         account: &Arc<Account>,
         cost: i64,
     ) -> Result<Option<HeldCredits<'_>>, ledger::LedgerError> {
-        let held = || HeldCredits {
-            meter: self,
-            account: account.clone(),
-            cost,
-            charged: false,
-        };
+        let held = || HeldCredits { meter: self, account: account.clone(), cost, charged: false };
         if cost <= 0 || try_hold(account, cost) {
             return Ok(Some(held()));
         }
@@ -139,17 +135,39 @@ impl Meter {
         if try_hold(account, cost) {
             return Ok(Some(held()));
         }
+        if lock(account).empty_until.is_some_and(|until| Instant::now() < until) {
+            return Ok(None);
+        }
+        self.reserve_block(account, cost).await?;
+        Ok(try_hold(account, cost).then(held))
+    }
+
+    /// Whether the lease is running low while the account has plenty beyond it: then a
+    /// background top-up keeps calls from waiting on one. Near the end of an account's credits
+    /// top-ups stay on the call's path, so no instance sits on the last credits another needs.
+    pub fn wants_prefetch(&self, account: &Account, cost: i64) -> bool {
+        let wallet = lock(account);
+        let pace = wallet.spent_last_tick.max(wallet.spent_this_tick).max(cost * 10);
+        wallet.lease_id.is_some()
+            && wallet.remaining() < pace / 2
+            && wallet.available_beyond > pace * 4
+    }
+
+    /// Tops the lease up unless another top-up is under way.
+    pub async fn prefetch(&self, account: &Account, cost: i64) {
+        let Ok(_single_flight) = account.top_up.try_lock() else { return };
+        if let Err(error) = self.reserve_block(account, cost).await {
+            tracing::warn!(user_id = %account.user_id, error = %error, "a background top-up failed");
+        }
+    }
+
+    /// Reserves about two ticks' worth of credits (at least ten calls) into the lease.
+    /// Callers hold `account.top_up`.
+    async fn reserve_block(&self, account: &Account, cost: i64) -> Result<(), ledger::LedgerError> {
         let (wanted, lease_id) = {
             let wallet = lock(account);
-            if wallet
-                .empty_until
-                .is_some_and(|until| Instant::now() < until)
-            {
-                return Ok(None);
-            }
-            // Enough for about two ticks at the current pace, and at least ten calls.
-            let wanted = (wallet.spent_this_tick * 2).max(cost * 10);
-            (wanted, wallet.lease_id.unwrap_or_else(Uuid::new_v4))
+            let pace = wallet.spent_last_tick.max(wallet.spent_this_tick);
+            ((pace * 2).max(cost * 10), wallet.lease_id.unwrap_or_else(Uuid::new_v4))
         };
         let mut transaction = self.pool.begin().await?;
         let granted = ledger::reserve(&mut transaction, account.user_id, wanted, cost).await?;
@@ -181,18 +199,12 @@ impl Meter {
         wallet.available_beyond = available;
         if granted == 0 {
             wallet.empty_until = Some(Instant::now() + EMPTY_BACKOFF);
-            return Ok(None);
-        }
-        wallet.lease_id = Some(lease_id);
-        wallet.granted += granted;
-        wallet.empty_until = None;
-        if wallet.remaining() >= cost {
-            wallet.held += cost;
-            drop(wallet);
-            Ok(Some(held()))
         } else {
-            Ok(None)
+            wallet.lease_id = Some(lease_id);
+            wallet.granted += granted;
+            wallet.empty_until = None;
         }
+        Ok(())
     }
 
     /// Charges a held call and counts it.
@@ -260,6 +272,7 @@ impl Meter {
             let mut wallet = lock(account);
             let quiet = wallet.spent_this_tick == 0 && wallet.held == 0;
             wallet.idle_ticks = if quiet { wallet.idle_ticks + 1 } else { 0 };
+            wallet.spent_last_tick = wallet.spent_this_tick;
             wallet.spent_this_tick = 0;
             let give_back = (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0;
             let to_settle = wallet.spent - wallet.settled;

@@ -187,6 +187,11 @@ pub async fn forward(
     key_entry
         .last_used
         .store(context.clock.now().timestamp(), Ordering::Relaxed);
+    if gateway.meter.wants_prefetch(&account, cost) {
+        let gateway = gateway.clone();
+        let account = account.clone();
+        actix_web::rt::spawn(async move { gateway.meter.prefetch(&account, cost).await });
+    }
 
     let answer = send_upstream(&req, payload, &provider, tail).await;
     match answer {
