@@ -348,3 +348,150 @@ async fn no_password_token_key_or_full_email_reaches_a_log_line() {
     );
     assert!(stored.as_str().unwrap().starts_with("$argon2id$"));
 }
+
+#[tokio::test]
+async fn an_unknown_address_and_a_wrong_password_take_the_same_time() {
+    // The service's own Argon2 parameters, so the hash dominates as it does in production.
+    let app = spawn_app_with(
+        TestConfig::default()
+            .var("ARGON2_MEMORY_KIB", "19456")
+            .var("ARGON2_ITERATIONS", "2")
+            .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "100000"),
+    )
+    .await;
+    let hash = {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let params = argon2::Params::new(19456, 2, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(
+                b"the real password",
+                &SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").unwrap(),
+            )
+            .unwrap()
+            .to_string()
+    };
+    sqlx::query("INSERT INTO users (email, password_hash) VALUES ('known@example.com', $1)")
+        .bind(hash)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..40 {
+        // The failure record is cleared each time, so no captcha is asked for.
+        sqlx::query("DELETE FROM login_failures")
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let email = if i % 2 == 0 {
+            "known@example.com"
+        } else {
+            "unknown@example.com"
+        };
+        let started = Instant::now();
+        let answer = app
+            .post_json(
+                "/myapi/auth/login",
+                &json!({"email": email, "password": "wrong password"}),
+            )
+            .await;
+        let elapsed = started.elapsed();
+        answer.assert_error(401, Some(40111));
+        if i % 2 == 0 {
+            known.push(elapsed)
+        } else {
+            unknown.push(elapsed)
+        }
+    }
+    known.sort();
+    unknown.sort();
+    let (known, unknown) = (known[known.len() / 2], unknown[unknown.len() / 2]);
+    let gap = known.abs_diff(unknown);
+    assert!(
+        gap < Duration::from_millis(2),
+        "medians {known:?} and {unknown:?} differ by {gap:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_else() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that promises 1,000 bytes, sends ten and closes the connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n0123456789")
+                .await;
+        }
+    });
+    let app = spawn_app_with(
+        TestConfig::default()
+            .cheap_hashing()
+            .var("GATEWAY_SETTLE_MS", "100"),
+    )
+    .await;
+    let (_, admin) = support::create_user(&app, "admin@example.com", "admin").await;
+    let (user_id, user) = support::create_user(&app, "caller@example.com", "user").await;
+    let provider = json!({"slug": "flaky", "base_url": format!("http://127.0.0.1:{upstream_port}"),
+        "cost": 1, "timeout_ms": 2000});
+    send(
+        app.request(Method::POST, "/myapi/admin/providers")
+            .bearer_auth(&admin)
+            .json(&provider),
+    )
+    .await
+    .assert_ok();
+    let fund = json!({"amount": 10, "reason": "test"});
+    send(
+        app.request(
+            Method::POST,
+            &format!("/myapi/admin/users/{user_id}/credits"),
+        )
+        .bearer_auth(&admin)
+        .json(&fund),
+    )
+    .await
+    .assert_ok();
+    let key = send(
+        app.request(Method::POST, "/myapi/keys")
+            .bearer_auth(&user)
+            .json(&json!({"name": "k"})),
+    )
+    .await;
+    let key = key.assert_ok()["key"].as_str().unwrap().to_owned();
+
+    // Depending on how much actix had flushed, the client sees the head and a broken body, or
+    // a broken message: never a complete answer, never a hang.
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        let request = app
+            .request(Method::GET, "/api/v1/flaky/x")
+            .header("X-API-Key", &key);
+        request.send().await?.bytes().await
+    })
+    .await
+    .expect("the client is not left hanging");
+    assert!(
+        outcome.is_err(),
+        "the client never sees a truncated body as complete"
+    );
+    // The upstream answered, so the call is charged once; the service keeps serving.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let balance: i64 =
+            sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if balance == 9 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "balance {balance}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.get("/healthz").await.assert_ok();
+}

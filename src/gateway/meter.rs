@@ -127,7 +127,12 @@ impl Meter {
         account: &Arc<Account>,
         cost: i64,
     ) -> Result<Option<HeldCredits<'_>>, ledger::LedgerError> {
-        let held = || HeldCredits { meter: self, account: account.clone(), cost, charged: false };
+        let held = || HeldCredits {
+            meter: self,
+            account: account.clone(),
+            cost,
+            charged: false,
+        };
         if cost <= 0 || try_hold(account, cost) {
             return Ok(Some(held()));
         }
@@ -135,7 +140,10 @@ impl Meter {
         if try_hold(account, cost) {
             return Ok(Some(held()));
         }
-        if lock(account).empty_until.is_some_and(|until| Instant::now() < until) {
+        if lock(account)
+            .empty_until
+            .is_some_and(|until| Instant::now() < until)
+        {
             return Ok(None);
         }
         self.reserve_block(account, cost).await?;
@@ -147,7 +155,10 @@ impl Meter {
     /// top-ups stay on the call's path, so no instance sits on the last credits another needs.
     pub fn wants_prefetch(&self, account: &Account, cost: i64) -> bool {
         let wallet = lock(account);
-        let pace = wallet.spent_last_tick.max(wallet.spent_this_tick).max(cost * 10);
+        let pace = wallet
+            .spent_last_tick
+            .max(wallet.spent_this_tick)
+            .max(cost * 10);
         wallet.lease_id.is_some()
             && wallet.remaining() < pace / 2
             && wallet.available_beyond > pace * 4
@@ -155,7 +166,9 @@ impl Meter {
 
     /// Tops the lease up unless another top-up is under way.
     pub async fn prefetch(&self, account: &Account, cost: i64) {
-        let Ok(_single_flight) = account.top_up.try_lock() else { return };
+        let Ok(_single_flight) = account.top_up.try_lock() else {
+            return;
+        };
         if let Err(error) = self.reserve_block(account, cost).await {
             tracing::warn!(user_id = %account.user_id, error = %error, "a background top-up failed");
         }
@@ -167,7 +180,10 @@ impl Meter {
         let (wanted, lease_id) = {
             let wallet = lock(account);
             let pace = wallet.spent_last_tick.max(wallet.spent_this_tick);
-            ((pace * 2).max(cost * 10), wallet.lease_id.unwrap_or_else(Uuid::new_v4))
+            (
+                (pace * 2).max(cost * 10),
+                wallet.lease_id.unwrap_or_else(Uuid::new_v4),
+            )
         };
         let mut transaction = self.pool.begin().await?;
         let granted = ledger::reserve(&mut transaction, account.user_id, wanted, cost).await?;
