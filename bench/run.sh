@@ -59,7 +59,7 @@ fi
 
 log "building the release binary"
 cargo build --release --quiet --bin meterapi --example loadgen
-BIN=$ROOT/target/release/meterapi
+BIN=${BENCH_BIN:-$ROOT/target/release/meterapi}
 LOADGEN=$ROOT/target/release/examples/loadgen
 
 # --- The upstream and the nginx proxy ---------------------------------------------------
@@ -119,7 +119,7 @@ psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
 DBURL="postgres://postgres@127.0.0.1:5432/$DB"
 start_gateway() { # port, extra env...; sets STARTED to the pid
   local port=$1; shift
-  env APP_ENV=development RUST_LOG=warn DATABASE_URL="$DBURL" LISTEN_ADDR="127.0.0.1:$port" \
+  env APP_ENV=development DATABASE_URL="$DBURL" LISTEN_ADDR="127.0.0.1:$port" \
     HTTP_WORKERS=1 DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000 \
     STRIPE_SECRET_KEY=sk_test_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
     STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &

@@ -75,15 +75,19 @@ impl Application {
             clock: clock.clone(),
             settings: Arc::new(settings),
         });
-        let metrics = ops::metrics::middleware(&database.pool)?;
+        let metrics = web::Data::new(ops::metrics::HttpMetrics::new(&database.pool)?);
 
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(metrics.clone())
+                .wrap(from_fn(ops::metrics::metrics_middleware))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(api::request_context_middleware))
                 .app_data(context.clone())
+                .app_data(metrics.clone())
                 .configure(api::extractor_configs)
+                // The gateway first: the router tries routes in order, and its calls are the
+                // ones that must not wait on forty patterns that cannot match.
+                .configure(gateway::configure_proxy)
                 .configure(ops::configure)
                 .configure(auth::configure)
                 .configure(plans::configure)

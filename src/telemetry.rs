@@ -12,10 +12,8 @@ use tracing_subscriber::EnvFilter;
 use crate::api::RequestContext;
 use crate::config::AppEnv;
 
-// actix_web_prom warns on every hit of a wildcard route (docs, gateway) that it cannot label,
-// and tracing-actix-web logs every 4xx: the service logs its own failures, once, with context.
-const DEFAULT_FILTER: &str =
-    "info,sqlx=warn,actix_server=warn,actix_web_prom=error,tracing_actix_web=error";
+// tracing-actix-web logs every 4xx: the service logs its own failures, once, with context.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,actix_server=warn,tracing_actix_web=error";
 
 /// Installs the process-wide subscriber: JSON lines in production, readable lines elsewhere.
 /// `RUST_LOG` overrides the level. A second call (tests spawn many apps) does nothing.
@@ -36,14 +34,15 @@ pub fn init(app_env: AppEnv) {
     };
 }
 
-/// The root span of a request: its id, method and route pattern. The raw path is left out on
-/// purpose: it can carry tokens (a reset link) or personal data.
+/// The root span of a request: its id and method. The raw path is left out on purpose: it can
+/// carry tokens (a reset link) or personal data.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        // The field values are only computed when the span is enabled: matching the route
-        // pattern again costs a walk of the router on every call.
+        // The route pattern is left out: working it out again costs a walk of the router on
+        // every call, and the metrics carry it. The values are computed only when the span is
+        // enabled.
         tracing::info_span!(
             "request",
             request_id = %request
@@ -52,7 +51,6 @@ impl RootSpanBuilder for RequestSpan {
                 .map(|context| context.request_id.clone())
                 .unwrap_or_default(),
             method = %request.method(),
-            route = %request.match_pattern().unwrap_or_else(|| String::from("unmatched")),
             status = tracing::field::Empty,
         )
     }

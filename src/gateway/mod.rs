@@ -93,12 +93,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/myapi/keys", web::post().to(keys::create))
         .route("/myapi/keys", web::get().to(keys::list))
         .route("/myapi/keys/{id}", web::delete().to(keys::revoke))
-        .route("/myapi/usage", web::get().to(usage::usage))
-        .route("/api/v1/{provider}", web::route().to(proxy::forward))
-        .route(
-            "/api/v1/{provider}/{tail:.*}",
-            web::route().to(proxy::forward),
-        );
+        .route("/myapi/usage", web::get().to(usage::usage));
+}
+
+/// `ANY /api/v1/{provider}/{path...}`, in a scope of its own.
+pub fn configure_proxy(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/{provider}", web::route().to(proxy::forward))
+            .route("/{provider}/{tail:.*}", web::route().to(proxy::forward)),
+    );
 }
 
 /// The admin's provider routes, mounted under `/myapi/admin` by the admin module.

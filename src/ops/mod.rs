@@ -16,7 +16,8 @@ pub use docs::openapi;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/myapi/error-codes", web::get().to(error_codes));
+        .route("/myapi/error-codes", web::get().to(error_codes))
+        .route("/metrics", web::get().to(metrics::metrics));
     docs::configure(cfg);
 }
 
