@@ -113,7 +113,7 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
     w(f"`{open(f'{work}/exactness.txt').read().strip()}`: **{exactness}** (the credits charged "
       "must equal the successful calls times the cost of 1, and the upstream's own count).\n")
     w("## Login against the Argon2id limit\n")
-    w(f"- one hash (19 MiB, t=2, p=1), median in process: {t_hash:.1f} ms; limit = cores / "
+    w(f"- one password check (Argon2id, 19 MiB, t=2, p=1), median in process: {t_hash:.1f} ms; limit = cores / "
       f"t_hash = **{limit:.1f} logins/s**\n")
     w("| concurrency | logins/s | share of the limit | p99 ms |")
     w("|---|---:|---:|---:|")
@@ -130,6 +130,9 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
         w(f"- orders created per second against a local fake Stripe: **{row['rps']:.1f}** "
           f"(p99 {row['p99']:.1f} ms; {int(row['ok'])} of {int(row['total'])} answered 200)")
     w("")
+    history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HISTORY.md")
+    if os.path.exists(history):
+        w(open(history).read().rstrip())
     print("\n".join(out))
 
 

@@ -19,8 +19,10 @@ use crate::startup::AppContext;
 
 type Context = web::Data<AppContext>;
 
+/// The body of `email-code` and `password/forgot`.
 #[derive(Deserialize, ToSchema)]
-pub struct EmailCodeRequest {
+pub struct EmailWithCaptcha {
+    #[schema(format = Email)]
     pub email: String,
     pub captcha_id: Option<String>,
     pub captcha: Option<String>,
@@ -39,13 +41,6 @@ pub struct LoginRequest {
     pub email: String,
     #[schema(value_type = String)]
     pub password: SecretString,
-    pub captcha_id: Option<String>,
-    pub captcha: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct ForgotRequest {
-    pub email: String,
     pub captcha_id: Option<String>,
     pub captcha: Option<String>,
 }
@@ -104,8 +99,23 @@ pub async fn issue_captcha(context: Context, req: HttpRequest) -> Result<HttpRes
     .await?))
 }
 
+/// What every request for an email goes through: a valid address, the per-IP cap on sends,
+/// then a captcha. Returns the normalized address.
+async fn address_for_a_send(
+    context: &AppContext,
+    req: &HttpRequest,
+    body: &EmailWithCaptcha,
+) -> Result<String, AuthError> {
+    let email = normalize_email(&body.email)?;
+    let rate = Rate::per_hour(context.settings.auth.sends_per_ip_per_hour);
+    throttle(context, "email_send", req, rate).await?;
+    let (id, answer) = (body.captcha_id.as_deref(), body.captcha.as_deref());
+    captcha::consume(&context.pool, context.clock.now(), id, answer).await?;
+    Ok(email)
+}
+
 /// Emails a registration code.
-#[utoipa::path(post, path = "/myapi/auth/email-code", tag = "auth", request_body = EmailCodeRequest,
+#[utoipa::path(post, path = "/myapi/auth/email-code", tag = "auth", request_body = EmailWithCaptcha,
     responses(
     (status = 200, body = inline(SuccessBody<CodeSent>)),
     (status = 400, description = "40002 captcha required, 40001 invalid captcha, 40003 email \
@@ -115,19 +125,9 @@ pub async fn issue_captcha(context: Context, req: HttpRequest) -> Result<HttpRes
 pub async fn send_email_code(
     context: Context,
     req: HttpRequest,
-    ApiJson(body): ApiJson<EmailCodeRequest>,
+    ApiJson(body): ApiJson<EmailWithCaptcha>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = normalize_email(&body.email)?;
-    let rate = Rate::per_hour(context.settings.auth.sends_per_ip_per_hour);
-    throttle(&context, "email_send", &req, rate).await?;
-    let now = context.clock.now();
-    captcha::consume(
-        &context.pool,
-        now,
-        body.captcha_id.as_deref(),
-        body.captcha.as_deref(),
-    )
-    .await?;
+    let email = address_for_a_send(&context, &req, &body).await?;
     Ok(ok(register::send_code(
         &context,
         &email,
@@ -200,7 +200,7 @@ pub async fn logout(context: Context, session: CurrentSession) -> Result<HttpRes
 }
 
 /// Emails a password reset link.
-#[utoipa::path(post, path = "/myapi/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
+#[utoipa::path(post, path = "/myapi/auth/password/forgot", tag = "auth", request_body = EmailWithCaptcha,
     responses(
     (status = 200, body = inline(SuccessBody<ResetSent>)),
     (status = 400, description = "40002 captcha required, 40001 invalid captcha, 40008 \
@@ -211,19 +211,9 @@ pub async fn logout(context: Context, session: CurrentSession) -> Result<HttpRes
 pub async fn forgot_password(
     context: Context,
     req: HttpRequest,
-    ApiJson(body): ApiJson<ForgotRequest>,
+    ApiJson(body): ApiJson<EmailWithCaptcha>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = normalize_email(&body.email)?;
-    let rate = Rate::per_hour(context.settings.auth.sends_per_ip_per_hour);
-    throttle(&context, "email_send", &req, rate).await?;
-    let now = context.clock.now();
-    captcha::consume(
-        &context.pool,
-        now,
-        body.captcha_id.as_deref(),
-        body.captcha.as_deref(),
-    )
-    .await?;
+    let email = address_for_a_send(&context, &req, &body).await?;
     Ok(ok(recovery::forgot(
         &context,
         &email,

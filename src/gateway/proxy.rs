@@ -290,15 +290,7 @@ async fn send_upstream(
         .timeout(timeout);
 
     let headers = req.headers();
-    let dropped_by_connection: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| {
-            value
-                .split(',')
-                .map(|name| name.trim().to_ascii_lowercase())
-        })
-        .collect();
+    let dropped_by_connection = named_in_connection(headers);
     let own_header = provider.auth_header.as_deref().map(str::to_ascii_lowercase);
     for (name, value) in headers {
         let lower = name.as_str();
@@ -348,10 +340,9 @@ async fn send_upstream(
     }
 }
 
-fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
-    let mut response = HttpResponse::build(upstream.status());
-    let dropped_by_connection: Vec<String> = upstream
-        .headers()
+/// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1).
+fn named_in_connection(headers: &HeaderMap) -> Vec<String> {
+    headers
         .get_all(header::CONNECTION)
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| {
@@ -359,7 +350,12 @@ fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
                 .split(',')
                 .map(|name| name.trim().to_ascii_lowercase())
         })
-        .collect();
+        .collect()
+}
+
+fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
+    let mut response = HttpResponse::build(upstream.status());
+    let dropped_by_connection = named_in_connection(upstream.headers());
     for (name, value) in upstream.headers() {
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower)

@@ -130,16 +130,7 @@ async fn checkout_paid(
     ) {
         return Ok(());
     }
-    // The first period of a subscription is granted under the order's key, which its first
-    // invoice (billing_reason subscription_create) shares: one grant, whichever comes first.
-    settle_payment(
-        connection,
-        &order,
-        event.created_at(),
-        &format!("order:{}", order.order_no),
-        now,
-    )
-    .await?;
+    settle_payment(connection, &order, event.created_at(), now).await?;
     if order.is_subscription() {
         activate_subscription(connection, &order, event.created_at()).await?;
     }
@@ -245,14 +236,7 @@ async fn invoice_paid(
     }
     let first_period = text(invoice, &["billing_reason"]) == Some("subscription_create");
     if first_period {
-        settle_payment(
-            connection,
-            &order,
-            event.created_at(),
-            &format!("order:{}", order.order_no),
-            now,
-        )
-        .await?;
+        settle_payment(connection, &order, event.created_at(), now).await?;
         if order.subscription_status.is_none() {
             activate_subscription(connection, &order, event.created_at()).await?;
         }

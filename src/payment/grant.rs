@@ -9,13 +9,13 @@ use super::order::Order;
 use crate::ledger::{self, Movement};
 
 /// Marks `order` paid (from pending, expired or failed: money that arrived is honoured) and
-/// grants its credits under `ledger_key`. A settled order (paid, cancelled, refunded) is left
-/// as it is; the credits of its key are still granted at most once.
+/// grants its credits under the key `order:{order_no}`, which a subscription's first invoice
+/// shares with its checkout: one grant, whichever arrives first. A settled order (paid,
+/// cancelled, refunded) is left as it is.
 pub async fn settle_payment(
     connection: &mut PgConnection,
     order: &Order,
     paid_at: DateTime<Utc>,
-    ledger_key: &str,
     now: DateTime<Utc>,
 ) -> Result<(), PaymentError> {
     sqlx::query!(
@@ -26,7 +26,8 @@ pub async fn settle_payment(
     )
     .execute(&mut *connection)
     .await?;
-    grant_credits(connection, order, "order", &order.order_no, ledger_key, now).await
+    let key = format!("order:{}", order.order_no);
+    grant_credits(connection, order, "order", &order.order_no, &key, now).await
 }
 
 /// Adds the order's credits (one period's, for a subscription) under `ledger_key`.

@@ -401,14 +401,7 @@ pub async fn admin_create_manual_order(
         },
     )
     .await?;
-    settle_payment(
-        &mut transaction,
-        &order,
-        now,
-        &format!("order:{order_no}"),
-        now,
-    )
-    .await?;
+    settle_payment(&mut transaction, &order, now, now).await?;
     if subscription {
         let period = if plan.interval.as_deref() == Some("year") {
             Duration::days(365)
