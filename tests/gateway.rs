@@ -514,6 +514,17 @@ async fn provider_secrets_are_never_shown_in_full() {
     gw.admin_call(Method::POST, "/myapi/admin/providers", Some(bad))
         .await
         .assert_error(400, None);
+    // Header injection through a provider's credentials is refused at the door.
+    let injected = json!({"slug": "evil", "base_url": gw.upstream.base_url, "auth_header": "X-Token",
+        "auth_value": "secret\r\nX-Injected: yes", "cost": 1, "timeout_ms": 1000});
+    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(injected))
+        .await
+        .assert_error(400, None);
+    let bad_name = json!({"slug": "evil", "base_url": gw.upstream.base_url, "auth_header": "X Token: y",
+        "auth_value": "secret", "cost": 1, "timeout_ms": 1000});
+    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(bad_name))
+        .await
+        .assert_error(400, None);
     let update = json!({"slug": "echo", "base_url": gw.upstream.base_url, "auth_header": "X-Upstream-Token",
         "cost": 3, "timeout_ms": 1000});
     let updated = gw

@@ -35,6 +35,25 @@ async fn a_database_outage_is_answered_with_503_and_recovered_from_without_a_res
         .await
         .assert_ok();
 
+    // Load runs through the outage: every answer is a 200 or a 503, none takes longer than the
+    // acquire timeout allows.
+    let load = {
+        let client = client.clone();
+        let base = base.clone();
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let mut statuses = std::collections::BTreeSet::new();
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                let started = Instant::now();
+                let answer = send(client.get(format!("{base}/myapi/plans"))).await;
+                slowest = slowest.max(started.elapsed());
+                statuses.insert(answer.status);
+            }
+            (slowest, statuses)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.stop().await.unwrap();
     for path in ["/myapi/plans", "/readyz", "/myapi/plans"] {
         let started = Instant::now();
@@ -73,6 +92,18 @@ async fn a_database_outage_is_answered_with_503_and_recovered_from_without_a_res
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (slowest, statuses) = load.await.unwrap();
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 200 || *status == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&503), "the load met the outage");
+    assert!(
+        slowest < Duration::from_millis(2500),
+        "a call under load took {slowest:?}"
+    );
     let failures: i64 = sqlx::query_scalar("SELECT count(*) FROM login_failures")
         .fetch_one(&sqlx::PgPool::connect(&url).await.unwrap())
         .await
@@ -430,4 +461,153 @@ async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_els
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.get("/healthz").await.assert_ok();
+}
+
+/// A Redis of the test's own, on a free port, that the test can stop.
+struct OwnRedis {
+    port: u16,
+    child: tokio::process::Child,
+}
+
+impl OwnRedis {
+    async fn start() -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(OwnRedis { port, child });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+#[tokio::test]
+async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() {
+    let Some(mut redis) = OwnRedis::start().await else {
+        eprintln!("skipped: no redis-server binary to run a Redis of the test's own");
+        return;
+    };
+    let upstream = support::upstream::Upstream::start().await;
+    let app = spawn_app_with(
+        TestConfig::default()
+            .cheap_hashing()
+            .var("GATEWAY_SETTLE_MS", "100")
+            .var("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port))
+            .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "5"),
+    )
+    .await;
+    let (_, admin) = support::create_user(&app, "admin@example.com", "admin").await;
+    let (user_id, user) = support::create_user(&app, "caller@example.com", "user").await;
+    let provider =
+        json!({"slug": "echo", "base_url": upstream.base_url, "cost": 1, "timeout_ms": 2000});
+    send(
+        app.request(Method::POST, "/myapi/admin/providers")
+            .bearer_auth(&admin)
+            .json(&provider),
+    )
+    .await
+    .assert_ok();
+    let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let limits = json!({"name": "Free", "plan_type": "free", "amount_cents": 0, "rps_limit": 1000,
+        "rph_limit": 100000, "monthly_quota": 30});
+    send(
+        app.request(Method::PUT, &format!("/myapi/admin/plans/{free}"))
+            .bearer_auth(&admin)
+            .json(&limits),
+    )
+    .await
+    .assert_ok();
+    let fund = json!({"amount": 20, "reason": "test"});
+    send(
+        app.request(
+            Method::POST,
+            &format!("/myapi/admin/users/{user_id}/credits"),
+        )
+        .bearer_auth(&admin)
+        .json(&fund),
+    )
+    .await
+    .assert_ok();
+    let key = send(
+        app.request(Method::POST, "/myapi/keys")
+            .bearer_auth(&user)
+            .json(&json!({"name": "k"})),
+    )
+    .await;
+    let key = key.assert_ok()["key"].as_str().unwrap().to_owned();
+    let call = || {
+        send(
+            app.request(Method::GET, "/api/v1/echo/x")
+                .header("X-API-Key", &key),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(call().await.status, 200);
+    }
+
+    redis.child.kill().await.unwrap();
+    // Calls go on under the in-process limits: never a 5xx, and the credits run out exactly.
+    let mut served = 5;
+    for _ in 0..25 {
+        let answer = call().await;
+        match answer.status {
+            200 => served += 1,
+            _ => answer.assert_error(402, Some(40201)),
+        }
+    }
+    assert_eq!(served, 20, "exactly the credits' worth of calls");
+    assert_eq!(upstream.hits(), 20);
+    // The login throttle falls back too: still enforced, now per instance.
+    let mut throttled = false;
+    for _ in 0..8 {
+        let answer = app
+            .post_json(
+                "/myapi/auth/login",
+                &json!({"email": "x@example.com", "password": "whatever1"}),
+            )
+            .await;
+        assert!(answer.status < 500, "{}", answer.text);
+        throttled |= answer.status == 429;
+    }
+    assert!(throttled, "the login throttle still holds without Redis");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let balance: i64 =
+            sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if balance == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "balance {balance}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

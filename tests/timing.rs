@@ -36,7 +36,7 @@ async fn an_unknown_address_and_a_wrong_password_take_the_same_time() {
         .unwrap();
     let mut known = Vec::new();
     let mut unknown = Vec::new();
-    for i in 0..100 {
+    for i in 0..200 {
         // The failure record is cleared each time, so no captcha is asked for.
         sqlx::query("DELETE FROM login_failures")
             .execute(&app.pool)

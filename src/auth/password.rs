@@ -1,6 +1,6 @@
-//! Argon2id password hashing on a pool of its own: one thread per core, at a lower scheduling
-//! priority (nice 10), so a login flood queues here and the kernel still runs the gateway's
-//! threads first: hashing takes whatever CPU the rest of the service leaves.
+//! Argon2id password hashing on a pool of its own: one thread per core at the lowest priority
+//! (nice 19), so a login flood queues here and the kernel runs the gateway's threads first:
+//! hashing takes the CPU the rest of the service leaves.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -182,11 +182,14 @@ fn verify_with_kept_memory(password: &[u8], stored: &PasswordHash<'_>) -> Result
 
 /// A hashing thread: lowers its own priority, then runs jobs until the pool is dropped.
 fn hash_worker(queue: &Mutex<Receiver<Job>>) {
-    // On Linux a thread is a task of its own: `who = 0` is this thread alone.
+    // Nice 19: the kernel preempts this thread as soon as any normal thread wants the core,
+    // so hashing does not delay the gateway, yet it keeps a small share under full load, so
+    // logins are slowed rather than starved (SCHED_IDLE would starve them). On Linux a thread
+    // is a task of its own: `who = 0` is this thread alone.
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority only reads its integer arguments.
     unsafe {
-        nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 10);
+        nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19);
     }
     loop {
         let job = match queue.lock() {
