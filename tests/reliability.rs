@@ -401,35 +401,8 @@ async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_els
             .var("GATEWAY_SETTLE_MS", "100"),
     )
     .await;
-    let (_, admin) = support::create_user(&app, "admin@example.com", "admin").await;
-    let (user_id, user) = support::create_user(&app, "caller@example.com", "user").await;
-    let provider = json!({"slug": "flaky", "base_url": format!("http://127.0.0.1:{upstream_port}"),
-        "cost": 1, "timeout_ms": 2000});
-    send(
-        app.request(Method::POST, "/myapi/admin/providers")
-            .bearer_auth(&admin)
-            .json(&provider),
-    )
-    .await
-    .assert_ok();
-    let fund = json!({"amount": 10, "reason": "test"});
-    send(
-        app.request(
-            Method::POST,
-            &format!("/myapi/admin/users/{user_id}/credits"),
-        )
-        .bearer_auth(&admin)
-        .json(&fund),
-    )
-    .await
-    .assert_ok();
-    let key = send(
-        app.request(Method::POST, "/myapi/keys")
-            .bearer_auth(&user)
-            .json(&json!({"name": "k"})),
-    )
-    .await;
-    let key = key.assert_ok()["key"].as_str().unwrap().to_owned();
+    let upstream_url = format!("http://127.0.0.1:{upstream_port}");
+    let (_, user_id, key) = metered_caller(&app, "flaky", &upstream_url, 10).await;
 
     // Depending on how much actix had flushed, the client sees the head and a broken body, or
     // a broken message: never a complete answer, never a hang.
@@ -461,6 +434,35 @@ async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_els
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.get("/healthz").await.assert_ok();
+}
+
+/// An admin, and a caller with `credits` and an API key for the provider `slug` (cost 1) at
+/// `base_url`: (admin token, caller id, key).
+async fn metered_caller(
+    app: &support::TestApp,
+    slug: &str,
+    base_url: &str,
+    credits: i64,
+) -> (String, uuid::Uuid, String) {
+    let (_, admin) = support::create_user(app, "admin@example.com", "admin").await;
+    let (user_id, user) = support::create_user(app, "caller@example.com", "user").await;
+    let as_admin = |method, path: &str| app.request(method, path).bearer_auth(&admin);
+    let provider = json!({"slug": slug, "base_url": base_url, "cost": 1, "timeout_ms": 2000});
+    send(as_admin(Method::POST, "/myapi/admin/providers").json(&provider))
+        .await
+        .assert_ok();
+    let fund = json!({"amount": credits, "reason": "test"});
+    let path = format!("/myapi/admin/users/{user_id}/credits");
+    send(as_admin(Method::POST, &path).json(&fund))
+        .await
+        .assert_ok();
+    let key = send(
+        app.request(Method::POST, "/myapi/keys")
+            .bearer_auth(&user)
+            .json(&json!({"name": "k"})),
+    );
+    let key = key.await.assert_ok()["key"].as_str().unwrap().to_owned();
+    (admin, user_id, key)
 }
 
 /// A Redis of the test's own, on a free port, that the test can stop.
@@ -519,17 +521,7 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
             .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "5"),
     )
     .await;
-    let (_, admin) = support::create_user(&app, "admin@example.com", "admin").await;
-    let (user_id, user) = support::create_user(&app, "caller@example.com", "user").await;
-    let provider =
-        json!({"slug": "echo", "base_url": upstream.base_url, "cost": 1, "timeout_ms": 2000});
-    send(
-        app.request(Method::POST, "/myapi/admin/providers")
-            .bearer_auth(&admin)
-            .json(&provider),
-    )
-    .await
-    .assert_ok();
+    let (admin, user_id, key) = metered_caller(&app, "echo", &upstream.base_url, 20).await;
     let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
         .fetch_one(&app.pool)
         .await
@@ -543,24 +535,6 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
     )
     .await
     .assert_ok();
-    let fund = json!({"amount": 20, "reason": "test"});
-    send(
-        app.request(
-            Method::POST,
-            &format!("/myapi/admin/users/{user_id}/credits"),
-        )
-        .bearer_auth(&admin)
-        .json(&fund),
-    )
-    .await
-    .assert_ok();
-    let key = send(
-        app.request(Method::POST, "/myapi/keys")
-            .bearer_auth(&user)
-            .json(&json!({"name": "k"})),
-    )
-    .await;
-    let key = key.assert_ok()["key"].as_str().unwrap().to_owned();
     let call = || {
         send(
             app.request(Method::GET, "/api/v1/echo/x")

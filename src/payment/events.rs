@@ -89,16 +89,28 @@ fn unknown_order(kind: &str, object: &Value) {
     );
 }
 
+/// The order a Checkout Session was made for (its metadata, else `client_reference_id`),
+/// locked; None, logged, for a session that is not ours.
+async fn session_order(
+    connection: &mut PgConnection,
+    session: &Value,
+) -> Result<Option<Order>, PaymentError> {
+    let order_no = text(session, &["metadata", "order_no"])
+        .or_else(|| text(session, &["client_reference_id"]));
+    let order = order::lock_for_event(connection, order_no, None, None).await?;
+    if order.is_none() {
+        unknown_order("checkout session", session);
+    }
+    Ok(order)
+}
+
 async fn checkout_paid(
     connection: &mut PgConnection,
     event: &StripeEvent,
     session: &Value,
     now: DateTime<Utc>,
 ) -> Result<(), PaymentError> {
-    let order_no = text(session, &["metadata", "order_no"])
-        .or_else(|| text(session, &["client_reference_id"]));
-    let Some(order) = order::lock_for_event(connection, order_no, None, None).await? else {
-        unknown_order("checkout session", session);
+    let Some(order) = session_order(connection, session).await? else {
         return Ok(());
     };
     let customer = id_of(session, "customer");
@@ -160,10 +172,7 @@ async fn checkout_closed(
     session: &Value,
     status: &str,
 ) -> Result<(), PaymentError> {
-    let order_no = text(session, &["metadata", "order_no"])
-        .or_else(|| text(session, &["client_reference_id"]));
-    let Some(order) = order::lock_for_event(connection, order_no, None, None).await? else {
-        unknown_order("checkout session", session);
+    let Some(order) = session_order(connection, session).await? else {
         return Ok(());
     };
     // Only the session the order currently shows can close it: an older session expiring
