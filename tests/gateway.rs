@@ -841,3 +841,59 @@ async fn a_client_that_hangs_up_mid_call_is_charged_as_the_upstream_answered_and
     assert_eq!(gw.upstream.hits(), 1);
     assert_eq!(gw.settled_balance(99).await, 99);
 }
+
+#[tokio::test]
+async fn sql_metacharacters_in_text_fields_are_kept_as_text() {
+    let gw = gateway().await;
+    let nasty = "O'Brien\"; DROP TABLE users; -- \\ % _ 😀";
+    let created = send(
+        gw.app
+            .request(Method::POST, "/myapi/keys")
+            .bearer_auth(&gw.user)
+            .json(&json!({"name": nasty})),
+    )
+    .await;
+    assert_eq!(created.assert_ok()["name"], nasty);
+    let listed = send(
+        gw.app
+            .request(Method::GET, "/myapi/keys")
+            .bearer_auth(&gw.user),
+    )
+    .await;
+    assert_eq!(listed.assert_ok()["items"][0]["name"], nasty);
+    let plan = json!({"name": nasty, "plan_type": "one_time", "amount_cents": 100, "credits": 1,
+        "rps_limit": 1, "rph_limit": 1, "description": nasty});
+    let plan = gw
+        .admin_call(Method::POST, "/myapi/admin/plans", Some(plan))
+        .await;
+    assert_eq!(plan.assert_ok()["description"], nasty);
+    let path = format!("/myapi/admin/users/{}/credits", gw.user_id);
+    let adjusted = gw
+        .admin_call(
+            Method::POST,
+            &path,
+            Some(json!({"amount": 5, "reason": nasty})),
+        )
+        .await;
+    adjusted.assert_ok();
+    let search = format!("/myapi/admin/users?email={}", "%27%3B%20DROP");
+    assert_eq!(
+        gw.admin_call(Method::GET, &search, None).await.assert_ok()["total"],
+        0
+    );
+    send(
+        gw.app
+            .request(Method::GET, "/myapi/orders/'%20OR%201=1--")
+            .bearer_auth(&gw.user),
+    )
+    .await
+    .assert_error(404, Some(40411));
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&gw.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        users, 2,
+        "the users table is still there, with both accounts"
+    );
+}
