@@ -37,6 +37,7 @@ pub fn environment() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
     ENVIRONMENT.get_or_init(|| {
         let mut environment = Environment::new();
+        environment.add_filter("code", code_spans);
         for (name, source) in TEMPLATES {
             environment
                 .add_template(name, source)
@@ -46,8 +47,29 @@ pub fn environment() -> &'static Environment<'static> {
     })
 }
 
+/// Escapes `text` for HTML and turns its `backtick` spans (as the seed writes them) into
+/// `<code>` elements.
+fn code_spans(text: String) -> minijinja::Value {
+    let mut html = String::with_capacity(text.len() + 16);
+    for (index, part) in text.split('`').enumerate() {
+        let escaped = minijinja::HtmlEscape(part).to_string();
+        if index % 2 == 1 {
+            html.push_str(&format!("<code>{escaped}</code>"));
+        } else {
+            html.push_str(&escaped);
+        }
+    }
+    minijinja::Value::from_safe_string(html)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn backtick_spans_become_code_and_the_rest_is_escaped() {
+        let html = super::code_spans(String::from("Use `data` <b>now</b>")).to_string();
+        assert_eq!(html, "Use <code>data</code> &lt;b&gt;now&lt;&#x2f;b&gt;");
+    }
+
     #[test]
     fn every_template_compiles() {
         let environment = super::environment();
