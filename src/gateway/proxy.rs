@@ -241,34 +241,13 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
 /// a separator.
 fn tail_stays_inside(tail: &str) -> bool {
     tail.split('/').all(|segment| {
-        let decoded: Vec<u8> = percent_decode(segment.as_bytes());
+        let decoded: Vec<u8> = percent_encoding::percent_decode(segment.as_bytes()).collect();
         decoded != b"."
             && decoded != b".."
             && !decoded.contains(&b'/')
             && !decoded.contains(&b'\\')
             && !decoded.contains(&0)
     })
-}
-
-fn percent_decode(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            )
-        {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 async fn send_upstream(

@@ -11,6 +11,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::context;
+use percent_encoding::percent_decode_str;
 use secrecy::ExposeSecret;
 use url::Url;
 
@@ -176,18 +177,11 @@ fn smtp_transport(
     let builder = if url.username().is_empty() {
         builder
     } else {
-        let decode = |text: &str| percent_decode(text);
+        let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
         builder.credentials(Credentials::new(
             decode(url.username()),
             decode(url.password().unwrap_or_default()),
         ))
     };
     Ok(builder.timeout(Some(timeout)).build())
-}
-
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_default()
 }
