@@ -101,35 +101,15 @@ impl Gateway {
     }
 
     async fn balance(&self) -> i64 {
-        sqlx::query_scalar(
-            "SELECT COALESCE((SELECT balance FROM credit_accounts WHERE user_id = $1), 0)",
-        )
-        .bind(self.user_id)
-        .fetch_one(&self.app.pool)
-        .await
-        .unwrap()
+        support::credit_account(&self.app.pool, self.user_id, "balance").await
     }
 
     async fn reserved(&self) -> i64 {
-        sqlx::query_scalar(
-            "SELECT COALESCE((SELECT reserved FROM credit_accounts WHERE user_id = $1), 0)",
-        )
-        .bind(self.user_id)
-        .fetch_one(&self.app.pool)
-        .await
-        .unwrap()
+        support::credit_account(&self.app.pool, self.user_id, "reserved").await
     }
 
-    /// Waits until the charged credits reach `balance` (settlement runs every 100 ms).
     async fn settled_balance(&self, expected: i64) -> i64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let balance = self.balance().await;
-            if balance == expected || Instant::now() > deadline {
-                return balance;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        support::settled_balance(&self.app.pool, self.user_id, expected).await
     }
 }
 

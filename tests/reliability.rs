@@ -419,20 +419,7 @@ async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_els
         "the client never sees a truncated body as complete"
     );
     // The upstream answered, so the call is charged once; the service keeps serving.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let balance: i64 =
-            sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        if balance == 9 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "balance {balance}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(support::settled_balance(&app.pool, user_id, 9).await, 9);
     app.get("/healthz").await.assert_ok();
 }
 
@@ -570,18 +557,5 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
         throttled |= answer.status == 429;
     }
     assert!(throttled, "the login throttle still holds without Redis");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let balance: i64 =
-            sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        if balance == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "balance {balance}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(support::settled_balance(&app.pool, user_id, 0).await, 0);
 }

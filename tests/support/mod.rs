@@ -362,3 +362,27 @@ pub async fn assert_ledger_consistent(pool: &PgPool) {
 }
 
 pub mod upstream;
+
+/// One column of a user's credit account (`balance` or `reserved`), 0 without an account.
+pub async fn credit_account(pool: &PgPool, user_id: uuid::Uuid, column: &str) -> i64 {
+    let query =
+        format!("SELECT COALESCE((SELECT {column} FROM credit_accounts WHERE user_id = $1), 0)");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+        .bind(user_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 10 s) until the user's balance is `expected`, as the gateway settles once a
+/// tick; returns the last balance seen.
+pub async fn settled_balance(pool: &PgPool, user_id: uuid::Uuid, expected: i64) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let balance = credit_account(pool, user_id, "balance").await;
+        if balance == expected || std::time::Instant::now() > deadline {
+            return balance;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
