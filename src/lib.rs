@@ -17,6 +17,7 @@ pub mod ops;
 pub mod payment;
 pub mod plans;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod templates;
 

@@ -1,5 +1,7 @@
 //! `Application`: builds the whole service on a listener it binds itself (port 0 in tests) and
-//! runs it until SIGINT or SIGTERM, draining in-flight requests before it stops.
+//! runs it until SIGINT or SIGTERM, draining in-flight requests before it stops. The only file
+//! that knows every module: it makes the shared core and each feature's own state, and mounts
+//! each module's routes.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -9,7 +11,6 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
-use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
 
 use crate::api::{self, ApiError};
@@ -21,23 +22,12 @@ use crate::gateway::GatewayState;
 use crate::limits::Limiter;
 use crate::mail::Mailer;
 use crate::payment::StripeApi;
+use crate::state::AppState;
 use crate::telemetry::RequestSpan;
 use crate::{admin, gateway, ledger, ops, payment, plans};
 
 /// How long a stopping server waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// What every handler may use.
-pub struct AppContext {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub clock: Arc<Clock>,
-    pub mailer: Mailer,
-    pub limiter: Limiter,
-    pub passwords: Passwords,
-    pub stripe: StripeApi,
-    pub gateway: Arc<GatewayState>,
-}
 
 pub struct Application {
     port: u16,
@@ -65,13 +55,13 @@ impl Application {
                 .clone()
                 .run_background(database.pool.clone(), settings.gateway.settle_interval),
         );
-        let context = web::Data::new(AppContext {
+        let passwords = web::Data::new(Passwords::new(&settings.auth).await?);
+        let stripe = web::Data::new(StripeApi::from_settings(&settings)?);
+        let gateway_data = web::Data::from(gateway.clone());
+        let state = web::Data::new(AppState {
             pool: database.pool.clone(),
             mailer: Mailer::from_settings(&settings)?,
             limiter: Limiter::from_settings(&settings).await?,
-            passwords: Passwords::new(&settings.auth).await?,
-            stripe: StripeApi::from_settings(&settings)?,
-            gateway: gateway.clone(),
             clock: clock.clone(),
             settings: Arc::new(settings),
         });
@@ -82,7 +72,10 @@ impl Application {
                 .wrap(from_fn(ops::metrics::metrics_middleware))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(api::request_context_middleware))
-                .app_data(context.clone())
+                .app_data(state.clone())
+                .app_data(passwords.clone())
+                .app_data(stripe.clone())
+                .app_data(gateway_data.clone())
                 .app_data(metrics.clone())
                 .configure(api::extractor_configs)
                 // The gateway first: the router tries routes in order, and its calls are the

@@ -1,6 +1,7 @@
 //! The foundation over HTTP: the envelope, request ids, languages, the code catalogue, the
 //! operations endpoints and the private PostgreSQL cluster.
 
+mod architecture;
 mod support;
 
 use reqwest::Method;

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use super::AdminUser;
-use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page};
-use crate::startup::AppContext;
+use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok};
+use crate::auth::{AdminUser, users};
+use crate::gateway::GatewayState;
+use crate::ledger;
+use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -34,71 +36,42 @@ pub struct UserRow {
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Page<UserRow>>)),
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn list(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
     _admin: AdminUser,
     ApiQuery(search): ApiQuery<UserSearch>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, size) = PageQuery {
+    let page = PageQuery {
         page: search.page,
         page_size: search.page_size,
     }
     .resolve()?;
-    // The search text is matched literally: LIKE's wildcards in it are escaped.
-    let pattern = search.email.as_deref().map(|email| {
-        let escaped = email
-            .trim()
-            .to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        format!("%{escaped}%")
-    });
-    let rows = sqlx::query!(
-        r#"SELECT u.id, u.email, u.role, u.status, u.created_at,
-                  COALESCE(a.balance, 0) AS "credits!", count(*) OVER () AS "total!"
-           FROM users u LEFT JOIN credit_accounts a ON a.user_id = u.id
-           WHERE $1::text IS NULL OR lower(u.email) LIKE $1
-           ORDER BY u.created_at DESC, u.id LIMIT $2 OFFSET $3"#,
-        pattern,
-        i64::from(size),
-        i64::from((page - 1) * size)
-    )
-    .fetch_all(&context.pool)
-    .await?;
-    let total = rows.first().map_or(0, |row| row.total);
-    let users = rows
+    let (profiles, total) = users::search(&state.pool, search.email.as_deref(), page).await?;
+    let ids: Vec<Uuid> = profiles.iter().map(|profile| profile.id).collect();
+    let balances = ledger::balances(&state.pool, &ids).await?;
+    let rows = profiles
         .into_iter()
-        .map(|row| UserRow {
-            id: row.id,
-            email: row.email,
-            role: row.role,
-            status: row.status,
-            credits: row.credits,
-            created_at: row.created_at,
+        .map(|profile| UserRow {
+            credits: balances.get(&profile.id).copied().unwrap_or(0),
+            id: profile.id,
+            email: profile.email,
+            role: profile.role,
+            status: profile.status,
+            created_at: profile.created_at,
         })
         .collect();
-    Ok(ok_page(users, total, page, size))
+    Ok(page.answer(rows, total))
 }
 
 async fn set_status(
-    context: &AppContext,
+    state: &AppState,
+    gateway: &GatewayState,
     user_id: Uuid,
     status: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let updated = sqlx::query!(
-        "UPDATE users SET status = $2 WHERE id = $1",
-        user_id,
-        status
-    )
-    .execute(&context.pool)
-    .await?;
-    if updated.rows_affected() == 0 {
+    if !users::set_status(&state.pool, user_id, status).await? {
         return Err(ApiError::not_found());
     }
-    context
-        .gateway
-        .directory
-        .set_frozen(user_id, status == "frozen");
+    gateway.directory.set_frozen(user_id, status == "frozen");
     Ok(ok(()))
 }
 
@@ -108,11 +81,12 @@ async fn set_status(
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn freeze(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     _admin: AdminUser,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    set_status(&context, path.into_inner(), "frozen").await
+    set_status(&state, &gateway, path.into_inner(), "frozen").await
 }
 
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/unfreeze", tag = "admin",
@@ -120,11 +94,12 @@ pub async fn freeze(
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn unfreeze(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     _admin: AdminUser,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    set_status(&context, path.into_inner(), "active").await
+    set_status(&state, &gateway, path.into_inner(), "active").await
 }
 
 #[derive(OpenApi)]

@@ -6,10 +6,47 @@ use std::fmt;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::catalogue::Code;
-use super::context::{REQUEST_ID_HEADER, RequestContext, request_context};
-use super::envelope::ErrorBody;
+use super::catalogue::{Code, Lang};
+use super::request::{REQUEST_ID_HEADER, RequestContext, request_context};
+
+/// An error answer. `sub_code` is present when a module code describes the error.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = 402)]
+    pub code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 40201)]
+    pub sub_code: Option<u32>,
+    #[schema(example = "Insufficient balance or call quota.")]
+    pub msg: String,
+    /// Always null on errors.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<()>,
+    pub request_id: String,
+}
+
+impl ErrorBody {
+    /// The one place an error body is made. `detail` names what was wrong (a field, a limit)
+    /// and follows the catalogue's message.
+    pub fn render(code: Code, detail: Option<&str>, lang: Lang, request_id: &str) -> ErrorBody {
+        let info = code.info();
+        let base = info.message(lang);
+        let msg = match detail {
+            Some(detail) => format!("{base} {detail}"),
+            None => base.to_owned(),
+        };
+        ErrorBody {
+            code: info.code,
+            sub_code: info.sub_code,
+            msg,
+            data: None,
+            request_id: request_id.to_owned(),
+        }
+    }
+}
 
 /// An error answer: a catalogue code, an optional public detail (which field, which limit), an
 /// optional `Retry-After`, and the internal cause that is logged but never shown.

@@ -3,13 +3,17 @@
 //! the field.
 
 pub mod catalogue;
-mod context;
 mod envelope;
 mod error;
 mod extract;
+mod middleware;
+mod pagination;
+mod request;
 
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
-pub use context::{RequestContext, request_context, request_context_middleware};
-pub use envelope::{ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page};
-pub use error::{ApiError, Rendered};
+pub use envelope::{SuccessBody, ok};
+pub use error::{ApiError, ErrorBody, Rendered};
 pub use extract::{ApiJson, ApiQuery, MAX_BODY_BYTES, extractor_configs};
+pub use middleware::request_context_middleware;
+pub use pagination::{Page, PageQuery, PageRequest};
+pub use request::{RequestContext, request_context};

@@ -8,10 +8,11 @@ use sqlx::PgPool;
 
 use super::captcha;
 use super::error::AuthError;
+use super::password::Passwords;
 use super::register::LoggedIn;
 use super::session;
 use super::users;
-use crate::startup::AppContext;
+use crate::state::AppState;
 
 pub const FAILURE_WINDOW_MINUTES: i64 = 15;
 pub const FAILURES_BEFORE_CAPTCHA: i64 = 3;
@@ -24,7 +25,11 @@ pub struct LoginAttempt<'a> {
     pub ip: &'a str,
 }
 
-pub async fn login(context: &AppContext, attempt: LoginAttempt<'_>) -> Result<LoggedIn, AuthError> {
+pub async fn login(
+    context: &AppState,
+    passwords: &Passwords,
+    attempt: LoginAttempt<'_>,
+) -> Result<LoggedIn, AuthError> {
     let now = context.clock.now();
     let subjects = failure_subjects(attempt.email, attempt.ip);
     if captcha_required(&context.pool, &subjects, now).await? {
@@ -35,7 +40,7 @@ pub async fn login(context: &AppContext, attempt: LoginAttempt<'_>) -> Result<Lo
     let stored = account
         .as_ref()
         .map(|account| account.password_hash.as_str());
-    let verified = context.passwords.verify(attempt.password, stored).await?;
+    let verified = passwords.verify(attempt.password, stored).await?;
     let Some(account) = account.filter(|_| verified.matches) else {
         record_failure(&context.pool, &subjects, now).await?;
         return Err(AuthError::InvalidCredentials);
@@ -45,7 +50,7 @@ pub async fn login(context: &AppContext, attempt: LoginAttempt<'_>) -> Result<Lo
     }
 
     let rehash = if verified.outdated {
-        Some(context.passwords.hash(attempt.password).await?)
+        Some(passwords.hash(attempt.password).await?)
     } else {
         None
     };

@@ -19,6 +19,7 @@ use utoipa::OpenApi;
 
 pub use error::AuthError;
 pub use password::Passwords;
+pub use session::{ActiveUser, AdminUser, CurrentSession};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -9,11 +9,12 @@ use uuid::Uuid;
 
 use super::cooldown::{self, Purpose};
 use super::error::AuthError;
+use super::password::Passwords;
 use super::session::{self, CurrentSession};
 use super::{token, users};
 use crate::api::Lang;
 use crate::mail::Email;
-use crate::startup::AppContext;
+use crate::state::AppState;
 use crate::telemetry::mask_email;
 
 pub const RESET_TTL_MINUTES: i64 = 30;
@@ -25,7 +26,7 @@ pub struct ResetSent {
 }
 
 /// Emails a reset link to `email` (normalized, captcha passed): 40401 when no account has it.
-pub async fn forgot(context: &AppContext, email: &str, lang: Lang) -> Result<ResetSent, AuthError> {
+pub async fn forgot(context: &AppState, email: &str, lang: Lang) -> Result<ResetSent, AuthError> {
     let account = users::find_by_email(&context.pool, email)
         .await?
         .ok_or(AuthError::EmailNotFound)?;
@@ -74,7 +75,8 @@ pub async fn forgot(context: &AppContext, email: &str, lang: Lang) -> Result<Res
 
 /// Sets a new password with a reset token and ends every session of the account.
 pub async fn reset(
-    context: &AppContext,
+    context: &AppState,
+    passwords: &Passwords,
     reset_token: &SecretString,
     password: &SecretString,
     lang: Lang,
@@ -93,7 +95,7 @@ pub async fn reset(
     if !usable {
         return Err(AuthError::ResetTokenInvalid);
     }
-    let password_hash = context.passwords.hash(password).await?;
+    let password_hash = passwords.hash(password).await?;
 
     let mut transaction = context.pool.begin().await?;
     // Whoever marks the token used first resets; a racing twin finds it used.
@@ -119,7 +121,8 @@ pub async fn reset(
 
 /// Changes the password of the logged-in user, who proves the old one; ends the other sessions.
 pub async fn change(
-    context: &AppContext,
+    context: &AppState,
+    passwords: &Passwords,
     session: &CurrentSession,
     old_password: &SecretString,
     new_password: &SecretString,
@@ -128,14 +131,13 @@ pub async fn change(
     let account = users::find_by_email(&context.pool, &session.user.email)
         .await?
         .ok_or(AuthError::UserNotFound)?;
-    let verified = context
-        .passwords
+    let verified = passwords
         .verify(old_password, Some(account.password_hash.as_str()))
         .await?;
     if !verified.matches {
         return Err(AuthError::InvalidCredentials);
     }
-    let password_hash = context.passwords.hash(new_password).await?;
+    let password_hash = passwords.hash(new_password).await?;
     let now = context.clock.now();
     let mut transaction = context.pool.begin().await?;
     users::set_password_hash(&mut transaction, session.user.id, &password_hash).await?;
@@ -152,7 +154,7 @@ pub async fn change(
 }
 
 /// The change is done whatever the mail server says; a failed notice is logged, not answered.
-async fn notify_changed(context: &AppContext, user_id: Uuid, email: &str, lang: Lang) {
+async fn notify_changed(context: &AppState, user_id: Uuid, email: &str, lang: Lang) {
     if let Err(error) = context
         .mailer
         .send(email, Email::PasswordChanged, lang)

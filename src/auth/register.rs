@@ -11,11 +11,12 @@ use utoipa::ToSchema;
 
 use super::cooldown::{self, Purpose};
 use super::error::AuthError;
+use super::password::Passwords;
 use super::session::{self, NewSession};
 use super::users::{self, Profile};
 use crate::api::Lang;
 use crate::mail::Email;
-use crate::startup::AppContext;
+use crate::state::AppState;
 
 pub const CODE_TTL_MINUTES: i64 = 10;
 pub const MAX_CODE_ATTEMPTS: i32 = 5;
@@ -52,11 +53,7 @@ fn code_digest(email: &str, code: &str) -> Vec<u8> {
 }
 
 /// Sends a registration code to `email` (already normalized, captcha already passed).
-pub async fn send_code(
-    context: &AppContext,
-    email: &str,
-    lang: Lang,
-) -> Result<CodeSent, AuthError> {
+pub async fn send_code(context: &AppState, email: &str, lang: Lang) -> Result<CodeSent, AuthError> {
     if users::email_taken(&context.pool, email).await? {
         return Err(AuthError::EmailExists);
     }
@@ -111,7 +108,8 @@ pub async fn send_code(
 
 /// Creates the account when `code` is the live code of `email`.
 pub async fn register(
-    context: &AppContext,
+    context: &AppState,
+    passwords: &Passwords,
     email: &str,
     password: &SecretString,
     code: &str,
@@ -135,7 +133,7 @@ pub async fn register(
     }
 
     // Hashed before the transaction, so no row lock or connection waits on Argon2.
-    let password_hash = context.passwords.hash(password).await?;
+    let password_hash = passwords.hash(password).await?;
     let role = if context
         .settings
         .admin_emails

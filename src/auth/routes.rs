@@ -9,15 +9,16 @@ use super::captcha::{self, IssuedCaptcha};
 use super::error::AuthError;
 use super::input::{check_password, normalize_email};
 use super::login::{self, LoginAttempt};
+use super::password::Passwords;
 use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
 use super::users::{self, Profile};
 use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok, request_context};
 use crate::limits::Rate;
-use crate::startup::AppContext;
+use crate::state::AppState;
 
-type Context = web::Data<AppContext>;
+type Context = web::Data<AppState>;
 
 /// The body of `email-code` and `password/forgot`.
 #[derive(Deserialize, ToSchema)]
@@ -68,7 +69,7 @@ fn client_ip(req: &HttpRequest) -> String {
 }
 
 async fn throttle(
-    context: &AppContext,
+    context: &AppState,
     class: &'static str,
     req: &HttpRequest,
     rate: Rate,
@@ -102,7 +103,7 @@ pub async fn issue_captcha(context: Context, req: HttpRequest) -> Result<HttpRes
 /// What every request for an email goes through: a valid address, the per-IP cap on sends,
 /// then a captcha. Returns the normalized address.
 async fn address_for_a_send(
-    context: &AppContext,
+    context: &AppState,
     req: &HttpRequest,
     body: &EmailWithCaptcha,
 ) -> Result<String, AuthError> {
@@ -144,6 +145,7 @@ pub async fn send_email_code(
         length, or a malformed field.", body = ErrorBody)))]
 pub async fn register(
     context: Context,
+    passwords: web::Data<Passwords>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = normalize_email(&body.email)?;
@@ -154,6 +156,7 @@ pub async fn register(
     }
     Ok(ok(register::register(
         &context,
+        &passwords,
         &email,
         &body.password,
         &body.email_code,
@@ -171,6 +174,7 @@ pub async fn register(
     (status = 429, description = "Too many logins from this IP.", body = ErrorBody)))]
 pub async fn login(
     context: Context,
+    passwords: web::Data<Passwords>,
     req: HttpRequest,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -185,7 +189,7 @@ pub async fn login(
         captcha: body.captcha.as_deref(),
         ip: &ip,
     };
-    Ok(ok(login::login(&context, attempt).await?))
+    Ok(ok(login::login(&context, &passwords, attempt).await?))
 }
 
 /// Ends the current session.
@@ -230,11 +234,13 @@ pub async fn forgot_password(
         body = ErrorBody)))]
 pub async fn reset_password(
     context: Context,
+    passwords: web::Data<Passwords>,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check_password(&body.password)?;
     recovery::reset(
         &context,
+        &passwords,
         &body.token,
         &body.password,
         request_context().lang,
@@ -252,6 +258,7 @@ pub async fn reset_password(
         body = ErrorBody)))]
 pub async fn change_password(
     context: Context,
+    passwords: web::Data<Passwords>,
     ActiveUser(session): ActiveUser,
     ApiJson(body): ApiJson<ChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -259,6 +266,7 @@ pub async fn change_password(
     let lang = request_context().lang;
     recovery::change(
         &context,
+        &passwords,
         &session,
         &body.old_password,
         &body.new_password,

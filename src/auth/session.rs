@@ -1,6 +1,6 @@
 //! Login sessions: opaque bearer tokens of 256 random bits, stored as SHA-256 digests with an
-//! expiry, revoked on logout, password reset and password change. `CurrentSession` and
-//! `ActiveUser` are the extractors of every `/myapi` route that needs a login.
+//! expiry, revoked on logout, password reset and password change. `CurrentSession`,
+//! `ActiveUser` and `AdminUser` are the extractors of every `/myapi` route that needs a login.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::error::AuthError;
 use super::token;
 use super::users::Profile;
-use crate::api::ApiError;
-use crate::startup::AppContext;
+use crate::api::{ApiError, Code};
+use crate::state::AppState;
 
 const TOKEN_PREFIX: &str = "ses_";
 
@@ -95,7 +95,7 @@ impl FromRequest for CurrentSession {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let context = req.app_data::<web::Data<AppContext>>().cloned();
+        let context = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(req);
         Box::pin(async move {
             let context =
@@ -122,6 +122,26 @@ impl FromRequest for ActiveUser {
     }
 }
 
+/// A logged-in, active user with the `admin` role: the guard of every `/myapi/admin` route
+/// (403 with the global code for anyone else).
+pub struct AdminUser(pub Profile);
+
+impl FromRequest for AdminUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = ActiveUser::from_request(req, payload);
+        Box::pin(async move {
+            let ActiveUser(session) = user.await?;
+            if session.user.role != "admin" {
+                return Err(ApiError::new(Code::FORBIDDEN).with_detail("Admins only."));
+            }
+            Ok(AdminUser(session.user))
+        })
+    }
+}
+
 /// `Authorization: Bearer <token>`.
 pub fn bearer_token(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
@@ -130,7 +150,7 @@ pub fn bearer_token(req: &HttpRequest) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
 }
 
-async fn load(context: &AppContext, token: &str) -> Result<CurrentSession, AuthError> {
+async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthError> {
     if !token.starts_with(TOKEN_PREFIX) {
         return Err(AuthError::SessionInvalid);
     }

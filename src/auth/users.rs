@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::AuthError;
+use crate::api::PageRequest;
+use crate::db::is_violation_of;
 
 /// `user` of the contract.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -101,7 +103,59 @@ pub async fn set_password_hash(
     Ok(())
 }
 
-/// Whether `error` is a violation of the named constraint or unique index.
-pub fn is_violation_of(error: &sqlx::Error, constraint: &str) -> bool {
-    error.as_database_error().and_then(|e| e.constraint()) == Some(constraint)
+/// Accounts whose address contains `needle` (case-insensitive, matched literally: LIKE's
+/// wildcards in it are escaped), newest first; and how many there are in all.
+pub async fn search(
+    pool: &PgPool,
+    needle: Option<&str>,
+    page: PageRequest,
+) -> Result<(Vec<Profile>, i64), sqlx::Error> {
+    let pattern = needle.map(|needle| {
+        let escaped = needle
+            .trim()
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let profiles = sqlx::query_as!(
+        Profile,
+        r#"SELECT id, email, role, status, created_at FROM users
+           WHERE $1::text IS NULL OR lower(email) LIKE $1
+           ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"#,
+        pattern,
+        page.limit(),
+        page.offset()
+    )
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!" FROM users WHERE $1::text IS NULL OR lower(email) LIKE $1"#,
+        pattern
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((profiles, total))
+}
+
+/// Sets an account's status; false when there is no such account.
+pub async fn set_status(pool: &PgPool, user_id: Uuid, status: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        "UPDATE users SET status = $2 WHERE id = $1",
+        user_id,
+        status
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Locks the user's row for the rest of the transaction: what makes a count and an insert of
+/// the user's things (keys, orders) one step.
+pub async fn lock(connection: &mut PgConnection, user_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)
+        .fetch_one(connection)
+        .await?;
+    Ok(())
 }

@@ -11,6 +11,12 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::{DatabaseSettings, Settings};
+
+/// Whether `error` is a violation of the named constraint or unique index: how a named
+/// constraint becomes a domain error at its call site.
+pub fn is_violation_of(error: &sqlx::Error, constraint: &str) -> bool {
+    error.as_database_error().and_then(|e| e.constraint()) == Some(constraint)
+}
 pub use embedded::EmbeddedCluster;
 
 /// The migrations under `migrations/`, embedded in the binary.

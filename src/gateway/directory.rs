@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::limits::{LocalState, PlanLimits, month_of};
-use super::meter::Wallet;
+use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
+use super::wallet::Wallet;
 use crate::auth::token;
 use crate::clock::Clock;
+use crate::limits::{Bundle, LocalCells, Quota, Rate};
 
 /// A key the gateway has seen.
 pub struct KeyEntry {
@@ -32,7 +33,9 @@ pub struct Account {
     pub user_id: Uuid,
     pub frozen: AtomicBool,
     pub limits: RwLock<PlanLimits>,
-    pub limit_state: Mutex<LocalState>,
+    /// Names the account's limits in the shared limiter.
+    pub limit_key: String,
+    pub limit_state: Mutex<LocalCells>,
     /// The month's charged calls that PostgreSQL knew of when the account was loaded.
     pub month_seed: AtomicI64,
     pub wallet: Mutex<Wallet>,
@@ -46,6 +49,28 @@ impl Account {
             .limits
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The limiter's bundle of a call in `month` under `limits` (the plan's, read once per
+    /// call), whose rates are `rates`.
+    pub fn limit_bundle<'a>(
+        &'a self,
+        limits: PlanLimits,
+        rates: &'a [Rate; 2],
+        month: u32,
+    ) -> Bundle<'a> {
+        Bundle {
+            class: "gateway",
+            key: &self.limit_key,
+            rates,
+            quota: Some(Quota {
+                limit: limits.monthly_quota,
+                period: month,
+                seed: self.month_seed.load(Ordering::Relaxed),
+                ttl: MONTH_COUNTER_TTL,
+            }),
+            cells: &self.limit_state,
+        }
     }
 }
 
@@ -169,7 +194,8 @@ impl Directory {
             user_id,
             frozen: AtomicBool::new(frozen),
             limits: RwLock::new(limits),
-            limit_state: Mutex::new(LocalState::seeded(month, month_calls)),
+            limit_key: user_id.to_string(),
+            limit_state: Mutex::new(LocalCells::seeded(month, month_calls)),
             month_seed: AtomicI64::new(month_calls),
             wallet: Mutex::new(Wallet::default()),
             top_up: tokio::sync::Mutex::new(()),
@@ -266,7 +292,7 @@ impl Directory {
 
 /// The limits of the account's plan; without any plan, one call a second and a hundred an hour.
 async fn plan_limits(pool: &PgPool, user_id: Uuid) -> Result<PlanLimits, sqlx::Error> {
-    let (plan, _) = crate::plans::account_plan(pool, user_id).await?;
+    let (plan, _) = crate::payment::account_plan(pool, user_id).await?;
     Ok(plan.map_or(
         PlanLimits {
             rps: 1,

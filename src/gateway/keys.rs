@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::GatewayState;
 use super::directory::Lookup;
 use super::error::GatewayError;
-use crate::api::{
-    ApiError, ApiJson, ApiQuery, Code, ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page,
-};
-use crate::auth::session::{ActiveUser, bearer_token};
+use crate::api::{ApiError, ApiJson, ApiQuery, Code, ErrorBody, Page, PageQuery, SuccessBody, ok};
+use crate::auth::session::bearer_token;
 use crate::auth::token;
-use crate::startup::AppContext;
+use crate::auth::{ActiveUser, users};
+use crate::state::AppState;
 
 pub const KEY_PREFIX: &str = "mk_";
 /// Live keys an account may hold.
@@ -57,7 +57,7 @@ pub struct KeyView {
         body = ErrorBody),
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn create(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     ActiveUser(session): ActiveUser,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
@@ -69,9 +69,7 @@ pub async fn create(
     let mut transaction = context.pool.begin().await?;
     // The user's row lock makes the count and the insert one step, so racing requests cannot
     // pass the cap together.
-    sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)
-        .fetch_one(&mut *transaction)
-        .await?;
+    users::lock(&mut transaction, user_id).await?;
     let live = sqlx::query_scalar!(
         r#"SELECT count(*) AS "live!" FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"#,
         user_id
@@ -115,19 +113,19 @@ pub async fn create(
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Page<KeyView>>)),
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn list(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     ActiveUser(session): ActiveUser,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, size) = query.resolve()?;
+    let page = query.resolve()?;
     let keys = sqlx::query_as!(
         KeyView,
         r#"SELECT id, name, prefix, created_at, last_used_at FROM api_keys
            WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id
            LIMIT $2 OFFSET $3"#,
         session.user.id,
-        i64::from(size),
-        i64::from((page - 1) * size)
+        page.limit(),
+        page.offset()
     )
     .fetch_all(&context.pool)
     .await?;
@@ -137,7 +135,7 @@ pub async fn list(
     )
     .fetch_one(&context.pool)
     .await?;
-    Ok(ok_page(keys, total, page, size))
+    Ok(page.answer(keys, total))
 }
 
 /// Revokes a key: every instance refuses it within a second.
@@ -146,7 +144,8 @@ pub async fn list(
     (status = 403, description = "40302 another user's key.", body = ErrorBody),
     (status = 404, description = "No such key.", body = ErrorBody)))]
 pub async fn revoke(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     ActiveUser(session): ActiveUser,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
@@ -168,7 +167,7 @@ pub async fn revoke(
     )
     .execute(&context.pool)
     .await?;
-    context.gateway.directory.revoke_key(key_id);
+    gateway.directory.revoke_key(key_id);
     Ok(ok(()))
 }
 
@@ -192,7 +191,7 @@ impl FromRequest for AccountCaller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let context = req.app_data::<web::Data<AppContext>>().cloned();
+        let gateway = req.app_data::<web::Data<GatewayState>>().cloned();
         let key = presented_key(req).filter(|key| key.starts_with(KEY_PREFIX));
         let session = ActiveUser::from_request(req, payload);
         Box::pin(async move {
@@ -202,9 +201,9 @@ impl FromRequest for AccountCaller {
                     user_id: session.user.id,
                 });
             };
-            let context =
-                context.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no context")))?;
-            match context.gateway.directory.lookup(&key).await? {
+            let gateway =
+                gateway.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no gateway state")))?;
+            match gateway.directory.lookup(&key).await? {
                 Lookup::Unknown => Err(GatewayError::KeyInvalid.into()),
                 Lookup::Found(_, account)
                     if account.frozen.load(std::sync::atomic::Ordering::Relaxed) =>

@@ -20,53 +20,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::directory::{Account, Directory};
+use super::wallet::{UsageDelta, UsageKey, Wallet};
 use crate::clock::Clock;
 use crate::ledger;
-
-/// Calls aggregated per key, provider and hour until the next settlement.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UsageDelta {
-    pub calls: i64,
-    pub credits: i64,
-    pub errors: i64,
-}
-
-type UsageKey = (Uuid, String, DateTime<Utc>);
-
-/// An account's credits on this instance.
-#[derive(Debug, Default)]
-pub struct Wallet {
-    lease_id: Option<Uuid>,
-    /// Reserved into the current lease.
-    granted: i64,
-    /// Charged (upstream answered below 500).
-    spent: i64,
-    /// Held by calls in flight.
-    held: i64,
-    /// Spent and already written to the ledger.
-    settled: i64,
-    /// What PostgreSQL had available beyond the lease at the last reservation.
-    available_beyond: i64,
-    /// After a reservation found nothing, when to try again.
-    empty_until: Option<Instant>,
-    /// Spent during the current and the previous tick: they size the next block.
-    spent_this_tick: i64,
-    spent_last_tick: i64,
-    idle_ticks: u32,
-    usage: HashMap<UsageKey, UsageDelta>,
-}
-
-impl Wallet {
-    fn remaining(&self) -> i64 {
-        self.granted - self.spent - self.held
-    }
-
-    /// Credits this instance can still see for the account: its lease and what the database
-    /// had beyond it.
-    pub fn visible_credits(&self) -> i64 {
-        self.remaining().max(0) + self.available_beyond.max(0)
-    }
-}
 
 /// After a reservation found no credits, calls answer 40201 without asking again for this long.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(250);

@@ -1,4 +1,5 @@
-//! The metered gateway: API keys, providers, limits, exact credits, the upstream proxy and usage.
+//! The metered gateway: API keys, providers, limits, exact credits, the upstream proxy, usage
+//! and the account status that sums them up.
 //! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301.
 
 mod directory;
@@ -8,7 +9,9 @@ mod limits;
 mod meter;
 mod providers;
 mod proxy;
+mod status;
 mod usage;
+mod wallet;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +26,6 @@ use crate::config::Settings;
 use crate::limits::Rate;
 pub use directory::{Directory, month_calls};
 pub use error::GatewayError;
-use limits::CallLimiter;
 pub use meter::Meter;
 use providers::ProviderTable;
 
@@ -31,7 +33,6 @@ use providers::ProviderTable;
 pub struct GatewayState {
     pub directory: Directory,
     pub meter: Meter,
-    limiter: CallLimiter,
     pub providers: ProviderTable,
     in_flight: Arc<Semaphore>,
     global_rate: Option<Rate>,
@@ -39,17 +40,11 @@ pub struct GatewayState {
 
 impl GatewayState {
     pub async fn new(settings: &Settings, pool: PgPool, clock: Arc<Clock>) -> anyhow::Result<Self> {
-        use secrecy::ExposeSecret;
-        let redis_url = settings
-            .redis_url
-            .as_ref()
-            .map(|url| url.expose_secret().to_owned());
         let providers = ProviderTable::default();
         providers.reload(&pool).await?;
         Ok(GatewayState {
             directory: Directory::new(pool.clone(), clock.clone()),
             meter: Meter::new(pool, clock, settings.gateway.lease_ttl),
-            limiter: CallLimiter::connect(redis_url.as_deref(), &settings.redis_key_prefix).await?,
             providers,
             in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),
             global_rate: settings.gateway.global_rps.map(|rps| Rate {
@@ -90,10 +85,21 @@ impl GatewayState {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/myapi/keys", web::post().to(keys::create))
+    cfg.route("/myapi/status", web::get().to(status::status))
+        .route("/myapi/keys", web::post().to(keys::create))
         .route("/myapi/keys", web::get().to(keys::list))
         .route("/myapi/keys/{id}", web::delete().to(keys::revoke))
-        .route("/myapi/usage", web::get().to(usage::usage));
+        .route("/myapi/usage", web::get().to(usage::usage))
+        .route("/myapi/admin/providers", web::get().to(providers::list))
+        .route("/myapi/admin/providers", web::post().to(providers::create))
+        .route(
+            "/myapi/admin/providers/{slug}",
+            web::put().to(providers::update),
+        )
+        .route(
+            "/myapi/admin/providers/{slug}",
+            web::delete().to(providers::delete),
+        );
 }
 
 /// `ANY /api/v1/{provider}/{path...}`, in a scope of its own.
@@ -105,18 +111,9 @@ pub fn configure_proxy(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// The admin's provider routes, mounted under `/myapi/admin` by the admin module.
-pub fn configure_admin(scope: actix_web::Scope) -> actix_web::Scope {
-    scope
-        .route("/providers", web::get().to(providers::list))
-        .route("/providers", web::post().to(providers::create))
-        .route("/providers/{slug}", web::put().to(providers::update))
-        .route("/providers/{slug}", web::delete().to(providers::delete))
-}
-
 #[derive(OpenApi)]
 #[openapi(
-    paths(proxy::forward, keys::create, keys::list, keys::revoke, usage::usage, providers::list,
+    paths(status::status, proxy::forward, keys::create, keys::list, keys::revoke, usage::usage, providers::list,
         providers::create, providers::update, providers::delete),
     tags((name = "keys", description = "API keys and usage"),
         (name = "gateway", description = "The metered calls to providers"))

@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::admin::AdminUser;
+use super::GatewayState;
 use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok};
-use crate::auth::users::is_violation_of;
-use crate::startup::AppContext;
+use crate::auth::AdminUser;
+use crate::db::is_violation_of;
+use crate::state::AppState;
 
 /// A provider as the gateway uses it.
 #[derive(Clone, Debug)]
@@ -198,7 +199,7 @@ impl ProviderInput {
     responses((status = 200, body = inline(SuccessBody<Vec<ProviderView>>)),
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn list(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     _admin: AdminUser,
 ) -> Result<HttpResponse, ApiError> {
     let providers = load_all(&context.pool).await?;
@@ -213,7 +214,8 @@ pub async fn list(
     (status = 400, description = "A field is invalid or the slug is taken.", body = ErrorBody),
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn create(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     _admin: AdminUser,
     ApiJson(input): ApiJson<ProviderInput>,
 ) -> Result<HttpResponse, ApiError> {
@@ -239,7 +241,7 @@ pub async fn create(
         }
         other => other?,
     };
-    answer(&context, &input.slug).await
+    answer(&context, &gateway, &input.slug).await
 }
 
 #[utoipa::path(put, path = "/myapi/admin/providers/{slug}", tag = "admin",
@@ -248,7 +250,8 @@ pub async fn create(
     (status = 400, description = "A field is invalid.", body = ErrorBody),
     (status = 404, description = "No such provider.", body = ErrorBody)))]
 pub async fn update(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     _admin: AdminUser,
     path: web::Path<String>,
     ApiJson(input): ApiJson<ProviderInput>,
@@ -276,14 +279,15 @@ pub async fn update(
     if updated.rows_affected() == 0 {
         return Err(ApiError::not_found());
     }
-    answer(&context, &input.slug).await
+    answer(&context, &gateway, &input.slug).await
 }
 
 #[utoipa::path(delete, path = "/myapi/admin/providers/{slug}", tag = "admin",
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Option<String>>)),
     (status = 404, description = "No such provider.", body = ErrorBody)))]
 pub async fn delete(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     _admin: AdminUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -293,14 +297,17 @@ pub async fn delete(
     if deleted.rows_affected() == 0 {
         return Err(ApiError::not_found());
     }
-    context.gateway.providers.reload(&context.pool).await?;
+    gateway.providers.reload(&context.pool).await?;
     Ok(ok(()))
 }
 
-async fn answer(context: &AppContext, slug: &str) -> Result<HttpResponse, ApiError> {
-    context.gateway.providers.reload(&context.pool).await?;
-    let provider = context
-        .gateway
+async fn answer(
+    context: &AppState,
+    gateway: &GatewayState,
+    slug: &str,
+) -> Result<HttpResponse, ApiError> {
+    gateway.providers.reload(&context.pool).await?;
+    let provider = gateway
         .providers
         .get(slug)
         .ok_or_else(ApiError::not_found)?;

@@ -11,13 +11,15 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::GatewayState;
 use super::directory::{Account, Lookup};
 use super::error::GatewayError;
 use super::keys::presented_key;
-use super::limits::{Exceeded, Subject, month_of};
+use super::limits::month_of;
 use super::providers::Provider;
 use crate::api::{ApiError, ErrorBody, Rendered};
-use crate::startup::AppContext;
+use crate::limits::Exceeded;
+use crate::state::AppState;
 
 thread_local! {
     /// One pooled keep-alive client per worker thread (awc's client is not `Send`).
@@ -105,11 +107,11 @@ impl Meters {
         (not charged).", body = ErrorBody),
     (status = 503, description = "50301 global protection limit (with Retry-After).", body = ErrorBody)))]
 pub async fn forward(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let gateway = &context.gateway;
     let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
     let Lookup::Found(key_entry, account) = gateway.directory.lookup(&key).await? else {
         return Err(GatewayError::KeyInvalid.into());
@@ -146,26 +148,24 @@ pub async fn forward(
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
     let permit = gateway.in_flight.clone().try_acquire_owned().ok();
-    let subject = Subject {
-        user_id: account.user_id,
-        limits,
-        state: &account.limit_state,
-        month: month_of(context.clock.now()),
-        month_seed: account.month_seed.load(Ordering::Relaxed),
-    };
-    let verdict = gateway
+    let rates = limits.rates();
+    let bundle = account.limit_bundle(limits, &rates, month_of(context.clock.now()));
+    let verdict = context
         .limiter
-        .check(&subject, held.is_some() && permit.is_some())
+        .check_bundle(&bundle, held.is_some() && permit.is_some())
         .await;
-    meters.rps_remaining = verdict.rps_remaining;
+    meters.rps_remaining = verdict.remaining;
     let refusal = match verdict.exceeded {
-        Some(Exceeded::PerSecond(wait)) => Some(GatewayError::PerSecond {
-            retry_after_secs: secs(wait),
+        Some(Exceeded::Rate {
+            index: 0,
+            retry_after,
+        }) => Some(GatewayError::PerSecond {
+            retry_after_secs: secs(retry_after),
         }),
-        Some(Exceeded::PerHour(wait)) => Some(GatewayError::PerHour {
-            retry_after_secs: secs(wait),
+        Some(Exceeded::Rate { retry_after, .. }) => Some(GatewayError::PerHour {
+            retry_after_secs: secs(retry_after),
         }),
-        Some(Exceeded::Monthly) => Some(GatewayError::MonthlyQuota),
+        Some(Exceeded::Quota) => Some(GatewayError::MonthlyQuota),
         None if held.is_none() => Some(GatewayError::InsufficientCredits),
         None if permit.is_none() => Some(GatewayError::Overloaded),
         None => None,
@@ -179,7 +179,7 @@ pub async fn forward(
         let decision = context.limiter.check("gateway_global", "all", rate).await;
         if !decision.allowed {
             drop(held);
-            gateway.limiter.refund(&subject).await;
+            context.limiter.refund_bundle(&bundle).await;
             meters.credits = visible_credits(&account);
             return Err(meters.on_error(GatewayError::Overloaded));
         }
@@ -205,7 +205,7 @@ pub async fn forward(
         }
         outcome => {
             drop(held);
-            gateway.limiter.refund(&subject).await;
+            context.limiter.refund_bundle(&bundle).await;
             gateway
                 .meter
                 .count_error(&account, key_entry.key_id, &provider.slug);

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok_page};
-use crate::auth::session::ActiveUser;
-use crate::startup::AppContext;
+use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody};
+use crate::auth::ActiveUser;
+use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -40,11 +40,11 @@ pub struct Bucket {
     (status = 400, description = "A bad range or granularity.", body = ErrorBody),
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn usage(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     ActiveUser(session): ActiveUser,
     ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, size) = PageQuery {
+    let page = PageQuery {
         page: query.page,
         page_size: query.page_size,
     }
@@ -68,19 +68,29 @@ pub async fn usage(
     let rows = sqlx::query!(
         r#"SELECT date_trunc($4, hour, 'UTC') AS "start!", provider,
                   sum(calls)::bigint AS "calls!", sum(credits)::bigint AS "credits!",
-                  sum(errors)::bigint AS "errors!", count(*) OVER () AS "total!"
+                  sum(errors)::bigint AS "errors!"
            FROM usage_hourly WHERE user_id = $1 AND hour >= $2 AND hour < $3
            GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $5 OFFSET $6"#,
         session.user.id,
         from,
         to,
         granularity,
-        i64::from(size),
-        i64::from((page - 1) * size)
+        page.limit(),
+        page.offset()
     )
     .fetch_all(&context.pool)
     .await?;
-    let total = rows.first().map_or(0, |row| row.total);
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!" FROM (
+               SELECT 1 FROM usage_hourly WHERE user_id = $1 AND hour >= $2 AND hour < $3
+               GROUP BY date_trunc($4, hour, 'UTC'), provider) AS buckets"#,
+        session.user.id,
+        from,
+        to,
+        granularity
+    )
+    .fetch_one(&context.pool)
+    .await?;
     let buckets = rows
         .into_iter()
         .map(|row| Bucket {
@@ -91,5 +101,5 @@ pub async fn usage(
             errors: row.errors,
         })
         .collect();
-    Ok(ok_page(buckets, total, page, size))
+    Ok(page.answer(buckets, total))
 }

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use routes::{LedgerApi, adjust_credits, configure};
+pub use routes::{LedgerApi, configure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -236,6 +236,23 @@ pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {
     .fetch_optional(pool)
     .await?;
     Ok(balance.unwrap_or(0))
+}
+
+/// The balances of several accounts; an account without credits is absent.
+pub async fn balances(
+    pool: &PgPool,
+    user_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT user_id, balance FROM credit_accounts WHERE user_id = ANY($1)",
+        user_ids
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.user_id, row.balance))
+        .collect())
 }
 
 /// An entry as the user sees it.

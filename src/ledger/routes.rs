@@ -6,13 +6,17 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::{Applied, Entry, LedgerError, Movement};
-use crate::admin::AdminUser;
-use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, PageQuery, SuccessBody, ok, ok_page};
-use crate::auth::session::ActiveUser;
-use crate::startup::AppContext;
+use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, PageQuery, SuccessBody, ok};
+use crate::auth::ActiveUser;
+use crate::auth::AdminUser;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/myapi/credits/ledger", web::get().to(list_entries));
+    cfg.route("/myapi/credits/ledger", web::get().to(list_entries))
+        .route(
+            "/myapi/admin/users/{id}/credits",
+            web::post().to(adjust_credits),
+        );
 }
 
 /// The user's credit movements, newest first.
@@ -21,19 +25,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     (status = 200, body = inline(SuccessBody<crate::api::Page<Entry>>)),
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn list_entries(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     ActiveUser(session): ActiveUser,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, size) = query.resolve()?;
+    let page = query.resolve()?;
     let user_id = session.user.id;
     let entries = sqlx::query_as!(
         Entry,
         r#"SELECT id, amount, balance_after, reason, reference, created_at FROM ledger_entries
            WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"#,
         user_id,
-        i64::from(size),
-        i64::from((page - 1) * size)
+        page.limit(),
+        page.offset()
     )
     .fetch_all(&context.pool)
     .await?;
@@ -43,7 +47,7 @@ pub async fn list_entries(
     )
     .fetch_one(&context.pool)
     .await?;
-    Ok(ok_page(entries, total, page, size))
+    Ok(page.answer(entries, total))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -69,7 +73,7 @@ pub struct Adjusted {
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn adjust_credits(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     admin: AdminUser,
     req: HttpRequest,
     path: web::Path<Uuid>,

@@ -1,20 +1,24 @@
-//! Rate limits: GCRA everywhere, so a limit means the same whether it is kept in process
-//! (governor) or shared by every instance through Redis (one atomic script per check, clocked by
-//! Redis itself so instances' clocks do not matter). A rejected call consumes nothing.
+//! The one rate limiter, for the account throttles and the gateway alike. GCRA everywhere, so a
+//! limit means the same whether it is kept in process or shared by every instance through Redis
+//! (one atomic script per check). A bundle of limits (the gateway's per second, per hour and
+//! monthly quota) is checked together and consumed only when every limit passes; a refused
+//! event consumes nothing.
 //!
-//! When Redis is unreachable, `check` falls back to the in-process limiter and logs it: the
-//! account throttles stay in force per instance rather than failing open or failing every call.
+//! When Redis is unreachable a check falls back to the in-process state and logs it: limits stay
+//! in force per instance rather than failing open or failing every call.
 
-mod local;
-mod redis_gcra;
+mod gcra;
+mod redis_store;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
-use local::LocalLimiter;
-use redis_gcra::RedisLimiter;
+pub use gcra::{LocalCells, MAX_RATES};
+use redis_store::RedisStore;
 
 /// `limit` events per `period`, all of which may come at once (burst = limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +28,13 @@ pub struct Rate {
 }
 
 impl Rate {
+    pub fn per_second(limit: u32) -> Rate {
+        Rate {
+            limit: limit.max(1),
+            period: Duration::from_secs(1),
+        }
+    }
+
     pub fn per_minute(limit: u32) -> Rate {
         Rate {
             limit: limit.max(1),
@@ -37,20 +48,69 @@ impl Rate {
             period: Duration::from_secs(3600),
         }
     }
+}
 
-    /// The time between two events at the sustained rate.
-    fn emission_interval(self) -> Duration {
-        self.period / self.limit
+/// A counter of events per period (a month's calls), checked with a bundle's rates.
+#[derive(Clone, Copy, Debug)]
+pub struct Quota {
+    /// None: counted, never refused.
+    pub limit: Option<i64>,
+    /// Which period the count belongs to (YYYYMM for a month).
+    pub period: u32,
+    /// The period's count as the database knows it, for a shared counter that does not exist.
+    pub seed: i64,
+    /// How long a shared counter outlives its period's last event.
+    pub ttl: Duration,
+}
+
+/// Limits checked and consumed together for one subject.
+pub struct Bundle<'a> {
+    /// With `key`, names the subject: `login` and an IP, `gateway` and an account.
+    pub class: &'static str,
+    pub key: &'a str,
+    /// At most `MAX_RATES`.
+    pub rates: &'a [Rate],
+    pub quota: Option<Quota>,
+    /// This instance's state of the bundle: the limits in process, and the fallback when Redis
+    /// is down.
+    pub cells: &'a Mutex<LocalCells>,
+}
+
+/// Which limit refused an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exceeded {
+    /// The rate at `index` of the bundle, free again after `retry_after`.
+    Rate {
+        index: usize,
+        retry_after: Duration,
+    },
+    Quota,
+}
+
+/// The outcome of a bundle's check.
+#[derive(Clone, Copy, Debug)]
+pub struct Verdict {
+    pub exceeded: Option<Exceeded>,
+    /// Events still allowed by the first rate right now after this one.
+    pub remaining: u32,
+}
+
+impl Verdict {
+    fn refused(exceeded: Exceeded) -> Verdict {
+        Verdict {
+            exceeded: Some(exceeded),
+            remaining: 0,
+        }
     }
 }
 
-/// The outcome of one check.
+/// The outcome of one throttle check.
 #[derive(Clone, Copy, Debug)]
 pub struct Decision {
     pub allowed: bool,
     /// Events still allowed right now after this one.
     pub remaining: u32,
-    /// When rejected: how long until the next event would be allowed.
+    /// When refused: how long until the next event would be allowed.
     pub retry_after: Duration,
 }
 
@@ -61,9 +121,16 @@ impl Decision {
     }
 }
 
+/// Keys idle long enough to be full again are dropped once the throttles hold this many.
+const PRUNE_ABOVE_KEYS: usize = 10_000;
+
+type ThrottleKey = (&'static str, String);
+
 pub struct Limiter {
-    local: LocalLimiter,
-    shared: Option<RedisLimiter>,
+    started: Instant,
+    /// The in-process cells of single-rate throttles, keyed by class and subject.
+    throttles: Mutex<HashMap<ThrottleKey, Arc<Mutex<LocalCells>>>>,
+    shared: Option<RedisStore>,
 }
 
 impl Limiter {
@@ -72,25 +139,97 @@ impl Limiter {
     pub async fn from_settings(settings: &Settings) -> anyhow::Result<Limiter> {
         let shared = match &settings.redis_url {
             Some(url) => {
-                Some(RedisLimiter::connect(url.expose_secret(), &settings.redis_key_prefix).await?)
+                Some(RedisStore::connect(url.expose_secret(), &settings.redis_key_prefix).await?)
             }
             None => None,
         };
         Ok(Limiter {
-            local: LocalLimiter::default(),
+            started: Instant::now(),
+            throttles: Mutex::default(),
             shared,
         })
     }
 
-    /// Counts one event of `class` for `key` against `rate`.
-    pub async fn check(&self, class: &'static str, key: &str, rate: Rate) -> Decision {
+    /// Microseconds on this instance's monotonic clock, offset by an hour so the first cells
+    /// are never "in the past" of zero.
+    fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64 + 3_600_000_000
+    }
+
+    /// Checks every limit of `bundle`; consumes one event from each only if all pass and
+    /// `consume`.
+    pub async fn check_bundle(&self, bundle: &Bundle<'_>, consume: bool) -> Verdict {
         if let Some(shared) = &self.shared {
-            match shared.check(class, key, rate).await {
-                Ok(decision) => return decision,
-                Err(error) => tracing::warn!(class, error = %error,
-                    "Redis limiter unavailable; using the in-process limit"),
+            match shared.check(bundle, consume).await {
+                Ok(verdict) => {
+                    if verdict.exceeded.is_none()
+                        && consume
+                        && let Some(quota) = bundle.quota
+                    {
+                        lock(bundle.cells).record(quota.period);
+                    }
+                    return verdict;
+                }
+                Err(error) => tracing::warn!(class = bundle.class, error = %error,
+                    "Redis limiter unavailable; using the in-process limits"),
             }
         }
-        self.local.check(class, key, rate)
+        let quota = bundle.quota.map(|quota| (quota.limit, quota.period));
+        lock(bundle.cells).check(self.now_us(), bundle.rates, quota, consume)
     }
+
+    /// Gives back the event consumed by a successful check.
+    pub async fn refund_bundle(&self, bundle: &Bundle<'_>) {
+        let period = bundle.quota.map(|quota| quota.period);
+        lock(bundle.cells).refund(bundle.rates, period);
+        if let Some(shared) = &self.shared
+            && let Err(error) = shared.refund(bundle).await
+        {
+            tracing::warn!(class = bundle.class, error = %error,
+                "could not give an event back to Redis");
+        }
+    }
+
+    /// Counts one event of `class` for `key` against `rate`: the account throttles.
+    pub async fn check(&self, class: &'static str, key: &str, rate: Rate) -> Decision {
+        let cells = self.throttle_cells(class, key);
+        let bundle = Bundle {
+            class,
+            key,
+            rates: &[rate],
+            quota: None,
+            cells: &cells,
+        };
+        let verdict = self.check_bundle(&bundle, true).await;
+        match verdict.exceeded {
+            None => Decision {
+                allowed: true,
+                remaining: verdict.remaining,
+                retry_after: Duration::ZERO,
+            },
+            Some(Exceeded::Rate { retry_after, .. }) => Decision {
+                allowed: false,
+                remaining: 0,
+                retry_after,
+            },
+            Some(Exceeded::Quota) => unreachable!("a throttle has no quota"),
+        }
+    }
+
+    /// A throttle's cells (shared, since a check may await Redis while another runs).
+    fn throttle_cells(&self, class: &'static str, key: &str) -> Arc<Mutex<LocalCells>> {
+        let mut throttles = lock(&self.throttles);
+        if throttles.len() > PRUNE_ABOVE_KEYS {
+            let now = self.now_us();
+            throttles.retain(|_, cells| !lock(cells).is_idle(now));
+        }
+        throttles
+            .entry((class, key.to_owned()))
+            .or_default()
+            .clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, CATALOGUE, CodeInfo, Module, ok};
-use crate::startup::AppContext;
+use crate::state::AppState;
 
 pub use docs::openapi;
 
@@ -38,7 +38,7 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = inline(crate::api::SuccessBody<Health>)),
     (status = 503, description = "The database is unreachable.", body = crate::api::ErrorBody)))]
-pub async fn readyz(context: web::Data<AppContext>) -> Result<HttpResponse, ApiError> {
+pub async fn readyz(context: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
         .fetch_one(&context.pool)
         .await

@@ -6,9 +6,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::error::PaymentError;
+use super::event::StripeEvent;
 use super::grant::{grant_credits, settle_payment};
 use super::order::{self, Order};
-use super::webhook::StripeEvent;
 use crate::ledger::{self, Movement};
 
 pub async fn apply(

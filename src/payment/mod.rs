@@ -2,20 +2,23 @@
 //! cancellation, and manual orders. Codes 40007, 40021-40028, 40302, 40411, 50021-50023.
 
 mod error;
+mod event;
 mod events;
 mod grant;
 mod order;
 mod routes;
 pub mod signature;
 mod stripe_api;
+mod subscription;
 mod webhook;
 
 use actix_web::web;
 use utoipa::OpenApi;
 
 pub use error::PaymentError;
-pub use routes::admin_create_manual_order;
+pub use order::SubscriptionView;
 pub use stripe_api::StripeApi;
+pub use subscription::account_plan;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/myapi/orders", web::post().to(routes::create_order))
@@ -32,6 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/myapi/webhooks/stripe",
             web::post().to(webhook::stripe_webhook),
+        )
+        .route(
+            "/myapi/admin/orders",
+            web::post().to(routes::admin_create_manual_order),
         );
 }
 

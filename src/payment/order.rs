@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::plans::SubscriptionView;
+use crate::api::PageRequest;
 
 /// A row of `orders`.
 #[derive(Clone, Debug)]
@@ -35,6 +35,15 @@ pub struct Order {
     pub expires_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// The subscription part of the status and of an order.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    pub order_no: String,
+    pub status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
 }
 
 /// An order as clients see it.
@@ -224,8 +233,7 @@ pub async fn list_for_user(
     executor: impl PgExecutor<'_>,
     user_id: Uuid,
     status: Option<&str>,
-    limit: i64,
-    offset: i64,
+    page: PageRequest,
 ) -> Result<Vec<Order>, sqlx::Error> {
     sqlx::query_as!(
         Order,
@@ -238,11 +246,38 @@ pub async fn list_for_user(
            ORDER BY id DESC LIMIT $3 OFFSET $4"#,
         user_id,
         status,
-        limit,
-        offset
+        page.limit(),
+        page.offset()
     )
     .fetch_all(executor)
     .await
+}
+
+/// The account's active subscription that runs longest: its plan and its view.
+pub async fn active_subscription(
+    executor: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> Result<Option<(i64, SubscriptionView)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT order_no, plan_id, subscription_status AS "status!", current_period_end,
+                  cancel_at_period_end
+           FROM orders
+           WHERE user_id = $1 AND billing_mode = 'subscription'
+             AND subscription_status IN ('active', 'trialing')
+           ORDER BY current_period_end DESC NULLS LAST, id DESC LIMIT 1"#,
+        user_id
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|row| {
+        let view = SubscriptionView {
+            order_no: row.order_no,
+            status: row.status,
+            current_period_end: row.current_period_end,
+            cancel_at_period_end: row.cancel_at_period_end,
+        };
+        (row.plan_id, view)
+    }))
 }
 
 pub async fn count_for_user(

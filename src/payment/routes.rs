@@ -13,16 +13,15 @@ use uuid::Uuid;
 use super::error::PaymentError;
 use super::grant::settle_payment;
 use super::order::{self, NewOrder, Order, OrderView};
-use crate::admin::AdminUser;
-use crate::api::{
-    ApiError, ApiJson, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok, ok_page,
-};
-use crate::auth::session::ActiveUser;
-use crate::auth::users::is_violation_of;
+use super::stripe_api::StripeApi;
+use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok};
+use crate::auth::ActiveUser;
+use crate::auth::AdminUser;
+use crate::db::is_violation_of;
 use crate::plans::{self, Plan, PlanType};
-use crate::startup::AppContext;
+use crate::state::AppState;
 
-type Context = web::Data<AppContext>;
+type Context = web::Data<AppState>;
 
 /// How long a pending order (and its Checkout Session) can be paid. Stripe accepts 30 minutes
 /// to 24 hours.
@@ -52,7 +51,7 @@ fn parse_method(method: Option<&str>) -> Result<&'static str, PaymentError> {
 }
 
 /// A plan that can be bought: active and not free.
-async fn buyable_plan(context: &AppContext, plan_id: i64) -> Result<Plan, PaymentError> {
+async fn buyable_plan(context: &AppState, plan_id: i64) -> Result<Plan, PaymentError> {
     match plans::find(&context.pool, plan_id).await? {
         Some(plan) if plan.active && plan.plan_type != PlanType::Free => Ok(plan),
         _ => Err(PaymentError::InvalidPlan),
@@ -84,6 +83,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         stays pending; retry with /checkout).", body = ErrorBody)))]
 pub async fn create_order(
     context: Context,
+    stripe: web::Data<StripeApi>,
     ActiveUser(session): ActiveUser,
     req: HttpRequest,
     ApiJson(body): ApiJson<CreateOrder>,
@@ -100,7 +100,7 @@ pub async fn create_order(
     if plan.plan_type == PlanType::Subscription && method != "credit_card" {
         return Err(PaymentError::SubscriptionCardOnly.into());
     }
-    if !context.stripe.is_configured() {
+    if !stripe.is_configured() {
         return Err(PaymentError::PaymentsNotConfigured.into());
     }
     let now = context.clock.now();
@@ -135,14 +135,15 @@ pub async fn create_order(
         }
         Err(error) => return Err(error.into()),
     };
-    let order = open_checkout(&context, order, &plan).await?;
+    let order = open_checkout(&context, &stripe, order, &plan).await?;
     Ok(ok(order.view(now)))
 }
 
 /// Creates the next Checkout Session of a pending order and stores it with the order's new
 /// expiry. Stripe's failure leaves the order pending for `/checkout` to retry.
 async fn open_checkout(
-    context: &AppContext,
+    context: &AppState,
+    stripe: &StripeApi,
     order: Order,
     plan: &Plan,
 ) -> Result<Order, PaymentError> {
@@ -154,12 +155,9 @@ async fn open_checkout(
         ..order.clone()
     };
     if let Some(previous) = &order.checkout_session_id {
-        context
-            .stripe
-            .expire_session(previous, &order.order_no)
-            .await?;
+        stripe.expire_session(previous, &order.order_no).await?;
     }
-    let session = context.stripe.create_session(&draft, plan, attempt).await?;
+    let session = stripe.create_session(&draft, plan, attempt).await?;
     let updated = sqlx::query!(
         r#"UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_attempts = $4,
                   expires_at = $5
@@ -182,7 +180,7 @@ async fn open_checkout(
 
 /// The caller's order, or 40411 / 40302.
 async fn own_order(
-    context: &AppContext,
+    context: &AppState,
     user_id: Uuid,
     order_no: &str,
 ) -> Result<Order, PaymentError> {
@@ -214,7 +212,7 @@ pub async fn list_orders(
     ActiveUser(session): ActiveUser,
     ApiQuery(filter): ApiQuery<OrderFilter>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, size) = PageQuery {
+    let page = PageQuery {
         page: filter.page,
         page_size: filter.page_size,
     }
@@ -236,17 +234,10 @@ pub async fn list_orders(
         ));
     }
     let user_id = session.user.id;
-    let offset = i64::from((page - 1) * size);
-    let orders =
-        order::list_for_user(&context.pool, user_id, status, i64::from(size), offset).await?;
+    let orders = order::list_for_user(&context.pool, user_id, status, page).await?;
     let total = order::count_for_user(&context.pool, user_id, status).await?;
     let now = context.clock.now();
-    Ok(ok_page(
-        orders.iter().map(|order| order.view(now)).collect(),
-        total,
-        page,
-        size,
-    ))
+    Ok(page.answer(orders.iter().map(|order| order.view(now)).collect(), total))
 }
 
 /// One of the caller's orders.
@@ -274,6 +265,7 @@ pub async fn get_order(
     (status = 500, description = "50021 Stripe failed.", body = ErrorBody)))]
 pub async fn checkout(
     context: Context,
+    stripe: web::Data<StripeApi>,
     ActiveUser(session): ActiveUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -287,7 +279,7 @@ pub async fn checkout(
     let plan = plans::find(&context.pool, order.plan_id)
         .await?
         .ok_or(PaymentError::InvalidPlan)?;
-    let order = open_checkout(&context, order, &plan).await?;
+    let order = open_checkout(&context, &stripe, order, &plan).await?;
     Ok(ok(order.view(now)))
 }
 
@@ -309,6 +301,7 @@ pub struct CancelRequest {
         or failed.", body = ErrorBody)))]
 pub async fn cancel(
     context: Context,
+    stripe: web::Data<StripeApi>,
     ActiveUser(session): ActiveUser,
     path: web::Path<String>,
     ApiJson(body): ApiJson<CancelRequest>,
@@ -328,8 +321,7 @@ pub async fn cancel(
         .as_deref()
         .ok_or(PaymentError::SubscriptionIdMissing)?;
     let at_period_end = body.at_period_end.unwrap_or(true);
-    context
-        .stripe
+    stripe
         .cancel_subscription(subscription_id, at_period_end)
         .await?;
     if at_period_end {

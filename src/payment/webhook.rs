@@ -4,37 +4,14 @@
 //! can succeed; unknown types are recorded and answered 200.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::Value;
 
 use super::error::PaymentError;
+use super::event::StripeEvent;
 use super::events;
 use super::signature;
 use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
-use crate::startup::AppContext;
-
-/// The envelope of every Stripe event; `data.object` is read per type.
-#[derive(Deserialize)]
-pub struct StripeEvent {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub created: i64,
-    pub data: EventData,
-}
-
-#[derive(Deserialize)]
-pub struct EventData {
-    pub object: Value,
-}
-
-impl StripeEvent {
-    pub fn created_at(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp(self.created, 0).unwrap_or_default()
-    }
-}
+use crate::state::AppState;
 
 /// Receives a Stripe event.
 #[utoipa::path(post, path = "/myapi/webhooks/stripe", tag = "payment",
@@ -47,7 +24,7 @@ impl StripeEvent {
     (status = 500, description = "The effect failed; nothing was recorded, so Stripe retries.",
         body = ErrorBody)))]
 pub async fn stripe_webhook(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -74,7 +51,7 @@ pub async fn stripe_webhook(
 }
 
 /// Applies `event` once.
-pub async fn process(context: &AppContext, event: &StripeEvent) -> Result<(), PaymentError> {
+pub async fn process(context: &AppState, event: &StripeEvent) -> Result<(), PaymentError> {
     let mut transaction = context.pool.begin().await?;
     // A twin delivery waits here on the unique id until this transaction ends, then finds it.
     let first = sqlx::query_scalar!(

@@ -4,11 +4,11 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::repo::{self, Plan, PlanType};
-use crate::admin::AdminUser;
+use super::repo::{self, Plan, PlanFields, PlanType};
 use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok};
-use crate::auth::users::is_violation_of;
-use crate::startup::AppContext;
+use crate::auth::AdminUser;
+use crate::db::is_violation_of;
+use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct PlanInput {
@@ -102,10 +102,10 @@ fn map_write_error(error: sqlx::Error) -> ApiError {
     responses((status = 200, body = inline(SuccessBody<Vec<Plan>>)),
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn admin_list(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
     _admin: AdminUser,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(ok(repo::list(&context.pool, false).await?))
+    Ok(ok(repo::list(&state.pool, false).await?))
 }
 
 #[utoipa::path(post, path = "/myapi/admin/plans", tag = "admin", request_body = PlanInput,
@@ -113,35 +113,11 @@ pub async fn admin_list(
     (status = 400, description = "A field is invalid.", body = ErrorBody),
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn admin_create(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
     _admin: AdminUser,
     ApiJson(input): ApiJson<PlanInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let valid = input.validate()?;
-    let id = sqlx::query_scalar!(
-        r#"INSERT INTO plans (name, plan_type, amount_cents, currency, interval, credits,
-                              monthly_quota, rps_limit, rph_limit, description, active, stripe_price_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id"#,
-        input.name.trim(),
-        input.plan_type.as_str(),
-        input.amount_cents,
-        valid.currency,
-        valid.interval,
-        input.credits,
-        input.monthly_quota,
-        input.rps_limit,
-        input.rph_limit,
-        input.description,
-        valid.active,
-        valid.stripe_price_id
-    )
-    .fetch_one(&context.pool)
-    .await
-    .map_err(map_write_error)?;
-    let plan = repo::find(&context.pool, id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    Ok(ok(plan))
+    save(&state, None, &input).await
 }
 
 #[utoipa::path(put, path = "/myapi/admin/plans/{id}", tag = "admin", request_body = PlanInput,
@@ -150,38 +126,37 @@ pub async fn admin_create(
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such plan.", body = ErrorBody)))]
 pub async fn admin_update(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
     _admin: AdminUser,
     path: web::Path<i64>,
     ApiJson(input): ApiJson<PlanInput>,
 ) -> Result<HttpResponse, ApiError> {
+    save(&state, Some(path.into_inner()), &input).await
+}
+
+async fn save(
+    state: &AppState,
+    id: Option<i64>,
+    input: &PlanInput,
+) -> Result<HttpResponse, ApiError> {
     let valid = input.validate()?;
-    let id = path.into_inner();
-    let updated = sqlx::query_scalar!(
-        r#"UPDATE plans SET name = $2, plan_type = $3, amount_cents = $4, currency = $5,
-                  interval = $6, credits = $7, monthly_quota = $8, rps_limit = $9, rph_limit = $10,
-                  description = $11, active = $12, stripe_price_id = $13
-           WHERE id = $1 RETURNING id"#,
-        id,
-        input.name.trim(),
-        input.plan_type.as_str(),
-        input.amount_cents,
-        valid.currency,
-        valid.interval,
-        input.credits,
-        input.monthly_quota,
-        input.rps_limit,
-        input.rph_limit,
-        input.description,
-        valid.active,
-        valid.stripe_price_id
-    )
-    .fetch_optional(&context.pool)
-    .await
-    .map_err(map_write_error)?;
-    updated.ok_or_else(ApiError::not_found)?;
-    let plan = repo::find(&context.pool, id)
-        .await?
+    let fields = PlanFields {
+        name: input.name.trim(),
+        plan_type: input.plan_type,
+        amount_cents: input.amount_cents,
+        currency: &valid.currency,
+        interval: valid.interval.as_deref(),
+        credits: input.credits,
+        monthly_quota: input.monthly_quota,
+        rps_limit: input.rps_limit,
+        rph_limit: input.rph_limit,
+        description: &input.description,
+        active: valid.active,
+        stripe_price_id: valid.stripe_price_id.as_deref(),
+    };
+    let plan = repo::save(&state.pool, id, fields)
+        .await
+        .map_err(map_write_error)?
         .ok_or_else(ApiError::not_found)?;
     Ok(ok(plan))
 }
@@ -198,30 +173,12 @@ pub struct Removed {
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such plan.", body = ErrorBody)))]
 pub async fn admin_delete(
-    context: web::Data<AppContext>,
+    state: web::Data<AppState>,
     _admin: AdminUser,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    let referenced = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM orders WHERE plan_id = $1) AS "referenced!""#,
-        id
-    )
-    .fetch_one(&context.pool)
-    .await?;
-    let affected = if referenced {
-        sqlx::query!("UPDATE plans SET active = false WHERE id = $1", id)
-            .execute(&context.pool)
-            .await?
-    } else {
-        sqlx::query!("DELETE FROM plans WHERE id = $1", id)
-            .execute(&context.pool)
-            .await?
-    };
-    if affected.rows_affected() == 0 {
-        return Err(ApiError::not_found());
-    }
-    Ok(ok(Removed {
-        deleted: !referenced,
-    }))
+    let deleted = repo::remove(&state.pool, path.into_inner())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok(Removed { deleted }))
 }

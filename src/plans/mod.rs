@@ -1,23 +1,29 @@
-//! Plans: what can be bought, the free plan's limits, the admin's CRUD, and the account status
-//! (which plan's limits apply, the credits, the subscription).
+//! Plans: what can be bought, the free plan's limits and the admin's CRUD. Every statement on
+//! the `plans` table is in `repo.rs`.
 
 mod admin;
 mod repo;
-mod status;
 
 use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 
 use crate::api::{ApiError, SuccessBody, ok};
-use crate::startup::AppContext;
+use crate::state::AppState;
 
-pub use admin::{admin_create, admin_delete, admin_list, admin_update};
-pub use repo::{Plan, PlanType, PublicPlan, account_plan, find};
-pub use status::SubscriptionView;
+pub use repo::{Plan, PlanType, PublicPlan, active_free, find};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/myapi/plans", web::get().to(list_plans))
-        .route("/myapi/status", web::get().to(status::status));
+        .route("/myapi/admin/plans", web::get().to(admin::admin_list))
+        .route("/myapi/admin/plans", web::post().to(admin::admin_create))
+        .route(
+            "/myapi/admin/plans/{id}",
+            web::put().to(admin::admin_update),
+        )
+        .route(
+            "/myapi/admin/plans/{id}",
+            web::delete().to(admin::admin_delete),
+        );
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -28,8 +34,8 @@ pub struct PlanList {
 /// The plans on sale, and the free plan.
 #[utoipa::path(get, path = "/myapi/plans", tag = "plans",
     responses((status = 200, body = inline(SuccessBody<PlanList>))))]
-pub async fn list_plans(context: web::Data<AppContext>) -> Result<HttpResponse, ApiError> {
-    let plans = repo::list(&context.pool, true).await?;
+pub async fn list_plans(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let plans = repo::list(&state.pool, true).await?;
     Ok(ok(PlanList {
         items: plans.into_iter().map(PublicPlan::from).collect(),
     }))
@@ -37,7 +43,7 @@ pub async fn list_plans(context: web::Data<AppContext>) -> Result<HttpResponse, 
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(list_plans, status::status, admin::admin_list, admin::admin_create, admin::admin_update,
+    paths(list_plans, admin::admin_list, admin::admin_create, admin::admin_update,
         admin::admin_delete),
     tags((name = "plans", description = "Plans and the account status"))
 )]

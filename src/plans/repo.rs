@@ -4,9 +4,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
-use uuid::Uuid;
-
-use super::status::SubscriptionView;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -153,40 +150,100 @@ pub async fn find(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Plan>
     Ok(row.map(Plan::from))
 }
 
-/// The plan whose limits apply to an account: its active subscription's (the one that runs
-/// longest), else the active free plan; and that subscription.
-pub async fn account_plan(
-    pool: &PgPool,
-    user_id: Uuid,
-) -> Result<(Option<Plan>, Option<SubscriptionView>), sqlx::Error> {
-    let subscription = sqlx::query!(
-        r#"SELECT order_no, plan_id, subscription_status AS "status!", current_period_end,
-                  cancel_at_period_end
-           FROM orders
-           WHERE user_id = $1 AND billing_mode = 'subscription'
-             AND subscription_status IN ('active', 'trialing')
-           ORDER BY current_period_end DESC NULLS LAST, id DESC LIMIT 1"#,
-        user_id
-    )
-    .fetch_optional(pool)
-    .await?;
-    if let Some(row) = subscription {
-        let plan = find(pool, row.plan_id).await?;
-        let view = SubscriptionView {
-            order_no: row.order_no,
-            status: row.status,
-            current_period_end: row.current_period_end,
-            cancel_at_period_end: row.cancel_at_period_end,
-        };
-        return Ok((plan, Some(view)));
-    }
-    let free = sqlx::query_as!(
+/// The active free plan, whose limits apply to an account without a subscription.
+pub async fn active_free(executor: impl PgExecutor<'_>) -> Result<Option<Plan>, sqlx::Error> {
+    let row = sqlx::query_as!(
         PlanRow,
         r#"SELECT id, name, plan_type, amount_cents, currency, interval, credits, monthly_quota,
                   rps_limit, rph_limit, description, active, stripe_price_id, created_at
            FROM plans WHERE plan_type = 'free' AND active"#
     )
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
-    Ok((free.map(Plan::from), None))
+    Ok(row.map(Plan::from))
+}
+
+/// A plan's fields as the admin sets them.
+pub struct PlanFields<'a> {
+    pub name: &'a str,
+    pub plan_type: PlanType,
+    pub amount_cents: i64,
+    pub currency: &'a str,
+    pub interval: Option<&'a str>,
+    pub credits: i64,
+    pub monthly_quota: Option<i64>,
+    pub rps_limit: i32,
+    pub rph_limit: i32,
+    pub description: &'a str,
+    pub active: bool,
+    pub stripe_price_id: Option<&'a str>,
+}
+
+/// Creates a plan (`id` none) or replaces the fields of plan `id`; `None` when that plan does
+/// not exist. One statement for both, so the fields are bound in one place.
+pub async fn save(
+    pool: &PgPool,
+    id: Option<i64>,
+    fields: PlanFields<'_>,
+) -> Result<Option<Plan>, sqlx::Error> {
+    if let Some(id) = id
+        && find(pool, id).await?.is_none()
+    {
+        return Ok(None);
+    }
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO plans (id, name, plan_type, amount_cents, currency, interval, credits,
+                              monthly_quota, rps_limit, rph_limit, description, active,
+                              stripe_price_id)
+           OVERRIDING SYSTEM VALUE
+           VALUES (COALESCE($1, nextval(pg_get_serial_sequence('plans', 'id'))), $2, $3, $4, $5,
+                   $6, $7, $8, $9, $10, $11, $12, $13)
+           ON CONFLICT (id) DO UPDATE SET
+               (name, plan_type, amount_cents, currency, interval, credits, monthly_quota,
+                rps_limit, rph_limit, description, active, stripe_price_id)
+             = (EXCLUDED.name, EXCLUDED.plan_type, EXCLUDED.amount_cents, EXCLUDED.currency,
+                EXCLUDED.interval, EXCLUDED.credits, EXCLUDED.monthly_quota, EXCLUDED.rps_limit,
+                EXCLUDED.rph_limit, EXCLUDED.description, EXCLUDED.active,
+                EXCLUDED.stripe_price_id)
+           RETURNING id"#,
+        id,
+        fields.name,
+        fields.plan_type.as_str(),
+        fields.amount_cents,
+        fields.currency,
+        fields.interval,
+        fields.credits,
+        fields.monthly_quota,
+        fields.rps_limit,
+        fields.rph_limit,
+        fields.description,
+        fields.active,
+        fields.stripe_price_id
+    )
+    .fetch_one(pool)
+    .await?;
+    find(pool, id).await
+}
+
+/// Deletes a plan, or deactivates it when orders refer to it (their foreign key refuses the
+/// delete). `None` when there is no such plan; else whether it was deleted.
+pub async fn remove(pool: &PgPool, id: i64) -> Result<Option<bool>, sqlx::Error> {
+    let deleted = match sqlx::query!("DELETE FROM plans WHERE id = $1", id)
+        .execute(pool)
+        .await
+    {
+        Ok(done) => return Ok((done.rows_affected() == 1).then_some(true)),
+        Err(error) if is_foreign_key_violation(&error) => false,
+        Err(error) => return Err(error),
+    };
+    let deactivated = sqlx::query!("UPDATE plans SET active = false WHERE id = $1", id)
+        .execute(pool)
+        .await?;
+    Ok((deactivated.rows_affected() == 1).then_some(deleted))
+}
+
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|error| error.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }

@@ -1,28 +1,22 @@
 //! `GET /myapi/status`: the plan whose limits apply, the credits and the subscription.
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::directory::month_calls;
+use super::keys::AccountCaller;
 use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
-use crate::gateway::keys::AccountCaller;
-use crate::startup::AppContext;
-
-/// The subscription part of the status and of an order.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct SubscriptionView {
-    pub order_no: String,
-    pub status: String,
-    pub current_period_end: Option<DateTime<Utc>>,
-    pub cancel_at_period_end: bool,
-}
+use crate::ledger;
+use crate::payment::{self, SubscriptionView};
+use crate::plans::PlanType;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct PlanSummary {
     pub id: i64,
     pub name: String,
-    pub plan_type: super::PlanType,
+    pub plan_type: PlanType,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -51,14 +45,13 @@ pub struct Status {
     (status = 401, description = "40101 no valid session; 40103 a bad API key.", body = ErrorBody),
     (status = 403, description = "40301 the account is frozen.", body = ErrorBody)))]
 pub async fn status(
-    context: web::Data<AppContext>,
+    context: web::Data<AppState>,
     caller: AccountCaller,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = caller.user_id;
-    let (plan, subscription) = super::account_plan(&context.pool, user_id).await?;
-    let credits = crate::ledger::balance(&context.pool, user_id).await?;
-    let month_calls =
-        crate::gateway::month_calls(&context.pool, user_id, context.clock.now()).await?;
+    let (plan, subscription) = payment::account_plan(&context.pool, user_id).await?;
+    let credits = ledger::balance(&context.pool, user_id).await?;
+    let month_calls = month_calls(&context.pool, user_id, context.clock.now()).await?;
     let monthly_quota = plan.as_ref().and_then(|plan| plan.monthly_quota);
     Ok(ok(Status {
         rate_limits: RateLimits {

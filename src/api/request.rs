@@ -1,0 +1,84 @@
+//! The request context: the request id and the language of `msg`, decided once per request by
+//! the outermost middleware (`middleware.rs`) and readable anywhere below it.
+
+use std::future::Future;
+
+use actix_web::dev::ServiceRequest;
+use actix_web::http::header::HeaderName;
+
+use super::catalogue::Lang;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const LANG_HEADER: &str = "x-lang";
+
+tokio::task_local! {
+    static CONTEXT: RequestContext;
+}
+
+/// What every part of a request's handling may need to know about the request itself.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub lang: Lang,
+}
+
+/// The context of the request being served; outside a request (a background task, a unit test)
+/// a placeholder id and English.
+pub fn request_context() -> RequestContext {
+    CONTEXT
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| RequestContext {
+            request_id: String::from("-"),
+            lang: Lang::En,
+        })
+}
+
+/// Runs `work` with `context` as the request context.
+pub(super) async fn scope<F: Future>(context: RequestContext, work: F) -> F::Output {
+    CONTEXT.scope(context, work).await
+}
+
+impl RequestContext {
+    pub(super) fn of(req: &ServiceRequest) -> RequestContext {
+        let request_id = req
+            .headers()
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|id| is_acceptable_request_id(id))
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let from_query = form_urlencoded::parse(req.query_string().as_bytes())
+            .find(|(key, _)| key == "lang")
+            .and_then(|(_, value)| Lang::parse(&value));
+        let from_header = || {
+            req.headers()
+                .get(LANG_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(Lang::parse)
+        };
+        let lang = from_query.or_else(from_header).unwrap_or_default();
+        RequestContext { request_id, lang }
+    }
+}
+
+/// A client's id is echoed only when it is short and plain, so it can neither forge log lines
+/// nor bloat them.
+fn is_acceptable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_acceptable_request_id;
+
+    #[test]
+    fn request_ids_that_could_forge_log_lines_are_replaced() {
+        assert!(is_acceptable_request_id("abc-123_x.y:z"));
+        assert!(!is_acceptable_request_id("abc\ndef"));
+        assert!(!is_acceptable_request_id(""));
+        assert!(!is_acceptable_request_id(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,53 @@
+//! An account's credits on this instance, and the usage it has not settled yet. The meter
+//! (`meter.rs`) is what moves them.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Calls aggregated per key, provider and hour until the next settlement.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UsageDelta {
+    pub calls: i64,
+    pub credits: i64,
+    pub errors: i64,
+}
+
+pub type UsageKey = (Uuid, String, DateTime<Utc>);
+
+/// An account's credits on this instance.
+#[derive(Debug, Default)]
+pub struct Wallet {
+    pub(super) lease_id: Option<Uuid>,
+    /// Reserved into the current lease.
+    pub(super) granted: i64,
+    /// Charged (upstream answered below 500).
+    pub(super) spent: i64,
+    /// Held by calls in flight.
+    pub(super) held: i64,
+    /// Spent and already written to the ledger.
+    pub(super) settled: i64,
+    /// What PostgreSQL had available beyond the lease at the last reservation.
+    pub(super) available_beyond: i64,
+    /// After a reservation found nothing, when to try again.
+    pub(super) empty_until: Option<Instant>,
+    /// Spent during the current and the previous tick: they size the next block.
+    pub(super) spent_this_tick: i64,
+    pub(super) spent_last_tick: i64,
+    pub(super) idle_ticks: u32,
+    pub(super) usage: HashMap<UsageKey, UsageDelta>,
+}
+
+impl Wallet {
+    pub(super) fn remaining(&self) -> i64 {
+        self.granted - self.spent - self.held
+    }
+
+    /// Credits this instance can still see for the account: its lease and what the database
+    /// had beyond it.
+    pub fn visible_credits(&self) -> i64 {
+        self.remaining().max(0) + self.available_beyond.max(0)
+    }
+}
