@@ -7,7 +7,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok};
-use crate::auth::{AdminUser, users};
+use crate::auth::AdminUser;
+use crate::auth::users::{self, Role, UserStatus};
 use crate::gateway::GatewayState;
 use crate::ledger;
 use crate::state::AppState;
@@ -25,8 +26,8 @@ pub struct UserSearch {
 pub struct UserRow {
     pub id: Uuid,
     pub email: String,
-    pub role: String,
-    pub status: String,
+    pub role: Role,
+    pub status: UserStatus,
     pub credits: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -66,12 +67,14 @@ async fn set_status(
     state: &AppState,
     gateway: &GatewayState,
     user_id: Uuid,
-    status: &str,
+    status: UserStatus,
 ) -> Result<HttpResponse, ApiError> {
     if !users::set_status(&state.pool, user_id, status).await? {
         return Err(ApiError::not_found());
     }
-    gateway.directory.set_frozen(user_id, status == "frozen");
+    gateway
+        .directory
+        .set_frozen(user_id, status == UserStatus::Frozen);
     Ok(ok(()))
 }
 
@@ -86,7 +89,7 @@ pub async fn freeze(
     _admin: AdminUser,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    set_status(&state, &gateway, path.into_inner(), "frozen").await
+    set_status(&state, &gateway, path.into_inner(), UserStatus::Frozen).await
 }
 
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/unfreeze", tag = "admin",
@@ -99,7 +102,7 @@ pub async fn unfreeze(
     _admin: AdminUser,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    set_status(&state, &gateway, path.into_inner(), "active").await
+    set_status(&state, &gateway, path.into_inner(), UserStatus::Active).await
 }
 
 #[derive(OpenApi)]

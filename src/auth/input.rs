@@ -3,12 +3,34 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::AuthError;
+use crate::telemetry::mask_email;
 
 pub const PASSWORD_MIN_CHARS: usize = 6;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
-/// Trims and lower-cases an address and checks its form (400 naming the field otherwise).
-pub fn normalize_email(raw: &str) -> Result<String, AuthError> {
+/// An email address as the service keeps it: trimmed, lower-cased and of a valid form. Parsed
+/// once at the edge; its `Debug` masks it, so it cannot reach a log whole.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Trims and lower-cases an address and checks its form (400 naming the field otherwise).
+    pub fn parse(raw: &str) -> Result<Email, AuthError> {
+        normalize_email(raw).map(Email)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&mask_email(&self.0))
+    }
+}
+
+fn normalize_email(raw: &str) -> Result<String, AuthError> {
     let email = raw.trim().to_lowercase();
     let invalid =
         || AuthError::InvalidInput(String::from("field `email`: not a valid email address."));
@@ -77,6 +99,9 @@ mod tests {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(65))).is_err());
+        let parsed = Email::parse(" Bob@Example.com").unwrap();
+        assert_eq!(parsed.as_str(), "bob@example.com");
+        assert_eq!(format!("{parsed:?}"), "b***@example.com");
     }
 
     #[test]

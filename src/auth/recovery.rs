@@ -111,9 +111,7 @@ pub async fn reset(
     .ok_or(AuthError::ResetTokenInvalid)?;
     users::set_password_hash(&mut transaction, user_id, &password_hash).await?;
     session::revoke_all_of_user(&mut transaction, user_id, None, now).await?;
-    let email = sqlx::query_scalar!("SELECT email FROM users WHERE id = $1", user_id)
-        .fetch_one(&mut *transaction)
-        .await?;
+    let email = users::email_of(&mut transaction, user_id).await?;
     transaction.commit().await?;
     notify_changed(context, user_id, &email, lang).await;
     Ok(())

@@ -13,7 +13,7 @@ use super::cooldown::{self, Purpose};
 use super::error::AuthError;
 use super::password::Passwords;
 use super::session::{self, NewSession};
-use super::users::{self, Profile};
+use super::users::{self, Profile, Role};
 use crate::api::Lang;
 use crate::mail::Email;
 use crate::state::AppState;
@@ -140,9 +140,9 @@ pub async fn register(
         .iter()
         .any(|admin| admin == email)
     {
-        "admin"
+        Role::Admin
     } else {
-        "user"
+        Role::User
     };
 
     let mut transaction = context.pool.begin().await?;

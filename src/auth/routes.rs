@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::captcha::{self, IssuedCaptcha};
 use super::error::AuthError;
-use super::input::{check_password, normalize_email};
+use super::input::{Email, check_password};
 use super::login::{self, LoginAttempt};
 use super::password::Passwords;
 use super::recovery::{self, ResetSent};
@@ -106,8 +106,8 @@ async fn address_for_a_send(
     context: &AppState,
     req: &HttpRequest,
     body: &EmailWithCaptcha,
-) -> Result<String, AuthError> {
-    let email = normalize_email(&body.email)?;
+) -> Result<Email, AuthError> {
+    let email = Email::parse(&body.email)?;
     let rate = Rate::per_hour(context.settings.auth.sends_per_ip_per_hour);
     throttle(context, "email_send", req, rate).await?;
     let (id, answer) = (body.captcha_id.as_deref(), body.captcha.as_deref());
@@ -131,7 +131,7 @@ pub async fn send_email_code(
     let email = address_for_a_send(&context, &req, &body).await?;
     Ok(ok(register::send_code(
         &context,
-        &email,
+        email.as_str(),
         request_context().lang,
     )
     .await?))
@@ -148,16 +148,16 @@ pub async fn register(
     passwords: web::Data<Passwords>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = normalize_email(&body.email)?;
+    let email = Email::parse(&body.email)?;
     check_password(&body.password)?;
     // Checked before the code, so a taken address is 40003 even with a stale code.
-    if users::email_taken(&context.pool, &email).await? {
+    if users::email_taken(&context.pool, email.as_str()).await? {
         return Err(AuthError::EmailExists.into());
     }
     Ok(ok(register::register(
         &context,
         &passwords,
-        &email,
+        email.as_str(),
         &body.password,
         &body.email_code,
     )
@@ -178,12 +178,12 @@ pub async fn login(
     req: HttpRequest,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = normalize_email(&body.email)?;
+    let email = Email::parse(&body.email)?;
     let rate = Rate::per_minute(context.settings.auth.login_per_ip_per_minute);
     throttle(&context, "login", &req, rate).await?;
     let ip = client_ip(&req);
     let attempt = LoginAttempt {
-        email: &email,
+        email: email.as_str(),
         password: &body.password,
         captcha_id: body.captcha_id.as_deref(),
         captcha: body.captcha.as_deref(),
@@ -220,7 +220,7 @@ pub async fn forgot_password(
     let email = address_for_a_send(&context, &req, &body).await?;
     Ok(ok(recovery::forgot(
         &context,
-        &email,
+        email.as_str(),
         request_context().lang,
     )
     .await?))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::error::AuthError;
 use super::token;
-use super::users::Profile;
+use super::users::{Profile, Role, UserStatus};
 use crate::api::{ApiError, Code};
 use crate::state::AppState;
 
@@ -134,7 +134,7 @@ impl FromRequest for AdminUser {
         let user = ActiveUser::from_request(req, payload);
         Box::pin(async move {
             let ActiveUser(session) = user.await?;
-            if session.user.role != "admin" {
+            if session.user.role != Role::Admin {
                 return Err(ApiError::new(Code::FORBIDDEN).with_detail("Admins only."));
             }
             Ok(AdminUser(session.user))
@@ -156,8 +156,8 @@ async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthErr
     }
     let row = sqlx::query!(
         r#"SELECT s.id AS session_id, s.expires_at, s.revoked_at,
-                  u.id AS "user_id?", u.email AS "email?", u.role AS "role?",
-                  u.status AS "status?", u.created_at AS "created_at?"
+                  u.id AS "user_id?", u.email AS "email?", u.role AS "role?: Role",
+                  u.status AS "status?: UserStatus", u.created_at AS "created_at?"
            FROM sessions s LEFT JOIN users u ON u.id = s.user_id
            WHERE s.token_hash = $1"#,
         token::digest(token)

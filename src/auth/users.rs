@@ -10,21 +10,37 @@ use super::error::AuthError;
 use crate::api::PageRequest;
 use crate::db::is_violation_of;
 
+/// What an account may do; stored as text, and an unknown stored value is an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// Whether an account may log in and call the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Frozen,
+}
+
 /// `user` of the contract.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Profile {
     pub id: Uuid,
     pub email: String,
-    /// `user` or `admin`.
-    pub role: String,
-    /// `active` or `frozen`.
-    pub status: String,
+    pub role: Role,
+    pub status: UserStatus,
     pub created_at: DateTime<Utc>,
 }
 
 impl Profile {
     pub fn is_frozen(&self) -> bool {
-        self.status == "frozen"
+        self.status == UserStatus::Frozen
     }
 }
 
@@ -36,7 +52,8 @@ pub struct Credentials {
 
 pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Credentials>, AuthError> {
     let row = sqlx::query!(
-        r#"SELECT id, email, role, status, created_at, password_hash
+        r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at,
+                  password_hash
            FROM users WHERE lower(email) = lower($1)"#,
         email
     )
@@ -69,15 +86,16 @@ pub async fn insert(
     connection: &mut PgConnection,
     email: &str,
     password_hash: &str,
-    role: &str,
+    role: Role,
 ) -> Result<Profile, AuthError> {
     let row = sqlx::query_as!(
         Profile,
         r#"INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)
-           RETURNING id, email, role, status, created_at"#,
+           RETURNING id, email, role AS "role: Role", status AS "status: UserStatus",
+                     created_at"#,
         email,
         password_hash,
-        role
+        role as Role
     )
     .fetch_one(connection)
     .await;
@@ -121,8 +139,8 @@ pub async fn search(
     });
     let profiles = sqlx::query_as!(
         Profile,
-        r#"SELECT id, email, role, status, created_at FROM users
-           WHERE $1::text IS NULL OR lower(email) LIKE $1
+        r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at
+           FROM users WHERE $1::text IS NULL OR lower(email) LIKE $1
            ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"#,
         pattern,
         page.limit(),
@@ -139,16 +157,55 @@ pub async fn search(
     Ok((profiles, total))
 }
 
+pub async fn exists(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
+        user_id
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Sets an account's status; false when there is no such account.
-pub async fn set_status(pool: &PgPool, user_id: Uuid, status: &str) -> Result<bool, sqlx::Error> {
+pub async fn set_status(
+    pool: &PgPool,
+    user_id: Uuid,
+    status: UserStatus,
+) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query!(
         "UPDATE users SET status = $2 WHERE id = $1",
         user_id,
-        status
+        status as UserStatus
     )
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// Whether an account is frozen; None when there is no such account.
+pub async fn is_frozen(pool: &PgPool, user_id: Uuid) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT status = 'frozen' AS "frozen!" FROM users WHERE id = $1"#,
+        user_id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Which of `user_ids` are active accounts.
+pub async fn active_among(pool: &PgPool, user_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT id FROM users WHERE id = ANY($1) AND status = 'active'",
+        user_ids
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn email_of(connection: &mut PgConnection, user_id: Uuid) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar!("SELECT email FROM users WHERE id = $1", user_id)
+        .fetch_one(connection)
+        .await
 }
 
 /// Locks the user's row for the rest of the transaction: what makes a count and an insert of

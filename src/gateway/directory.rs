@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
 use super::wallet::Wallet;
-use crate::auth::token;
+use crate::auth::{token, users};
 use crate::clock::Clock;
 use crate::limits::{Bundle, LocalCells, Quota, Rate};
 
@@ -180,13 +180,7 @@ impl Directory {
         {
             return Ok(account);
         }
-        let frozen = sqlx::query_scalar!(
-            r#"SELECT status = 'frozen' AS "frozen!" FROM users WHERE id = $1"#,
-            user_id
-        )
-        .fetch_optional(&self.pool)
-        .await?
-        .unwrap_or(true);
+        let frozen = users::is_frozen(&self.pool, user_id).await?.unwrap_or(true);
         let limits = plan_limits(&self.pool, user_id).await?;
         let month = month_of(self.clock.now());
         let month_calls = month_calls(&self.pool, user_id, self.clock.now()).await?;
@@ -263,12 +257,7 @@ impl Directory {
         let accounts = self.cached_accounts();
         if !accounts.is_empty() {
             let ids: Vec<Uuid> = accounts.iter().map(|account| account.user_id).collect();
-            let active: Vec<Uuid> = sqlx::query_scalar!(
-                "SELECT id FROM users WHERE id = ANY($1) AND status = 'active'",
-                &ids
-            )
-            .fetch_all(&self.pool)
-            .await?;
+            let active = users::active_among(&self.pool, &ids).await?;
             for account in &accounts {
                 account
                     .frozen

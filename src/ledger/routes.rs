@@ -6,9 +6,11 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::{Applied, Entry, LedgerError, Movement};
-use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, PageQuery, SuccessBody, ok};
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, ErrorBody, IdempotencyKey, PageQuery, SuccessBody, ok,
+};
 use crate::auth::ActiveUser;
-use crate::auth::AdminUser;
+use crate::auth::{AdminUser, users};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -89,24 +91,12 @@ pub async fn adjust_credits(
             "field `reason`: 1 to 200 characters.",
         ));
     }
-    let exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
-        user_id
-    )
-    .fetch_one(&context.pool)
-    .await?;
-    if !exists {
+    if !users::exists(&context.pool, user_id).await? {
         return Err(ApiError::not_found());
     }
-    let key = match req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(key) if !key.trim().is_empty() && key.len() <= 200 => {
-            format!("adjustment:{}:{}", admin.0.id, key.trim())
-        }
-        _ => format!("adjustment:{}", Uuid::new_v4()),
+    let key = match IdempotencyKey::of_request(&req)? {
+        Some(key) => format!("adjustment:{}:{}", admin.0.id, key.as_str()),
+        None => format!("adjustment:{}", Uuid::new_v4()),
     };
     let reference = format!("admin:{}: {reason}", admin.0.email);
     let mut transaction = context.pool.begin().await?;

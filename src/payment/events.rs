@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use super::error::PaymentError;
 use super::event::StripeEvent;
 use super::grant::{grant_credits, settle_payment};
-use super::order::{self, Order};
+use super::order::{self, Order, OrderStatus, SubscriptionChange, SubscriptionStatus};
 use crate::ledger::{self, Movement};
 
 pub async fn apply(
@@ -22,9 +22,11 @@ pub async fn apply(
             checkout_paid(connection, event, object, now).await
         }
         "checkout.session.async_payment_failed" => {
-            checkout_closed(connection, object, "failed").await
+            checkout_closed(connection, object, OrderStatus::Failed).await
         }
-        "checkout.session.expired" => checkout_closed(connection, object, "expired").await,
+        "checkout.session.expired" => {
+            checkout_closed(connection, object, OrderStatus::Expired).await
+        }
         "invoice.paid" => invoice_paid(connection, event, object, now).await,
         "invoice.payment_failed" => invoice_failed(connection, event, object).await,
         "customer.subscription.updated" | "customer.subscription.deleted" => {
@@ -116,18 +118,7 @@ async fn checkout_paid(
     let customer = id_of(session, "customer");
     let subscription = id_of(session, "subscription");
     let payment_intent = id_of(session, "payment_intent");
-    sqlx::query!(
-        r#"UPDATE orders SET stripe_customer_id = COALESCE($2, stripe_customer_id),
-                  stripe_subscription_id = COALESCE($3, stripe_subscription_id),
-                  stripe_payment_intent_id = COALESCE($4, stripe_payment_intent_id)
-           WHERE id = $1"#,
-        order.id,
-        customer,
-        subscription,
-        payment_intent
-    )
-    .execute(&mut *connection)
-    .await?;
+    order::record_stripe_ids(connection, order.id, customer, subscription, payment_intent).await?;
     let payment_status = text(session, &["payment_status"]).unwrap_or("unpaid");
     if !matches!(payment_status, "paid" | "no_payment_required") {
         // Delayed methods confirm later with async_payment_succeeded or _failed.
@@ -144,33 +135,15 @@ async fn checkout_paid(
     }
     settle_payment(connection, &order, event.created_at(), now).await?;
     if order.is_subscription() {
-        activate_subscription(connection, &order, event.created_at()).await?;
+        order::activate_subscription(connection, order.id, event.created_at(), None).await?;
     }
-    Ok(())
-}
-
-/// A subscription becomes active when paid, unless a newer event already ended it.
-async fn activate_subscription(
-    connection: &mut PgConnection,
-    order: &Order,
-    at: DateTime<Utc>,
-) -> Result<(), PaymentError> {
-    sqlx::query!(
-        r#"UPDATE orders SET subscription_status = 'active', subscription_state_at = $2
-           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
-             AND (subscription_state_at IS NULL OR subscription_state_at < $2)"#,
-        order.id,
-        at
-    )
-    .execute(connection)
-    .await?;
     Ok(())
 }
 
 async fn checkout_closed(
     connection: &mut PgConnection,
     session: &Value,
-    status: &str,
+    status: OrderStatus,
 ) -> Result<(), PaymentError> {
     let Some(order) = session_order(connection, session).await? else {
         return Ok(());
@@ -181,14 +154,7 @@ async fn checkout_closed(
     if order.checkout_session_id.is_some() && order.checkout_session_id.as_deref() != session_id {
         return Ok(());
     }
-    sqlx::query!(
-        r#"UPDATE orders SET status = $2, checkout_url = NULL
-           WHERE id = $1 AND status = 'pending'"#,
-        order.id,
-        status
-    )
-    .execute(connection)
-    .await?;
+    order::close_pending(connection, order.id, status).await?;
     Ok(())
 }
 
@@ -234,20 +200,13 @@ async fn invoice_paid(
         return Ok(());
     }
     if let Some(subscription) = subscription {
-        sqlx::query!(
-            r#"UPDATE orders SET stripe_subscription_id = COALESCE(stripe_subscription_id, $2)
-               WHERE id = $1"#,
-            order.id,
-            subscription
-        )
-        .execute(&mut *connection)
-        .await?;
+        order::record_subscription_id(connection, order.id, subscription).await?;
     }
     let first_period = text(invoice, &["billing_reason"]) == Some("subscription_create");
     if first_period {
         settle_payment(connection, &order, event.created_at(), now).await?;
         if order.subscription_status.is_none() {
-            activate_subscription(connection, &order, event.created_at()).await?;
+            order::activate_subscription(connection, order.id, event.created_at(), None).await?;
         }
     } else {
         grant_credits(
@@ -271,14 +230,7 @@ async fn invoice_paid(
         .max()
         .or_else(|| number(invoice, &["period_end"]))
         .and_then(timestamp);
-    sqlx::query!(
-        r#"UPDATE orders SET current_period_end = GREATEST(current_period_end, $2)
-           WHERE id = $1"#,
-        order.id,
-        period_end
-    )
-    .execute(connection)
-    .await?;
+    order::extend_period(connection, order.id, period_end).await?;
     Ok(())
 }
 
@@ -293,15 +245,7 @@ async fn invoice_failed(
         unknown_order("invoice", invoice);
         return Ok(());
     };
-    sqlx::query!(
-        r#"UPDATE orders SET subscription_status = 'past_due', subscription_state_at = $2
-           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
-             AND (subscription_state_at IS NULL OR subscription_state_at <= $2)"#,
-        order.id,
-        event.created_at()
-    )
-    .execute(connection)
-    .await?;
+    order::mark_past_due(connection, order.id, event.created_at()).await?;
     Ok(())
 }
 
@@ -318,10 +262,15 @@ async fn subscription_changed(
         return Ok(());
     };
     let deleted = event.event_type == "customer.subscription.deleted";
+    let stated = text(subscription, &["status"]).unwrap_or("active");
     let status = if deleted {
-        "canceled"
+        SubscriptionStatus::Canceled
+    } else if let Some(status) = SubscriptionStatus::parse(stated) {
+        status
     } else {
-        text(subscription, &["status"]).unwrap_or("active")
+        tracing::error!(order_no = %order.order_no, event_id = %event.id, status = stated,
+            "a subscription status this service does not know: ignored");
+        return Ok(());
     };
     // The period end sits on the items in the current API and on the subscription before.
     let period_end = subscription
@@ -336,25 +285,15 @@ async fn subscription_changed(
         .and_then(timestamp);
     let cancel_at_period_end = boolean(subscription, &["cancel_at_period_end"]).unwrap_or(false);
     // An older event never undoes a newer state, and nothing revives a cancelled subscription.
-    let changed = sqlx::query!(
-        r#"UPDATE orders SET subscription_status = $2, cancel_at_period_end = $3,
-                  current_period_end = COALESCE(GREATEST(current_period_end, $4), current_period_end, $4),
-                  subscription_state_at = $5,
-                  stripe_subscription_id = COALESCE(stripe_subscription_id, $6),
-                  status = CASE WHEN $7 AND status = 'paid' THEN 'cancelled' ELSE status END
-           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
-             AND (subscription_state_at IS NULL OR subscription_state_at <= $5)"#,
-        order.id,
+    let change = SubscriptionChange {
         status,
         cancel_at_period_end,
         period_end,
-        event.created_at(),
+        at: event.created_at(),
         subscription_id,
-        deleted
-    )
-    .execute(connection)
-    .await?;
-    if changed.rows_affected() == 0 {
+        deleted,
+    };
+    if !order::apply_subscription_change(connection, order.id, change).await? {
         tracing::info!(order_no = %order.order_no, event_id = %event.id,
             "an older subscription event was ignored");
     }
@@ -406,23 +345,10 @@ async fn charge_refunded(
             tracing::warn!(order_no = %order.order_no, owed, taken,
                 "the refund took back fewer credits than were granted");
         }
-        sqlx::query!(
-            r#"UPDATE orders SET refunded_credits = $2, refund_shortfall = refund_shortfall + $3
-               WHERE id = $1"#,
-            order.id,
-            target,
-            owed - taken
-        )
-        .execute(&mut *connection)
-        .await?;
+        order::record_refund(connection, order.id, target, owed - taken).await?;
     }
     if boolean(charge, &["refunded"]).unwrap_or(refunded >= amount) {
-        sqlx::query!(
-            "UPDATE orders SET status = 'refunded' WHERE id = $1",
-            order.id
-        )
-        .execute(connection)
-        .await?;
+        order::mark_refunded(connection, order.id).await?;
     }
     Ok(())
 }

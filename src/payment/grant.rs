@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::error::PaymentError;
-use super::order::Order;
+use super::order::{self, Order};
 use crate::ledger::{self, Movement};
 
 /// Marks `order` paid (from pending, expired or failed: money that arrived is honoured) and
@@ -18,14 +18,7 @@ pub async fn settle_payment(
     paid_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<(), PaymentError> {
-    sqlx::query!(
-        r#"UPDATE orders SET status = 'paid', paid_at = $2, checkout_url = NULL
-           WHERE id = $1 AND status IN ('pending', 'expired', 'failed')"#,
-        order.id,
-        paid_at
-    )
-    .execute(&mut *connection)
-    .await?;
+    order::mark_paid(connection, order.id, paid_at).await?;
     let key = format!("order:{}", order.order_no);
     grant_credits(connection, order, "order", &order.order_no, &key, now).await
 }

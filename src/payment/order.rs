@@ -1,12 +1,71 @@
-//! Orders: the row, the view clients see, and the queries.
+//! Orders: their states, the row, the view clients see, and every statement on the `orders`
+//! table (the order's column list is written once, in `order_query!`).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::PageRequest;
+
+/// Declares a state stored as text: serialised and stored in snake_case, and an unknown stored
+/// value is a decoding error, never a default.
+macro_rules! stored_state {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+        #[serde(rename_all = "snake_case")]
+        #[sqlx(type_name = "text", rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+    };
+}
+
+stored_state!(
+    /// Where an order is in its life.
+    OrderStatus { Pending, Paid, Expired, Failed, Cancelled, Refunded }
+);
+stored_state!(
+    /// Paid once, or renewed every period.
+    BillingMode { OneTime, Subscription }
+);
+stored_state!(
+    /// How the customer pays; `manual` for an invoice paid outside Stripe.
+    PaymentMethod { CreditCard, Alipay, WechatPay, Manual }
+);
+stored_state!(
+    /// Who takes the money.
+    PaymentProvider { Stripe, Manual }
+);
+stored_state!(
+    /// A subscription's status, in Stripe's words (`canceled` with one l: the order's own
+    /// status is `cancelled`).
+    SubscriptionStatus { Incomplete, IncompleteExpired, Trialing, Active, PastDue, Canceled, Unpaid, Paused }
+);
+
+impl PaymentMethod {
+    /// The methods a customer may choose (not `manual`).
+    pub fn parse_chosen(value: &str) -> Option<PaymentMethod> {
+        match value {
+            "credit_card" => Some(PaymentMethod::CreditCard),
+            "alipay" => Some(PaymentMethod::Alipay),
+            "wechat_pay" => Some(PaymentMethod::WechatPay),
+            _ => None,
+        }
+    }
+}
+
+impl OrderStatus {
+    pub fn parse(value: &str) -> Option<OrderStatus> {
+        serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
+    }
+}
+
+impl SubscriptionStatus {
+    pub fn parse(value: &str) -> Option<SubscriptionStatus> {
+        serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
+    }
+}
 
 /// A row of `orders`.
 #[derive(Clone, Debug)]
@@ -15,10 +74,10 @@ pub struct Order {
     pub order_no: String,
     pub user_id: Uuid,
     pub plan_id: i64,
-    pub status: String,
-    pub billing_mode: String,
-    pub payment_method: String,
-    pub provider: String,
+    pub status: OrderStatus,
+    pub billing_mode: BillingMode,
+    pub payment_method: PaymentMethod,
+    pub provider: PaymentProvider,
     pub amount_cents: i64,
     pub currency: String,
     pub credits: i64,
@@ -27,7 +86,7 @@ pub struct Order {
     pub checkout_attempts: i32,
     pub stripe_customer_id: Option<String>,
     pub stripe_subscription_id: Option<String>,
-    pub subscription_status: Option<String>,
+    pub subscription_status: Option<SubscriptionStatus>,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
     pub subscription_state_at: Option<DateTime<Utc>>,
@@ -37,11 +96,31 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
 }
 
+/// `query_as!(Order, ..)` with the order's columns: `$head` comes before them (`SELECT`, or an
+/// `INSERT .. RETURNING`) and `$tail` after (`FROM orders WHERE ..`).
+macro_rules! order_query {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Order,
+            $head + r#" id, order_no, user_id, plan_id, status AS "status: OrderStatus",
+                  billing_mode AS "billing_mode: BillingMode",
+                  payment_method AS "payment_method: PaymentMethod",
+                  provider AS "provider: PaymentProvider", amount_cents, currency, credits,
+                  checkout_session_id, checkout_url, checkout_attempts, stripe_customer_id,
+                  stripe_subscription_id,
+                  subscription_status AS "subscription_status: SubscriptionStatus",
+                  current_period_end, cancel_at_period_end, subscription_state_at,
+                  refunded_credits, expires_at, paid_at, created_at "# + $tail
+            $(, $arg)*
+        )
+    };
+}
+
 /// The subscription part of the status and of an order.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
     pub order_no: String,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
 }
@@ -50,14 +129,11 @@ pub struct SubscriptionView {
 #[derive(Serialize, ToSchema)]
 pub struct OrderView {
     pub order_no: String,
-    /// `pending`, `paid`, `expired`, `failed`, `cancelled` or `refunded`.
-    pub status: String,
+    pub status: OrderStatus,
     pub plan_id: i64,
-    /// `one_time` or `subscription`.
-    pub billing_mode: String,
-    pub payment_method: String,
-    /// `stripe`, or `manual` for an invoice paid outside Stripe.
-    pub provider: String,
+    pub billing_mode: BillingMode,
+    pub payment_method: PaymentMethod,
+    pub provider: PaymentProvider,
     pub amount_cents: i64,
     pub currency: String,
     /// Where to pay; only while the order is pending.
@@ -70,37 +146,40 @@ pub struct OrderView {
 
 impl Order {
     pub fn is_subscription(&self) -> bool {
-        self.billing_mode == "subscription"
+        self.billing_mode == BillingMode::Subscription
     }
 
     /// A pending order past its expiry is expired, whether or not Stripe has said so yet.
-    pub fn effective_status(&self, now: DateTime<Utc>) -> &str {
-        if self.status == "pending" && self.expires_at <= now {
-            "expired"
+    pub fn effective_status(&self, now: DateTime<Utc>) -> OrderStatus {
+        if self.status == OrderStatus::Pending && self.expires_at <= now {
+            OrderStatus::Expired
         } else {
-            &self.status
+            self.status
         }
     }
 
     pub fn view(&self, now: DateTime<Utc>) -> OrderView {
-        let status = self.effective_status(now).to_owned();
-        let subscription = match (&self.subscription_status, self.is_subscription()) {
+        let status = self.effective_status(now);
+        let subscription = match (self.subscription_status, self.is_subscription()) {
             (Some(subscription_status), true) => Some(SubscriptionView {
                 order_no: self.order_no.clone(),
-                status: subscription_status.clone(),
+                status: subscription_status,
                 current_period_end: self.current_period_end,
                 cancel_at_period_end: self.cancel_at_period_end,
             }),
             _ => None,
         };
         OrderView {
-            checkout_url: self.checkout_url.clone().filter(|_| status == "pending"),
+            checkout_url: self
+                .checkout_url
+                .clone()
+                .filter(|_| status == OrderStatus::Pending),
             status,
             order_no: self.order_no.clone(),
             plan_id: self.plan_id,
-            billing_mode: self.billing_mode.clone(),
-            payment_method: self.payment_method.clone(),
-            provider: self.provider.clone(),
+            billing_mode: self.billing_mode,
+            payment_method: self.payment_method,
+            provider: self.provider,
             amount_cents: self.amount_cents,
             currency: self.currency.clone(),
             expires_at: self.expires_at,
@@ -116,10 +195,9 @@ pub struct NewOrder<'a> {
     pub order_no: &'a str,
     pub user_id: Uuid,
     pub plan_id: i64,
-    pub status: &'a str,
-    pub billing_mode: &'a str,
-    pub payment_method: &'a str,
-    pub provider: &'a str,
+    pub billing_mode: BillingMode,
+    pub payment_method: PaymentMethod,
+    pub provider: PaymentProvider,
     pub amount_cents: i64,
     pub currency: &'a str,
     pub credits: i64,
@@ -128,28 +206,24 @@ pub struct NewOrder<'a> {
     pub created_at: DateTime<Utc>,
 }
 
+/// Inserts a pending order.
 pub async fn insert(
     executor: impl PgExecutor<'_>,
     new: NewOrder<'_>,
 ) -> Result<Order, sqlx::Error> {
-    sqlx::query_as!(
-        Order,
+    order_query!(
         r#"INSERT INTO orders (order_no, user_id, plan_id, status, billing_mode, payment_method,
                                provider, amount_cents, currency, credits, idempotency_key,
                                expires_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-           RETURNING id, order_no, user_id, plan_id, status, billing_mode, payment_method,
-                     provider, amount_cents, currency, credits, checkout_session_id, checkout_url,
-                     checkout_attempts, stripe_customer_id, stripe_subscription_id,
-                     subscription_status, current_period_end, cancel_at_period_end,
-                     subscription_state_at, refunded_credits, expires_at, paid_at, created_at"#,
+           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           RETURNING"#,
+        "",
         new.order_no,
         new.user_id,
         new.plan_id,
-        new.status,
-        new.billing_mode,
-        new.payment_method,
-        new.provider,
+        new.billing_mode as BillingMode,
+        new.payment_method as PaymentMethod,
+        new.provider as PaymentProvider,
         new.amount_cents,
         new.currency,
         new.credits,
@@ -165,18 +239,9 @@ pub async fn find_by_no(
     executor: impl PgExecutor<'_>,
     order_no: &str,
 ) -> Result<Option<Order>, sqlx::Error> {
-    sqlx::query_as!(
-        Order,
-        r#"SELECT id, order_no, user_id, plan_id, status, billing_mode, payment_method, provider,
-                  amount_cents, currency, credits, checkout_session_id, checkout_url,
-                  checkout_attempts, stripe_customer_id, stripe_subscription_id,
-                  subscription_status, current_period_end, cancel_at_period_end,
-                  subscription_state_at, refunded_credits, expires_at, paid_at, created_at
-           FROM orders WHERE order_no = $1"#,
-        order_no
-    )
-    .fetch_optional(executor)
-    .await
+    order_query!("SELECT", "FROM orders WHERE order_no = $1", order_no)
+        .fetch_optional(executor)
+        .await
 }
 
 pub async fn find_by_idempotency_key(
@@ -184,14 +249,9 @@ pub async fn find_by_idempotency_key(
     user_id: Uuid,
     key: &str,
 ) -> Result<Option<Order>, sqlx::Error> {
-    sqlx::query_as!(
-        Order,
-        r#"SELECT id, order_no, user_id, plan_id, status, billing_mode, payment_method, provider,
-                  amount_cents, currency, credits, checkout_session_id, checkout_url,
-                  checkout_attempts, stripe_customer_id, stripe_subscription_id,
-                  subscription_status, current_period_end, cancel_at_period_end,
-                  subscription_state_at, refunded_credits, expires_at, paid_at, created_at
-           FROM orders WHERE user_id = $1 AND idempotency_key = $2"#,
+    order_query!(
+        "SELECT",
+        "FROM orders WHERE user_id = $1 AND idempotency_key = $2",
         user_id,
         key
     )
@@ -207,14 +267,9 @@ pub async fn lock_for_event(
     subscription_id: Option<&str>,
     payment_intent_id: Option<&str>,
 ) -> Result<Option<Order>, sqlx::Error> {
-    sqlx::query_as!(
-        Order,
-        r#"SELECT id, order_no, user_id, plan_id, status, billing_mode, payment_method, provider,
-                  amount_cents, currency, credits, checkout_session_id, checkout_url,
-                  checkout_attempts, stripe_customer_id, stripe_subscription_id,
-                  subscription_status, current_period_end, cancel_at_period_end,
-                  subscription_state_at, refunded_credits, expires_at, paid_at, created_at
-           FROM orders
+    order_query!(
+        "SELECT",
+        r#"FROM orders
            WHERE order_no = $1
               OR ($1 IS NULL AND $2::text IS NOT NULL AND stripe_subscription_id = $2)
               OR ($1 IS NULL AND $2::text IS NULL AND $3::text IS NOT NULL
@@ -232,24 +287,34 @@ pub async fn lock_for_event(
 pub async fn list_for_user(
     executor: impl PgExecutor<'_>,
     user_id: Uuid,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     page: PageRequest,
 ) -> Result<Vec<Order>, sqlx::Error> {
-    sqlx::query_as!(
-        Order,
-        r#"SELECT id, order_no, user_id, plan_id, status, billing_mode, payment_method, provider,
-                  amount_cents, currency, credits, checkout_session_id, checkout_url,
-                  checkout_attempts, stripe_customer_id, stripe_subscription_id,
-                  subscription_status, current_period_end, cancel_at_period_end,
-                  subscription_state_at, refunded_credits, expires_at, paid_at, created_at
-           FROM orders WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
+    order_query!(
+        "SELECT",
+        r#"FROM orders WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
            ORDER BY id DESC LIMIT $3 OFFSET $4"#,
         user_id,
-        status,
+        status as Option<OrderStatus>,
         page.limit(),
         page.offset()
     )
     .fetch_all(executor)
+    .await
+}
+
+pub async fn count_for_user(
+    executor: impl PgExecutor<'_>,
+    user_id: Uuid,
+    status: Option<OrderStatus>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM orders
+           WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"#,
+        user_id,
+        status as Option<OrderStatus>
+    )
+    .fetch_one(executor)
     .await
 }
 
@@ -259,7 +324,8 @@ pub async fn active_subscription(
     user_id: Uuid,
 ) -> Result<Option<(i64, SubscriptionView)>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT order_no, plan_id, subscription_status AS "status!", current_period_end,
+        r#"SELECT order_no, plan_id,
+                  subscription_status AS "status!: SubscriptionStatus", current_period_end,
                   cancel_at_period_end
            FROM orders
            WHERE user_id = $1 AND billing_mode = 'subscription'
@@ -280,17 +346,238 @@ pub async fn active_subscription(
     }))
 }
 
-pub async fn count_for_user(
+/// Stores a pending order's new Checkout Session and expiry; false when it is no longer pending.
+pub async fn set_checkout(
     executor: impl PgExecutor<'_>,
-    user_id: Uuid,
-    status: Option<&str>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM orders
-           WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"#,
-        user_id,
-        status
+    id: i64,
+    session_id: &str,
+    url: &str,
+    attempt: i32,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_attempts = $4,
+                  expires_at = $5
+           WHERE id = $1 AND status = 'pending'"#,
+        id,
+        session_id,
+        url,
+        attempt,
+        expires_at
     )
-    .fetch_one(executor)
-    .await
+    .execute(executor)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+pub async fn set_cancel_at_period_end(
+    executor: impl PgExecutor<'_>,
+    id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE orders SET cancel_at_period_end = true WHERE id = $1",
+        id
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Marks an order paid, from pending, expired or failed (money that arrived is honoured); a
+/// settled order (paid, cancelled, refunded) is left as it is.
+pub async fn mark_paid(
+    connection: &mut PgConnection,
+    id: i64,
+    paid_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET status = 'paid', paid_at = $2, checkout_url = NULL
+           WHERE id = $1 AND status IN ('pending', 'expired', 'failed')"#,
+        id,
+        paid_at
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Closes a pending order as `failed` or `expired`.
+pub async fn close_pending(
+    connection: &mut PgConnection,
+    id: i64,
+    status: OrderStatus,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET status = $2, checkout_url = NULL
+           WHERE id = $1 AND status = 'pending'"#,
+        id,
+        status as OrderStatus
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Remembers the Stripe ids a Checkout Session names, keeping those already known.
+pub async fn record_stripe_ids(
+    connection: &mut PgConnection,
+    id: i64,
+    customer: Option<&str>,
+    subscription: Option<&str>,
+    payment_intent: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET stripe_customer_id = COALESCE($2, stripe_customer_id),
+                  stripe_subscription_id = COALESCE($3, stripe_subscription_id),
+                  stripe_payment_intent_id = COALESCE($4, stripe_payment_intent_id)
+           WHERE id = $1"#,
+        id,
+        customer,
+        subscription,
+        payment_intent
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// A subscription becomes active as of `at` (for `period_end`, when given) unless a newer
+/// event already changed it or it was canceled: nothing revives a canceled subscription.
+pub async fn activate_subscription(
+    connection: &mut PgConnection,
+    id: i64,
+    at: DateTime<Utc>,
+    period_end: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET subscription_status = 'active', subscription_state_at = $2,
+                  current_period_end = COALESCE($3, current_period_end)
+           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND (subscription_state_at IS NULL OR subscription_state_at < $2)"#,
+        id,
+        at,
+        period_end
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// A failed renewal makes the subscription past due, unless it was canceled or a newer event
+/// changed it.
+pub async fn mark_past_due(
+    connection: &mut PgConnection,
+    id: i64,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET subscription_status = 'past_due', subscription_state_at = $2
+           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND (subscription_state_at IS NULL OR subscription_state_at <= $2)"#,
+        id,
+        at
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// What `customer.subscription.updated` or `.deleted` says, applied unless an older event:
+/// the status, the cancellation flag, the period, the id; a deleted subscription cancels its
+/// paid order. False when the event was older than the recorded state.
+pub async fn apply_subscription_change(
+    connection: &mut PgConnection,
+    id: i64,
+    change: SubscriptionChange<'_>,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        r#"UPDATE orders SET subscription_status = $2, cancel_at_period_end = $3,
+                  current_period_end = COALESCE(GREATEST(current_period_end, $4),
+                                                current_period_end, $4),
+                  subscription_state_at = $5,
+                  stripe_subscription_id = COALESCE(stripe_subscription_id, $6),
+                  status = CASE WHEN $7 AND status = 'paid' THEN 'cancelled' ELSE status END
+           WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND (subscription_state_at IS NULL OR subscription_state_at <= $5)"#,
+        id,
+        change.status as SubscriptionStatus,
+        change.cancel_at_period_end,
+        change.period_end,
+        change.at,
+        change.subscription_id,
+        change.deleted
+    )
+    .execute(connection)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// A subscription event's news.
+pub struct SubscriptionChange<'a> {
+    pub status: SubscriptionStatus,
+    pub cancel_at_period_end: bool,
+    pub period_end: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+    pub subscription_id: Option<&'a str>,
+    pub deleted: bool,
+}
+
+/// Remembers an invoice's subscription id when the order does not know it yet.
+pub async fn record_subscription_id(
+    connection: &mut PgConnection,
+    id: i64,
+    subscription_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET stripe_subscription_id = COALESCE(stripe_subscription_id, $2)
+           WHERE id = $1"#,
+        id,
+        subscription_id
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Moves the paid period's end forward (never back).
+pub async fn extend_period(
+    connection: &mut PgConnection,
+    id: i64,
+    period_end: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET current_period_end = GREATEST(current_period_end, $2)
+           WHERE id = $1"#,
+        id,
+        period_end
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Records the credits a refund took back so far and what it could not take.
+pub async fn record_refund(
+    connection: &mut PgConnection,
+    id: i64,
+    refunded_credits: i64,
+    shortfall: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET refunded_credits = $2, refund_shortfall = refund_shortfall + $3
+           WHERE id = $1"#,
+        id,
+        refunded_credits,
+        shortfall
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_refunded(connection: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE orders SET status = 'refunded' WHERE id = $1", id)
+        .execute(connection)
+        .await?;
+    Ok(())
 }

@@ -12,11 +12,14 @@ use uuid::Uuid;
 
 use super::error::PaymentError;
 use super::grant::settle_payment;
-use super::order::{self, NewOrder, Order, OrderView};
+use super::order::{
+    self, BillingMode, NewOrder, Order, OrderStatus, OrderView, PaymentMethod, PaymentProvider,
+};
 use super::stripe_api::StripeApi;
-use crate::api::{ApiError, ApiJson, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok};
-use crate::auth::ActiveUser;
-use crate::auth::AdminUser;
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, ErrorBody, IdempotencyKey, Page, PageQuery, SuccessBody, ok,
+};
+use crate::auth::{ActiveUser, AdminUser, users};
 use crate::db::is_violation_of;
 use crate::plans::{self, Plan, PlanType};
 use crate::state::AppState;
@@ -41,12 +44,18 @@ fn new_order_no() -> String {
     format!("ord_{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn parse_method(method: Option<&str>) -> Result<&'static str, PaymentError> {
-    match method.map(str::trim).unwrap_or("credit_card") {
-        "credit_card" => Ok("credit_card"),
-        "alipay" => Ok("alipay"),
-        "wechat_pay" => Ok("wechat_pay"),
-        _ => Err(PaymentError::UnsupportedPayment),
+fn parse_method(method: Option<&str>) -> Result<PaymentMethod, PaymentError> {
+    match method.map(str::trim) {
+        None => Ok(PaymentMethod::CreditCard),
+        Some(method) => PaymentMethod::parse_chosen(method).ok_or(PaymentError::UnsupportedPayment),
+    }
+}
+
+fn billing_mode_of(plan: &Plan) -> BillingMode {
+    if plan.plan_type == PlanType::Subscription {
+        BillingMode::Subscription
+    } else {
+        BillingMode::OneTime
     }
 }
 
@@ -55,18 +64,6 @@ async fn buyable_plan(context: &AppState, plan_id: i64) -> Result<Plan, PaymentE
     match plans::find(&context.pool, plan_id).await? {
         Some(plan) if plan.active && plan.plan_type != PlanType::Free => Ok(plan),
         _ => Err(PaymentError::InvalidPlan),
-    }
-}
-
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    match req.headers().get("idempotency-key") {
-        None => Ok(None),
-        Some(value) => match value.to_str().map(str::trim) {
-            Ok(key) if !key.is_empty() && key.len() <= 255 => Ok(Some(key.to_owned())),
-            _ => Err(ApiError::bad_request(
-                "The Idempotency-Key header must be 1 to 255 characters.",
-            )),
-        },
     }
 }
 
@@ -88,16 +85,17 @@ pub async fn create_order(
     req: HttpRequest,
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?;
+    let key = IdempotencyKey::of_request(&req)?;
     let user_id = session.user.id;
     if let Some(key) = &key
-        && let Some(existing) = order::find_by_idempotency_key(&context.pool, user_id, key).await?
+        && let Some(existing) =
+            order::find_by_idempotency_key(&context.pool, user_id, key.as_str()).await?
     {
         return Ok(ok(existing.view(context.clock.now())));
     }
     let plan = buyable_plan(&context, body.plan_id).await?;
     let method = parse_method(body.payment_method.as_deref())?;
-    if plan.plan_type == PlanType::Subscription && method != "credit_card" {
+    if plan.plan_type == PlanType::Subscription && method != PaymentMethod::CreditCard {
         return Err(PaymentError::SubscriptionCardOnly.into());
     }
     if !stripe.is_configured() {
@@ -109,18 +107,13 @@ pub async fn create_order(
         order_no: &order_no,
         user_id,
         plan_id: plan.id,
-        status: "pending",
-        billing_mode: if plan.plan_type == PlanType::Subscription {
-            "subscription"
-        } else {
-            "one_time"
-        },
+        billing_mode: billing_mode_of(&plan),
         payment_method: method,
-        provider: "stripe",
+        provider: PaymentProvider::Stripe,
         amount_cents: plan.amount_cents,
         currency: &plan.currency,
         credits: plan.credits,
-        idempotency_key: key.as_deref(),
+        idempotency_key: key.as_ref().map(IdempotencyKey::as_str),
         expires_at: now + Duration::minutes(ORDER_TTL_MINUTES),
         created_at: now,
     };
@@ -128,7 +121,7 @@ pub async fn create_order(
         Ok(order) => order,
         // A twin request with the same key won the insert: answer with its order.
         Err(error) if is_violation_of(&error, "orders_user_idempotency_key") => {
-            let key = key.as_deref().unwrap_or_default();
+            let key = key.as_ref().map_or("", IdempotencyKey::as_str);
             let existing = order::find_by_idempotency_key(&context.pool, user_id, key).await?;
             let existing = existing.ok_or(PaymentError::OrderNotFound)?;
             return Ok(ok(existing.view(now)));
@@ -158,19 +151,16 @@ async fn open_checkout(
         stripe.expire_session(previous, &order.order_no).await?;
     }
     let session = stripe.create_session(&draft, plan, attempt).await?;
-    let updated = sqlx::query!(
-        r#"UPDATE orders SET checkout_session_id = $2, checkout_url = $3, checkout_attempts = $4,
-                  expires_at = $5
-           WHERE id = $1 AND status = 'pending'"#,
+    let stored = order::set_checkout(
+        &context.pool,
         order.id,
-        session.id,
-        session.url,
+        &session.id,
+        &session.url,
         attempt,
-        expires_at
+        expires_at,
     )
-    .execute(&context.pool)
     .await?;
-    if updated.rows_affected() == 0 {
+    if !stored {
         return Err(PaymentError::OrderNotPending);
     }
     order::find_by_no(&context.pool, &order.order_no)
@@ -217,22 +207,12 @@ pub async fn list_orders(
         page_size: filter.page_size,
     }
     .resolve()?;
-    let status = filter.status.as_deref().filter(|status| !status.is_empty());
-    if let Some(status) = status
-        && ![
-            "pending",
-            "paid",
-            "expired",
-            "failed",
-            "cancelled",
-            "refunded",
-        ]
-        .contains(&status)
-    {
-        return Err(ApiError::bad_request(
-            "query parameter `status`: not an order status.",
-        ));
-    }
+    let status = match filter.status.as_deref().filter(|status| !status.is_empty()) {
+        None => None,
+        Some(status) => Some(OrderStatus::parse(status).ok_or_else(|| {
+            ApiError::bad_request("query parameter `status`: not an order status.")
+        })?),
+    };
     let user_id = session.user.id;
     let orders = order::list_for_user(&context.pool, user_id, status, page).await?;
     let total = order::count_for_user(&context.pool, user_id, status).await?;
@@ -272,8 +252,8 @@ pub async fn checkout(
     let order = own_order(&context, session.user.id, &path).await?;
     let now = context.clock.now();
     match order.effective_status(now) {
-        "pending" => {}
-        "expired" => return Err(PaymentError::OrderExpired.into()),
+        OrderStatus::Pending => {}
+        OrderStatus::Expired => return Err(PaymentError::OrderExpired.into()),
         _ => return Err(PaymentError::OrderNotPending.into()),
     }
     let plan = plans::find(&context.pool, order.plan_id)
@@ -310,10 +290,10 @@ pub async fn cancel(
     if !order.is_subscription() {
         return Err(PaymentError::NotSubscriptionOrder.into());
     }
-    if order.provider != "stripe" {
+    if order.provider != PaymentProvider::Stripe {
         return Err(PaymentError::StripeOnlyCancel.into());
     }
-    if order.status != "paid" {
+    if order.status != OrderStatus::Paid {
         return Err(PaymentError::OrderNotPaidSubscription.into());
     }
     let subscription_id = order
@@ -325,12 +305,7 @@ pub async fn cancel(
         .cancel_subscription(subscription_id, at_period_end)
         .await?;
     if at_period_end {
-        sqlx::query!(
-            "UPDATE orders SET cancel_at_period_end = true WHERE id = $1",
-            order.id
-        )
-        .execute(&context.pool)
-        .await?;
+        order::set_cancel_at_period_end(&context.pool, order.id).await?;
     }
     let order = order::find_by_no(&context.pool, &order.order_no)
         .await?
@@ -357,13 +332,7 @@ pub async fn admin_create_manual_order(
     ApiJson(body): ApiJson<ManualOrder>,
 ) -> Result<HttpResponse, ApiError> {
     let plan = buyable_plan(&context, body.plan_id).await?;
-    let exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS "exists!""#,
-        body.user_id
-    )
-    .fetch_one(&context.pool)
-    .await?;
-    if !exists {
+    if !users::exists(&context.pool, body.user_id).await? {
         return Err(ApiError::not_found());
     }
     let now = context.clock.now();
@@ -376,14 +345,9 @@ pub async fn admin_create_manual_order(
             order_no: &order_no,
             user_id: body.user_id,
             plan_id: plan.id,
-            status: "pending",
-            billing_mode: if subscription {
-                "subscription"
-            } else {
-                "one_time"
-            },
-            payment_method: "manual",
-            provider: "manual",
+            billing_mode: billing_mode_of(&plan),
+            payment_method: PaymentMethod::Manual,
+            provider: PaymentProvider::Manual,
             amount_cents: plan.amount_cents,
             currency: &plan.currency,
             credits: plan.credits,
@@ -400,16 +364,7 @@ pub async fn admin_create_manual_order(
         } else {
             Duration::days(30)
         };
-        sqlx::query!(
-            r#"UPDATE orders SET subscription_status = 'active', subscription_state_at = $2,
-                      current_period_end = $3
-               WHERE id = $1"#,
-            order.id,
-            now,
-            now + period
-        )
-        .execute(&mut *transaction)
-        .await?;
+        order::activate_subscription(&mut transaction, order.id, now, Some(now + period)).await?;
     }
     transaction.commit().await?;
     let order = order::find_by_no(&context.pool, &order_no)

@@ -24,7 +24,7 @@ use stripe_types::Currency;
 use url::Url;
 
 use super::error::PaymentError;
-use super::order::Order;
+use super::order::{Order, PaymentMethod};
 use crate::config::Settings;
 use crate::plans::Plan;
 
@@ -134,10 +134,10 @@ impl StripeApi {
         } else {
             let mut payment_intent = CreateCheckoutSessionPaymentIntentData::new();
             payment_intent.metadata = Some(metadata);
-            let method = match order.payment_method.as_str() {
-                "alipay" => MethodType::Alipay,
-                "wechat_pay" => MethodType::WechatPay,
-                _ => MethodType::Card,
+            let method = match order.payment_method {
+                PaymentMethod::Alipay => MethodType::Alipay,
+                PaymentMethod::WechatPay => MethodType::WechatPay,
+                PaymentMethod::CreditCard | PaymentMethod::Manual => MethodType::Card,
             };
             if method == MethodType::WechatPay {
                 let mut options = CreateCheckoutSessionPaymentMethodOptions::new();

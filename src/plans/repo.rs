@@ -5,30 +5,14 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// What a plan sells; stored as text, and an unknown stored value is an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum PlanType {
     Free,
     OneTime,
     Subscription,
-}
-
-impl PlanType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PlanType::Free => "free",
-            PlanType::OneTime => "one_time",
-            PlanType::Subscription => "subscription",
-        }
-    }
-
-    fn parse(value: &str) -> PlanType {
-        match value {
-            "one_time" => PlanType::OneTime,
-            "subscription" => PlanType::Subscription,
-            _ => PlanType::Free,
-        }
-    }
 }
 
 /// A plan with everything the admin sees.
@@ -86,81 +70,39 @@ impl From<Plan> for PublicPlan {
     }
 }
 
-struct PlanRow {
-    id: i64,
-    name: String,
-    plan_type: String,
-    amount_cents: i64,
-    currency: String,
-    interval: Option<String>,
-    credits: i64,
-    monthly_quota: Option<i64>,
-    rps_limit: i32,
-    rph_limit: i32,
-    description: String,
-    active: bool,
-    stripe_price_id: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<PlanRow> for Plan {
-    fn from(row: PlanRow) -> Plan {
-        Plan {
-            id: row.id,
-            name: row.name,
-            plan_type: PlanType::parse(&row.plan_type),
-            amount_cents: row.amount_cents,
-            currency: row.currency,
-            interval: row.interval,
-            credits: row.credits,
-            monthly_quota: row.monthly_quota,
-            rps_limit: row.rps_limit,
-            rph_limit: row.rph_limit,
-            description: row.description,
-            active: row.active,
-            stripe_price_id: row.stripe_price_id,
-            created_at: row.created_at,
-        }
-    }
+/// `query_as!(Plan, ..)` with the plan's columns written once; `$tail` follows them.
+macro_rules! plan_query {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Plan,
+            r#"SELECT id, name, plan_type AS "plan_type: PlanType", amount_cents, currency,
+                      interval, credits, monthly_quota, rps_limit, rph_limit, description,
+                      active, stripe_price_id, created_at "# + $tail
+            $(, $arg)*
+        )
+    };
 }
 
 pub async fn list(pool: &PgPool, only_active: bool) -> Result<Vec<Plan>, sqlx::Error> {
-    let rows = sqlx::query_as!(
-        PlanRow,
-        r#"SELECT id, name, plan_type, amount_cents, currency, interval, credits, monthly_quota,
-                  rps_limit, rph_limit, description, active, stripe_price_id, created_at
-           FROM plans WHERE active OR NOT $1 ORDER BY amount_cents, id"#,
+    plan_query!(
+        "FROM plans WHERE active OR NOT $1 ORDER BY amount_cents, id",
         only_active
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(Plan::from).collect())
+    .await
 }
 
 pub async fn find(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Plan>, sqlx::Error> {
-    let row = sqlx::query_as!(
-        PlanRow,
-        r#"SELECT id, name, plan_type, amount_cents, currency, interval, credits, monthly_quota,
-                  rps_limit, rph_limit, description, active, stripe_price_id, created_at
-           FROM plans WHERE id = $1"#,
-        id
-    )
-    .fetch_optional(executor)
-    .await?;
-    Ok(row.map(Plan::from))
+    plan_query!("FROM plans WHERE id = $1", id)
+        .fetch_optional(executor)
+        .await
 }
 
 /// The active free plan, whose limits apply to an account without a subscription.
 pub async fn active_free(executor: impl PgExecutor<'_>) -> Result<Option<Plan>, sqlx::Error> {
-    let row = sqlx::query_as!(
-        PlanRow,
-        r#"SELECT id, name, plan_type, amount_cents, currency, interval, credits, monthly_quota,
-                  rps_limit, rph_limit, description, active, stripe_price_id, created_at
-           FROM plans WHERE plan_type = 'free' AND active"#
-    )
-    .fetch_optional(executor)
-    .await?;
-    Ok(row.map(Plan::from))
+    plan_query!("FROM plans WHERE plan_type = 'free' AND active")
+        .fetch_optional(executor)
+        .await
 }
 
 /// A plan's fields as the admin sets them.
@@ -208,7 +150,7 @@ pub async fn save(
            RETURNING id"#,
         id,
         fields.name,
-        fields.plan_type.as_str(),
+        fields.plan_type as PlanType,
         fields.amount_cents,
         fields.currency,
         fields.interval,
