@@ -579,6 +579,63 @@ mod cors {
     }
 
     #[tokio::test]
+    async fn server_errors_carry_the_cors_headers() {
+        let app = allowing(APP, false).await;
+        app.drop_database().await;
+        let outage = send(
+            app.request(Method::GET, "/myapi/user/profile")
+                .header("Origin", APP)
+                .bearer_auth("ses_whatever"),
+        )
+        .await;
+        assert!(outage.status >= 500, "{}", outage.text);
+        assert_eq!(outage.json["code"], outage.status);
+        assert_cors_answer(&outage, APP);
+    }
+
+    /// A panic's 500 is rendered by the request-context middleware itself (as an error, not a
+    /// response): with CORS wrapped outside it, as `startup.rs` does, it carries the headers.
+    #[tokio::test]
+    async fn a_panic_answered_by_the_envelope_middleware_carries_the_cors_headers() {
+        use actix_web::middleware::from_fn;
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        use meterapi::config::{AllowedOrigins, CorsSettings};
+
+        async fn explode() -> HttpResponse {
+            panic!("a bug in a handler")
+        }
+
+        let settings = CorsSettings {
+            allowed_origins: AllowedOrigins::Listed(vec![APP.to_owned()]),
+            gateway: false,
+        };
+        let cors = meterapi::api::cors(&settings);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(meterapi::api::request_context_middleware))
+                .wrap(cors.clone())
+                .route("/myapi/explode", web::get().to(explode))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+
+        let client = reqwest::Client::new();
+        let url = format!("{base}/myapi/explode");
+        let crashed = send(client.get(&url).header("Origin", APP)).await;
+        crashed.assert_error(500, None);
+        assert_cors_answer(&crashed, APP);
+        let elsewhere = send(client.get(&url).header("Origin", OTHER)).await;
+        elsewhere.assert_error(500, None);
+        assert_no_cors(&elsewhere);
+    }
+
+    #[tokio::test]
     async fn another_origin_is_answered_as_without_cors() {
         let app = allowing(APP, true).await;
         for origin in [
