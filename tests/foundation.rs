@@ -1,5 +1,5 @@
 //! The foundation over HTTP: the envelope, request ids, languages, the code catalogue, the
-//! operations endpoints and the private PostgreSQL cluster.
+//! operations endpoints, cross-origin access for browsers and the private PostgreSQL cluster.
 
 mod support;
 
