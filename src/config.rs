@@ -48,6 +48,31 @@ pub struct Settings {
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     pub redis_key_prefix: String,
     pub gateway: GatewaySettings,
+    pub cors: CorsSettings,
+}
+
+/// Which browser origins may call the service from another origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorsSettings {
+    /// `CORS_ALLOWED_ORIGINS`.
+    pub allowed_origins: AllowedOrigins,
+    /// `CORS_GATEWAY`: the gateway (`/api/v1/...`) answers those origins too.
+    pub gateway: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// These origins, serialized as browsers send them (`https://app.example.com`); none: no
+    /// cross-origin access.
+    Listed(Vec<String>),
+    /// `*`: any origin (never with credentials; refused in production).
+    Any,
+}
+
+impl Default for AllowedOrigins {
+    fn default() -> Self {
+        AllowedOrigins::Listed(Vec::new())
+    }
 }
 
 /// Tunables of the gateway.
@@ -229,6 +254,17 @@ impl Settings {
             lease_ttl: Duration::from_secs(number("GATEWAY_LEASE_TTL_SECS", 15, 2..=3600)?),
             settle_interval: Duration::from_millis(number("GATEWAY_SETTLE_MS", 1000, 50..=60_000)?),
         };
+        let cors = CorsSettings {
+            allowed_origins: match get("CORS_ALLOWED_ORIGINS") {
+                None => AllowedOrigins::default(),
+                Some(list) => parse_allowed_origins(&list, app_env)?,
+            },
+            gateway: match get("CORS_GATEWAY").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => return Err(invalid("CORS_GATEWAY", "must be true or false")),
+            },
+        };
 
         Ok(Settings {
             app_env,
@@ -249,6 +285,7 @@ impl Settings {
             auth,
             redis_key_prefix,
             gateway,
+            cors,
         })
     }
 
@@ -271,6 +308,58 @@ fn parse_http_url(variable: &'static str, value: &str) -> Result<Url, ConfigErro
         ));
     }
     Ok(url)
+}
+
+/// `*` alone, or comma-separated origins `scheme://host[:port]` (http or https, nothing after
+/// the authority), kept in the form browsers send in `Origin`: lower case, default port dropped.
+fn parse_allowed_origins(list: &str, app_env: AppEnv) -> Result<AllowedOrigins, ConfigError> {
+    const VARIABLE: &str = "CORS_ALLOWED_ORIGINS";
+    let entries: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    if entries.contains(&"*") {
+        if entries.len() > 1 {
+            return Err(invalid(VARIABLE, "`*` cannot be combined with origins"));
+        }
+        if app_env == AppEnv::Production {
+            return Err(invalid(
+                VARIABLE,
+                "`*` (any origin) is refused when APP_ENV=production; list the origins",
+            ));
+        }
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut origins = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let bad = || {
+            invalid(
+                VARIABLE,
+                format!(
+                    "{entry:?} is not an origin like https://app.example.com \
+                     (scheme://host[:port], no path or trailing slash)"
+                ),
+            )
+        };
+        let url = Url::parse(entry).map_err(|_| bad())?;
+        let bare = url.path() == "/" && !entry.ends_with('/');
+        if !matches!(url.scheme(), "http" | "https")
+            || url.host().is_none()
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || !bare
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(bad());
+        }
+        let origin = url.origin().ascii_serialization();
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(AllowedOrigins::Listed(origins))
 }
 
 /// Checks the scheme without echoing the value, which may hold a password.
@@ -376,6 +465,79 @@ mod tests {
             settings.unwrap().admin_emails,
             ["boss@example.com", "ops@example.com"]
         );
+    }
+
+    #[test]
+    fn cors_is_closed_unless_origins_are_listed() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.cors, CorsSettings::default());
+        assert_eq!(
+            settings.cors.allowed_origins,
+            AllowedOrigins::Listed(vec![])
+        );
+        assert!(!settings.cors.gateway);
+    }
+
+    #[test]
+    fn cors_origins_are_kept_as_browsers_send_them() {
+        let settings = settings(&[
+            (
+                "CORS_ALLOWED_ORIGINS",
+                " https://App.Example.com, ,http://localhost:3000,https://admin.example.com:443,https://app.example.com",
+            ),
+            ("CORS_GATEWAY", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.cors.allowed_origins,
+            AllowedOrigins::Listed(vec![
+                "https://app.example.com".to_owned(),
+                "http://localhost:3000".to_owned(),
+                "https://admin.example.com".to_owned(),
+            ])
+        );
+        assert!(settings.cors.gateway);
+    }
+
+    #[test]
+    fn malformed_cors_origins_are_refused_naming_the_variable() {
+        for value in [
+            "app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/app",
+            "https://app.example.com?x=1",
+            "https://app.example.com#top",
+            "https://user@app.example.com",
+            "ftp://app.example.com",
+            "null",
+            "https://",
+            "https://app.example.com:99999",
+            "https://ok.example.com,bad",
+            "*,https://app.example.com",
+        ] {
+            let error = settings(&[("CORS_ALLOWED_ORIGINS", value)]).unwrap_err();
+            assert_eq!(error.variable, "CORS_ALLOWED_ORIGINS", "{value}");
+            assert!(error.to_string().contains("CORS_ALLOWED_ORIGINS"));
+        }
+        let error = settings(&[("CORS_GATEWAY", "yes")]).unwrap_err();
+        assert_eq!(error.variable, "CORS_GATEWAY");
+    }
+
+    #[test]
+    fn any_origin_is_refused_in_production() {
+        let error = settings(&[("APP_ENV", "production"), ("CORS_ALLOWED_ORIGINS", "*")]);
+        let error = error.unwrap_err();
+        assert_eq!(error.variable, "CORS_ALLOWED_ORIGINS");
+        assert!(error.to_string().contains("CORS_ALLOWED_ORIGINS"));
+        for env in ["development", "test"] {
+            let settings = settings(&[("APP_ENV", env), ("CORS_ALLOWED_ORIGINS", " * ")]);
+            assert_eq!(settings.unwrap().cors.allowed_origins, AllowedOrigins::Any);
+        }
+        let listed = settings(&[
+            ("APP_ENV", "production"),
+            ("CORS_ALLOWED_ORIGINS", "https://app.example.com"),
+        ]);
+        assert!(listed.is_ok());
     }
 
     #[test]

@@ -67,11 +67,13 @@ impl Application {
         });
         let metrics = web::Data::new(ops::metrics::HttpMetrics::new(&database.pool)?);
 
+        let cors = api::cors(&state.settings.cors);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(ops::metrics::metrics_middleware))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .wrap(from_fn(api::request_context_middleware))
+                .wrap(cors.clone()) // outside the envelope: errors carry the CORS headers too
                 .app_data(state.clone())
                 .app_data(passwords.clone())
                 .app_data(stripe.clone())

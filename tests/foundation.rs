@@ -1,5 +1,5 @@
 //! The foundation over HTTP: the envelope, request ids, languages, the code catalogue, the
-//! operations endpoints and the private PostgreSQL cluster.
+//! operations endpoints, cross-origin access for browsers and the private PostgreSQL cluster.
 
 mod architecture;
 mod support;
@@ -396,5 +396,387 @@ mod envelope_edges {
             "{}",
             response.text
         );
+    }
+}
+
+/// Cross-origin access for browsers: `CORS_ALLOWED_ORIGINS` and `CORS_GATEWAY`.
+mod cors {
+    use reqwest::Method;
+
+    use super::support::{TestApp, TestConfig, TestResponse, send, spawn_app, spawn_app_with};
+
+    const APP: &str = "https://app.example.com";
+    const OTHER: &str = "https://evil.example.com";
+    const CONTRACT_HEADERS: &str = "authorization,content-type,x-lang,idempotency-key,x-request-id";
+
+    /// Every header of the CORS protocol an answer could carry.
+    const CORS_HEADERS: [&str; 6] = [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "access-control-max-age",
+    ];
+
+    async fn allowing(origins: &str, gateway: bool) -> TestApp {
+        spawn_app_with(
+            TestConfig::default()
+                .var("CORS_ALLOWED_ORIGINS", origins)
+                .var("CORS_GATEWAY", gateway.to_string()),
+        )
+        .await
+    }
+
+    async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> TestResponse {
+        send(
+            app.request(Method::OPTIONS, path)
+                .header("Origin", origin)
+                .header("Access-Control-Request-Method", method)
+                .header("Access-Control-Request-Headers", CONTRACT_HEADERS),
+        )
+        .await
+    }
+
+    async fn from(app: &TestApp, method: Method, path: &str, origin: &str) -> TestResponse {
+        send(
+            app.request(method, path)
+                .header("Origin", origin)
+                .header("X-Request-Id", "cors-1"),
+        )
+        .await
+    }
+
+    /// The comma-separated items of a header, lower-cased.
+    fn items(response: &TestResponse, name: &str) -> Vec<String> {
+        response
+            .header(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(|item| item.trim().to_ascii_lowercase())
+            .filter(|item| !item.is_empty())
+            .collect()
+    }
+
+    fn assert_no_cors(response: &TestResponse) {
+        for name in CORS_HEADERS {
+            assert!(
+                response.header(name).is_none(),
+                "{name} must not be sent; status {}",
+                response.status
+            );
+        }
+    }
+
+    fn assert_preflight_accepted(response: &TestResponse, origin: &str) {
+        assert_eq!(response.status, 204, "{}", response.text);
+        assert_eq!(response.header("access-control-allow-origin"), Some(origin));
+        let methods = items(response, "access-control-allow-methods");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            assert!(
+                methods.contains(&method.to_owned()),
+                "{method} in {methods:?}"
+            );
+        }
+        let headers = items(response, "access-control-allow-headers");
+        for header in CONTRACT_HEADERS.split(',') {
+            assert!(
+                headers.contains(&header.to_owned()),
+                "{header} in {headers:?}"
+            );
+        }
+        let max_age: u64 = response
+            .header("access-control-max-age")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(max_age >= 60);
+        assert!(items(response, "vary").contains(&"origin".to_owned()));
+        let request_id = response.header("x-request-id").unwrap_or_default();
+        assert!(uuid::Uuid::parse_str(request_id).is_ok(), "{request_id:?}");
+        assert!(
+            response
+                .header("access-control-allow-credentials")
+                .is_none()
+        );
+    }
+
+    fn assert_cors_answer(response: &TestResponse, origin: &str) {
+        assert_eq!(response.header("access-control-allow-origin"), Some(origin));
+        let exposed = items(response, "access-control-expose-headers");
+        for header in [
+            "x-request-id",
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-credits-remaining",
+        ] {
+            assert!(
+                exposed.contains(&header.to_owned()),
+                "{header} in {exposed:?}"
+            );
+        }
+        assert!(items(response, "vary").contains(&"origin".to_owned()));
+        assert!(
+            response
+                .header("access-control-allow-credentials")
+                .is_none()
+        );
+        assert!(response.header("access-control-max-age").is_none());
+    }
+
+    /// The same request without `Origin` gets the same status and body code: CORS changed
+    /// nothing but (at most) its headers.
+    async fn assert_as_without_origin(
+        app: &TestApp,
+        method: Method,
+        path: &str,
+        response: &TestResponse,
+    ) {
+        let plain = send(app.request(method, path)).await;
+        assert_eq!(response.status, plain.status, "{path}: {}", response.text);
+        assert_eq!(response.json["code"], plain.json["code"], "{path}");
+    }
+
+    #[tokio::test]
+    async fn an_allowed_origin_gets_preflights_and_cors_headers_on_answers_and_errors() {
+        let app = allowing(&format!("{APP},http://localhost:3000"), false).await;
+        for (path, method) in [
+            ("/myapi/auth/login", "POST"),
+            ("/myapi/user/profile", "GET"),
+            ("/myapi/keys/00000000-0000-0000-0000-000000000000", "DELETE"),
+            ("/myapi/no/such/route", "PUT"),
+        ] {
+            assert_preflight_accepted(&preflight(&app, path, APP, method).await, APP);
+        }
+        let local = preflight(&app, "/myapi/auth/login", "http://localhost:3000", "POST").await;
+        assert_preflight_accepted(&local, "http://localhost:3000");
+
+        let codes = from(&app, Method::GET, "/myapi/error-codes", APP).await;
+        codes.assert_ok();
+        assert_cors_answer(&codes, APP);
+        assert_eq!(codes.header("x-request-id"), Some("cors-1"));
+
+        let profile = from(&app, Method::GET, "/myapi/user/profile", APP).await;
+        profile.assert_error(401, Some(40101));
+        assert_cors_answer(&profile, APP);
+
+        let unknown = from(&app, Method::GET, "/myapi/no/such/route", APP).await;
+        unknown.assert_error(404, None);
+        assert_cors_answer(&unknown, APP);
+
+        // The framework's own refusal of a method, rendered by the envelope middleware.
+        let wrong_method = from(&app, Method::DELETE, "/myapi/error-codes", APP).await;
+        wrong_method.assert_error(404, None);
+        assert_cors_answer(&wrong_method, APP);
+
+        let bad_json = send(
+            app.request(Method::POST, "/myapi/auth/login")
+                .header("Origin", APP)
+                .header("content-type", "application/json")
+                .body("{"),
+        )
+        .await;
+        bad_json.assert_error(400, None);
+        assert_cors_answer(&bad_json, APP);
+    }
+
+    #[tokio::test]
+    async fn server_errors_carry_the_cors_headers() {
+        let app = allowing(APP, false).await;
+        app.drop_database().await;
+        let outage = send(
+            app.request(Method::GET, "/myapi/user/profile")
+                .header("Origin", APP)
+                .bearer_auth("ses_whatever"),
+        )
+        .await;
+        assert!(outage.status >= 500, "{}", outage.text);
+        assert_eq!(outage.json["code"], outage.status);
+        assert_cors_answer(&outage, APP);
+    }
+
+    /// A panic's 500 is rendered by the request-context middleware itself (as an error, not a
+    /// response): with CORS wrapped outside it, as `startup.rs` does, it carries the headers.
+    #[tokio::test]
+    async fn a_panic_answered_by_the_envelope_middleware_carries_the_cors_headers() {
+        use actix_web::middleware::from_fn;
+        use actix_web::{App, HttpResponse, HttpServer, web};
+        use meterapi::config::{AllowedOrigins, CorsSettings};
+
+        async fn explode() -> HttpResponse {
+            panic!("a bug in a handler")
+        }
+
+        let settings = CorsSettings {
+            allowed_origins: AllowedOrigins::Listed(vec![APP.to_owned()]),
+            gateway: false,
+        };
+        let cors = meterapi::api::cors(&settings);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(meterapi::api::request_context_middleware))
+                .wrap(cors.clone())
+                .route("/myapi/explode", web::get().to(explode))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+
+        let client = reqwest::Client::new();
+        let url = format!("{base}/myapi/explode");
+        let crashed = send(client.get(&url).header("Origin", APP)).await;
+        crashed.assert_error(500, None);
+        assert_cors_answer(&crashed, APP);
+        let elsewhere = send(client.get(&url).header("Origin", OTHER)).await;
+        elsewhere.assert_error(500, None);
+        assert_no_cors(&elsewhere);
+    }
+
+    #[tokio::test]
+    async fn another_origin_is_answered_as_without_cors() {
+        let app = allowing(APP, true).await;
+        for origin in [
+            OTHER,
+            "https://app.example.com:8443",
+            "http://app.example.com",
+            "null",
+        ] {
+            let refused = preflight(&app, "/myapi/auth/login", origin, "POST").await;
+            refused.assert_error(404, None);
+            assert_no_cors(&refused);
+            assert_as_without_origin(&app, Method::OPTIONS, "/myapi/auth/login", &refused).await;
+
+            let codes = from(&app, Method::GET, "/myapi/error-codes", origin).await;
+            codes.assert_ok();
+            assert_no_cors(&codes);
+
+            let profile = from(&app, Method::GET, "/myapi/user/profile", origin).await;
+            profile.assert_error(401, Some(40101));
+            assert_no_cors(&profile);
+
+            let gateway = from(&app, Method::GET, "/api/v1/echo/x", origin).await;
+            assert_no_cors(&gateway);
+            assert_as_without_origin(&app, Method::GET, "/api/v1/echo/x", &gateway).await;
+        }
+
+        // Without an Origin header (not a browser's cross-origin call) nothing changes either.
+        let plain = app.get("/myapi/error-codes").await;
+        plain.assert_ok();
+        assert_no_cors(&plain);
+        let bare_preflight = send(
+            app.request(Method::OPTIONS, "/myapi/auth/login")
+                .header("Access-Control-Request-Method", "POST"),
+        )
+        .await;
+        bare_preflight.assert_error(404, None);
+        assert_no_cors(&bare_preflight);
+
+        // An allowed origin asking for a method or header the API does not take gets no
+        // permission, and the ordinary answer rather than a bare 400.
+        for (method, headers) in [("TRACE", "content-type"), ("POST", "content-type,x-custom")] {
+            let refused = send(
+                app.request(Method::OPTIONS, "/myapi/auth/login")
+                    .header("Origin", APP)
+                    .header("Access-Control-Request-Method", method)
+                    .header("Access-Control-Request-Headers", headers),
+            )
+            .await;
+            refused.assert_error(404, None);
+            assert_no_cors(&refused);
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_and_metrics_never_answer_cross_origin() {
+        let app = allowing(APP, true).await;
+        for path in [
+            "/myapi/webhooks/stripe",
+            "/myapi/%77ebhooks/stripe",
+            "/metrics",
+        ] {
+            let refused = preflight(&app, path, APP, "POST").await;
+            assert_ne!(refused.status, 204, "{path}");
+            assert_no_cors(&refused);
+            assert_as_without_origin(&app, Method::OPTIONS, path, &refused).await;
+        }
+        for path in ["/myapi/webhooks/stripe", "/myapi/%77ebhooks/stripe"] {
+            let webhook = from(&app, Method::POST, path, APP).await;
+            assert_no_cors(&webhook);
+            assert_as_without_origin(&app, Method::POST, path, &webhook).await;
+        }
+        let metrics = from(&app, Method::GET, "/metrics", APP).await;
+        assert_eq!(metrics.status, 200);
+        assert_no_cors(&metrics);
+    }
+
+    #[tokio::test]
+    async fn the_gateway_answers_browsers_only_with_cors_gateway() {
+        let closed = allowing(APP, false).await;
+        let refused = preflight(&closed, "/api/v1/echo/x", APP, "GET").await;
+        assert_ne!(refused.status, 204);
+        assert_no_cors(&refused);
+        assert_as_without_origin(&closed, Method::OPTIONS, "/api/v1/echo/x", &refused).await;
+        let call = from(&closed, Method::GET, "/api/v1/echo/x", APP).await;
+        assert_no_cors(&call);
+        assert_as_without_origin(&closed, Method::GET, "/api/v1/echo/x", &call).await;
+        drop(closed);
+
+        let open = allowing(APP, true).await;
+        assert_preflight_accepted(&preflight(&open, "/api/v1/echo/x", APP, "GET").await, APP);
+        assert_preflight_accepted(&preflight(&open, "/api/v1/echo", APP, "POST").await, APP);
+        let call = from(&open, Method::GET, "/api/v1/echo/x", APP).await;
+        assert_eq!(call.status, 401, "no key: {}", call.text);
+        assert_cors_answer(&call, APP);
+        // The account surface stays open too; other paths stay closed.
+        let profile = from(&open, Method::GET, "/myapi/user/profile", APP).await;
+        assert_cors_answer(&profile, APP);
+        let health = from(&open, Method::GET, "/healthz", APP).await;
+        assert_no_cors(&health);
+    }
+
+    #[tokio::test]
+    async fn with_no_allowed_origin_no_answer_carries_cors_headers() {
+        for app in [
+            spawn_app().await,
+            spawn_app_with(TestConfig::default().var("CORS_GATEWAY", "true")).await,
+        ] {
+            let refused = preflight(&app, "/myapi/auth/login", APP, "POST").await;
+            refused.assert_error(404, None);
+            assert_no_cors(&refused);
+            for (method, path) in [
+                (Method::GET, "/myapi/error-codes"),
+                (Method::GET, "/myapi/user/profile"),
+                (Method::GET, "/myapi/nowhere"),
+                (Method::GET, "/api/v1/echo/x"),
+            ] {
+                let response = from(&app, method.clone(), path, APP).await;
+                assert_no_cors(&response);
+                assert_as_without_origin(&app, method, path, &response).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn any_origin_outside_production_is_answered_with_a_wildcard() {
+        let app = allowing("*", false).await;
+        let accepted = preflight(&app, "/myapi/auth/login", OTHER, "POST").await;
+        assert_eq!(accepted.status, 204);
+        assert_eq!(accepted.header("access-control-allow-origin"), Some("*"));
+        assert!(
+            accepted
+                .header("access-control-allow-credentials")
+                .is_none()
+        );
+        let profile = from(&app, Method::GET, "/myapi/user/profile", OTHER).await;
+        profile.assert_error(401, Some(40101));
+        assert_cors_answer(&profile, "*");
+        let webhook = from(&app, Method::POST, "/myapi/webhooks/stripe", OTHER).await;
+        assert_no_cors(&webhook);
     }
 }

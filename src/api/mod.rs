@@ -1,8 +1,9 @@
 //! The HTTP face shared by every module: the code catalogue, the envelope and its one renderer,
-//! the request context (request id, language, panic guard) and the extractors whose errors name
-//! the field.
+//! the request context (request id, language, panic guard), cross-origin access for browsers and
+//! the extractors whose errors name the field.
 
 pub mod catalogue;
+mod cors;
 mod envelope;
 mod error;
 mod extract;
@@ -12,6 +13,7 @@ mod pagination;
 mod request;
 
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
+pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
 pub use error::{ApiError, ErrorBody, Rendered};
 pub use extract::{ApiJson, ApiQuery, MAX_BODY_BYTES, extractor_configs};
