@@ -84,11 +84,35 @@ fn amount_matches(order: &Order, amount: Option<i64>, currency: Option<&str>, wh
     matches
 }
 
-fn unknown_order(kind: &str, object: &Value) {
-    tracing::warn!(
-        object_id = text(object, &["id"]).unwrap_or("?"),
-        "{kind} refers to no order of ours: ignored"
-    );
+/// How a Stripe object names its order.
+struct OrderRef<'a> {
+    order_no: Option<&'a str>,
+    subscription_id: Option<&'a str>,
+    payment_intent_id: Option<&'a str>,
+}
+
+/// The order a Stripe object of `kind` refers to, locked; None, logged, for an object that is
+/// not ours.
+async fn locked_order(
+    connection: &mut PgConnection,
+    kind: &str,
+    object: &Value,
+    refers: OrderRef<'_>,
+) -> Result<Option<Order>, PaymentError> {
+    let order = order::lock_for_event(
+        connection,
+        refers.order_no,
+        refers.subscription_id,
+        refers.payment_intent_id,
+    )
+    .await?;
+    if order.is_none() {
+        tracing::warn!(
+            object_id = text(object, &["id"]).unwrap_or("?"),
+            "{kind} refers to no order of ours: ignored"
+        );
+    }
+    Ok(order)
 }
 
 /// The order a Checkout Session was made for (its metadata, else `client_reference_id`),
@@ -99,11 +123,12 @@ async fn session_order(
 ) -> Result<Option<Order>, PaymentError> {
     let order_no = text(session, &["metadata", "order_no"])
         .or_else(|| text(session, &["client_reference_id"]));
-    let order = order::lock_for_event(connection, order_no, None, None).await?;
-    if order.is_none() {
-        unknown_order("checkout session", session);
-    }
-    Ok(order)
+    let refers = OrderRef {
+        order_no,
+        subscription_id: None,
+        payment_intent_id: None,
+    };
+    locked_order(connection, "checkout session", session, refers).await
 }
 
 async fn checkout_paid(
@@ -174,6 +199,19 @@ fn invoice_order_no(invoice: &Value) -> Option<&str> {
     .or_else(|| text(invoice, &["metadata", "order_no"]))
 }
 
+/// The order of an invoice's subscription, locked.
+async fn invoice_order(
+    connection: &mut PgConnection,
+    invoice: &Value,
+) -> Result<Option<Order>, PaymentError> {
+    let refers = OrderRef {
+        order_no: invoice_order_no(invoice),
+        subscription_id: invoice_subscription(invoice),
+        payment_intent_id: None,
+    };
+    locked_order(connection, "invoice", invoice, refers).await
+}
+
 async fn invoice_paid(
     connection: &mut PgConnection,
     event: &StripeEvent,
@@ -181,9 +219,7 @@ async fn invoice_paid(
     now: DateTime<Utc>,
 ) -> Result<(), PaymentError> {
     let subscription = invoice_subscription(invoice);
-    let order_no = invoice_order_no(invoice);
-    let Some(order) = order::lock_for_event(connection, order_no, subscription, None).await? else {
-        unknown_order("invoice", invoice);
+    let Some(order) = invoice_order(connection, invoice).await? else {
         return Ok(());
     };
     let Some(invoice_id) = text(invoice, &["id"]) else {
@@ -239,10 +275,7 @@ async fn invoice_failed(
     event: &StripeEvent,
     invoice: &Value,
 ) -> Result<(), PaymentError> {
-    let subscription = invoice_subscription(invoice);
-    let order_no = invoice_order_no(invoice);
-    let Some(order) = order::lock_for_event(connection, order_no, subscription, None).await? else {
-        unknown_order("invoice", invoice);
+    let Some(order) = invoice_order(connection, invoice).await? else {
         return Ok(());
     };
     order::mark_past_due(connection, order.id, event.created_at()).await?;
@@ -256,9 +289,12 @@ async fn subscription_changed(
 ) -> Result<(), PaymentError> {
     let order_no = text(subscription, &["metadata", "order_no"]);
     let subscription_id = text(subscription, &["id"]);
-    let Some(order) = order::lock_for_event(connection, order_no, subscription_id, None).await?
-    else {
-        unknown_order("subscription", subscription);
+    let refers = OrderRef {
+        order_no,
+        subscription_id,
+        payment_intent_id: None,
+    };
+    let Some(order) = locked_order(connection, "subscription", subscription, refers).await? else {
         return Ok(());
     };
     let deleted = event.event_type == "customer.subscription.deleted";
@@ -309,9 +345,12 @@ async fn charge_refunded(
 ) -> Result<(), PaymentError> {
     let order_no = text(charge, &["metadata", "order_no"]);
     let payment_intent = id_of(charge, "payment_intent");
-    let Some(order) = order::lock_for_event(connection, order_no, None, payment_intent).await?
-    else {
-        unknown_order("charge", charge);
+    let refers = OrderRef {
+        order_no,
+        subscription_id: None,
+        payment_intent_id: payment_intent,
+    };
+    let Some(order) = locked_order(connection, "charge", charge, refers).await? else {
         return Ok(());
     };
     let (Some(charge_id), Some(amount), Some(refunded)) = (
