@@ -23,7 +23,22 @@ APP_ENV=test RUST_LOG=warn DATA_DIR="$WORK" LISTEN_ADDR="127.0.0.1:$PORT" CAPTCH
   STRIPE_WEBHOOK_SECRET=whsec_fuzz target/debug/meterapi >"$WORK/service.log" 2>&1 &
 SERVICE=$!
 trap 'kill $SERVICE 2>/dev/null || true; wait $SERVICE 2>/dev/null || true' EXIT
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+# The service starts its own PostgreSQL first: on a loaded machine that can take a while, so
+# wait up to two minutes, and stop at once if the process died.
+deadline=$((SECONDS + 120))
+until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do
+  if ! kill -0 "$SERVICE" 2>/dev/null; then
+    echo "the service exited before it served; its log:" >&2
+    cat "$WORK/service.log" >&2
+    exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "the service did not answer /healthz within 120 s; its log:" >&2
+    cat "$WORK/service.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
 BASE="http://127.0.0.1:$PORT"
 
 # An admin with a session, credits and an API key, and a provider that points back at the

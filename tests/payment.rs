@@ -129,7 +129,7 @@ impl Shop {
     async fn deliver(&self, event: &Value) -> TestResponse {
         let body = serde_json::to_vec(event).unwrap();
         let now = self.app.clock().now().timestamp();
-        let header = meterapi::payment::signature::sign(&body, WEBHOOK_SECRET, now);
+        let header = support::stripe::stripe_signature(&body, WEBHOOK_SECRET, now);
         let request = self
             .app
             .request(Method::POST, "/myapi/webhooks/stripe")
@@ -662,13 +662,13 @@ async fn bad_stale_and_tampered_signatures_change_nothing() {
                 .body(body),
         )
     };
-    let stale = meterapi::payment::signature::sign(&body, WEBHOOK_SECRET, now - 301);
+    let stale = support::stripe::stripe_signature(&body, WEBHOOK_SECRET, now - 301);
     post(stale, body.clone()).await.assert_error(400, None);
-    let wrong_secret = meterapi::payment::signature::sign(&body, "whsec_other", now);
+    let wrong_secret = support::stripe::stripe_signature(&body, "whsec_other", now);
     post(wrong_secret, body.clone())
         .await
         .assert_error(400, None);
-    let good = meterapi::payment::signature::sign(&body, WEBHOOK_SECRET, now);
+    let good = support::stripe::stripe_signature(&body, WEBHOOK_SECRET, now);
     let mut tampered = body.clone();
     let at = tampered.windows(3).position(|w| w == b"990").unwrap();
     tampered[at] = b'1';

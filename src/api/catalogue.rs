@@ -299,69 +299,8 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    /// The codes of `seeds/000_cde45f42f471d74c.txt`, with the module table each stands in.
-    const SEED: &[(u32, Module)] = &[
-        (200, Module::Global),
-        (400, Module::Global),
-        (401, Module::Global),
-        (402, Module::Global),
-        (403, Module::Global),
-        (404, Module::Global),
-        (429, Module::Global),
-        (500, Module::Global),
-        (502, Module::Global),
-        (503, Module::Global),
-        (40101, Module::Gateway),
-        (40102, Module::Gateway),
-        (40103, Module::Gateway),
-        (40201, Module::Gateway),
-        (40301, Module::Gateway),
-        (42901, Module::Gateway),
-        (42902, Module::Gateway),
-        (42903, Module::Gateway),
-        (50201, Module::Gateway),
-        (50301, Module::Gateway),
-        (40001, Module::Auth),
-        (40002, Module::Auth),
-        (40003, Module::Auth),
-        (40004, Module::Auth),
-        (40005, Module::Auth),
-        (40006, Module::Auth),
-        (40007, Module::Auth),
-        (40008, Module::Auth),
-        (40111, Module::Auth),
-        (40401, Module::Auth),
-        (40402, Module::Auth),
-        (50011, Module::Auth),
-        (40021, Module::Payment),
-        (40022, Module::Payment),
-        (40023, Module::Payment),
-        (40024, Module::Payment),
-        (40025, Module::Payment),
-        (40026, Module::Payment),
-        (40027, Module::Payment),
-        (40028, Module::Payment),
-        (40302, Module::Payment),
-        (40411, Module::Payment),
-        (50021, Module::Payment),
-        (50022, Module::Payment),
-        (50023, Module::Payment),
-    ];
-
-    #[test]
-    fn every_seed_code_is_in_the_catalogue_exactly_once_in_its_module() {
-        assert_eq!(SEED.len(), 45);
-        assert_eq!(
-            CATALOGUE.len(),
-            SEED.len(),
-            "the catalogue holds codes the seed lacks"
-        );
-        for (key, module) in SEED {
-            let rows: Vec<_> = CATALOGUE.iter().filter(|info| info.key() == *key).collect();
-            assert_eq!(rows.len(), 1, "code {key} must stand exactly once");
-            assert_eq!(rows[0].module, *module, "code {key} is in the wrong module");
-        }
-    }
+    // That every code of the seed's table is served once, with its name, meaning and module,
+    // is checked against the seed file itself by `tests/foundation.rs`.
 
     #[test]
     fn sub_codes_lie_in_their_module_ranges_and_share_the_http_class() {

@@ -186,14 +186,32 @@ impl ResponseError for ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
-    /// A pool that cannot hand out a connection in time, or a database that cannot be reached,
-    /// is an outage: 503 with `Retry-After`, so clients back off instead of hanging.
+    /// A database that cannot be reached or that went away is an outage, whatever the way it
+    /// shows: 503 with `Retry-After`, so clients back off instead of hanging or seeing a 500.
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                ApiError::unavailable(2).with_cause(error)
-            }
-            _ => ApiError::internal(error),
+        if is_outage(&error) {
+            ApiError::unavailable(2).with_cause(error)
+        } else {
+            ApiError::internal(error)
         }
+    }
+}
+
+/// Whether `error` says the database is unavailable rather than that a statement is wrong: no
+/// connection in time, a pool closed, a socket refused or reset, a connection cut mid-query
+/// (the protocol stream ends), or the server saying so itself: SQLSTATE class 08 (connection
+/// exception), 57P01-57P03 (shut down by an administrator, crashed, not yet accepting
+/// connections) and 53300 (too many connections).
+pub fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }

@@ -71,12 +71,15 @@ impl EmbeddedCluster {
     /// Stops the cluster (fast shutdown: open sessions are ended).
     pub async fn stop(&self) -> anyhow::Result<()> {
         let cluster = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let output = cluster.pg_ctl(&["stop", "-m", "fast", "-w"])?;
-            check(&output, "pg_ctl stop")
-        })
-        .await
-        .context("the cluster stop task failed")?
+        tokio::task::spawn_blocking(move || cluster.stop_blocking())
+            .await
+            .context("the cluster stop task failed")?
+    }
+
+    /// `stop` for places that cannot await (a guard's `Drop`).
+    pub fn stop_blocking(&self) -> anyhow::Result<()> {
+        let output = self.pg_ctl(&["stop", "-m", "fast", "-w"])?;
+        check(&output, "pg_ctl stop")
     }
 
     /// Connection options for `database` over the cluster's socket.

@@ -142,11 +142,7 @@ pub async fn forward(
     // Every condition is evaluated before anything is consumed, so a refused call takes
     // nothing from any limit or from the credits.
     let cost = provider.cost;
-    let held = gateway
-        .meter
-        .hold(&account, cost)
-        .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let held = gateway.meter.hold(&account, cost).await?;
     let permit = gateway.in_flight.clone().try_acquire_owned().ok();
     let rates = limits.rates();
     let bundle = account.limit_bundle(limits, &rates, month_of(context.clock.now()));

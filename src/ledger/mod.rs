@@ -10,6 +10,8 @@ use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::api::ApiError;
+
 pub use routes::{LedgerApi, configure};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,17 @@ pub enum LedgerError {
     InsufficientBalance { balance: i64, amount: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+impl From<LedgerError> for ApiError {
+    /// A database failure keeps its meaning (an outage is a 503); a balance that cannot cover a
+    /// movement reaching a handler unhandled is a bug.
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::Database(error) => ApiError::from(error),
+            other => ApiError::internal(other),
+        }
+    }
 }
 
 /// One movement of credits.

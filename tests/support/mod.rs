@@ -187,7 +187,7 @@ impl Drop for TestApp {
         }
         let database = self.database.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; a thread with its
-        // own runtime does the async work.
+        // own runtime does the async work. A check that could not run is a failure too.
         let consistent = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -200,9 +200,11 @@ impl Drop for TestApp {
                 })
         })
         .join()
-        .unwrap_or(true);
-        if !consistent && !std::thread::panicking() {
-            panic!("an account's balance disagrees with its ledger");
+        .unwrap_or_else(|_| Err(String::from("the ledger check panicked")));
+        if let Err(problem) = consistent
+            && !std::thread::panicking()
+        {
+            panic!("{problem}");
         }
     }
 }
@@ -211,16 +213,34 @@ const LEDGER_BROKEN: &str = r#"SELECT count(*) FROM credit_accounts a
     WHERE a.balance < 0 OR a.balance <> COALESCE(
         (SELECT sum(e.amount) FROM ledger_entries e WHERE e.user_id = a.user_id), 0)"#;
 
-async fn ledger_consistent(database: &str) -> bool {
+/// The ledger invariant of a test's database. A database the test dropped itself has nothing
+/// to check; any other failure to check is an error, never a pass.
+async fn ledger_consistent(database: &str) -> Result<(), String> {
+    let mut admin = admin_connection().await;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut admin)
+            .await
+            .map_err(|error| format!("the ledger check could not list databases: {error}"))?;
+    admin.close().await.ok();
+    if !exists {
+        return Ok(());
+    }
     let url = database_url(server_url().await, database);
-    let Ok(mut connection) = PgConnection::connect(&url).await else {
-        return true; // The test dropped its database itself.
-    };
-    let broken: Result<i64, _> = sqlx::query_scalar(LEDGER_BROKEN)
+    let mut connection = PgConnection::connect(&url)
+        .await
+        .map_err(|error| format!("the ledger check could not connect: {error}"))?;
+    let broken: i64 = sqlx::query_scalar(LEDGER_BROKEN)
         .fetch_one(&mut connection)
-        .await;
+        .await
+        .map_err(|error| format!("the ledger check failed: {error}"))?;
     connection.close().await.ok();
-    broken.map_or(true, |broken| broken == 0)
+    if broken == 0 {
+        Ok(())
+    } else {
+        Err(format!("{broken} account(s) disagree with their ledger"))
+    }
 }
 
 async fn drop_database(database: &str) {
@@ -260,9 +280,15 @@ impl TestResponse {
             self.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
             "msg present"
         );
+        let request_id = self.header("x-request-id");
+        assert!(
+            request_id.is_some_and(|id| !id.is_empty()),
+            "X-Request-Id on every error; body: {}",
+            self.text
+        );
         assert_eq!(
             self.json["request_id"].as_str(),
-            self.header("x-request-id"),
+            request_id,
             "request_id equals X-Request-Id"
         );
     }
@@ -385,4 +411,75 @@ pub async fn settled_balance(pool: &PgPool, user_id: uuid::Uuid, expected: i64) 
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Says why a test cannot run here and returns, so the test ends without checking anything:
+/// under `CI=true` a missing service is a failure, never a skip; elsewhere the reason is printed
+/// and written to `target/tmp/skipped-tests.log`, which `.ci/run` counts into its closing line.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("{test} cannot run under CI: {reason}");
+    }
+    eprintln!("skipped {test}: {reason}");
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.log");
+    let line = format!("{test}: {reason}\n");
+    use std::io::Write;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        file.write_all(line.as_bytes()).ok();
+    }
+}
+
+/// `REDIS_URL`, or None after recording the skip of `test`.
+pub fn redis_url(test: &str) -> Option<String> {
+    let url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    if url.is_none() {
+        skip(
+            test,
+            "REDIS_URL is unset, so there is no Redis to share limits through",
+        );
+    }
+    url
+}
+
+/// Polls `probe` every 20 ms until it yields a value, and returns it; panics naming `what` when
+/// `within` passes first. Tests wait for a state with it instead of sleeping a fixed time.
+pub async fn eventually<T, F, Fut>(within: std::time::Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A private cluster a test started itself, stopped when the guard is dropped, panics included,
+/// so a failing test leaves no server behind its deleted directory.
+pub struct ClusterGuard(pub EmbeddedCluster);
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        // Already stopped by the test is fine: pg_ctl then only says so.
+        self.0.stop_blocking().ok();
+    }
+}
+
+/// SHA-256 of `text`, computed here apart from the service, for checking what it stores.
+pub fn sha256(text: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).to_vec()
 }
