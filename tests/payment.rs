@@ -29,7 +29,7 @@ async fn shop_with(config: TestConfig, configured: bool) -> Shop {
         .var("PUBLIC_URL", "https://app.example.com");
     if configured {
         config = config
-            .var("STRIPE_SECRET_KEY", "sk_test_fake")
+            .var("STRIPE_SECRET_KEY", support::stripe::SECRET_KEY)
             .var("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .var("STRIPE_API_BASE", stripe.base_url.clone());
     }
@@ -1229,4 +1229,37 @@ async fn admins_adjust_credits_down_to_zero_and_once_per_idempotency_key() {
         .await;
     assert!(update.is_err(), "the ledger is append-only");
     assert_ledger_consistent(&shop.app.pool).await;
+}
+
+/// The fake Stripe is no kinder than Stripe: a test that passes against it does not depend on
+/// a missing key, an unknown parameter or an idempotency key reused with other parameters.
+#[tokio::test]
+async fn the_fake_stripe_refuses_what_stripe_refuses() {
+    let stripe = support::stripe::FakeStripe::start().await;
+    let client = reqwest::Client::new();
+    let sessions = format!("{}v1/checkout/sessions", stripe.base_url);
+    let create = |key: &'static str, form: &'static [(&'static str, &'static str)]| {
+        client
+            .post(&sessions)
+            .bearer_auth(key)
+            .header("Idempotency-Key", "same-key")
+            .form(form)
+    };
+    let good: &[(&str, &str)] = &[("mode", "payment"), ("success_url", "https://x.test/ok")];
+    let refused = support::send(create("sk_test_other", good)).await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let unknown = support::send(create(support::stripe::SECRET_KEY, &[("modee", "payment")])).await;
+    assert_eq!(unknown.status, 400, "{}", unknown.text);
+    assert_eq!(unknown.json["error"]["param"], "modee");
+    let first = support::send(create(support::stripe::SECRET_KEY, good)).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let replay = support::send(create(support::stripe::SECRET_KEY, good)).await;
+    assert_eq!(replay.json, first.json, "a replay answers the first answer");
+    let other = &[
+        ("mode", "subscription"),
+        ("success_url", "https://x.test/ok"),
+    ];
+    let misuse = support::send(create(support::stripe::SECRET_KEY, other)).await;
+    assert_eq!(misuse.status, 400, "{}", misuse.text);
+    assert_eq!(misuse.json["error"]["type"], "idempotency_error");
 }

@@ -38,21 +38,32 @@ async fn a_database_outage_is_answered_with_503_and_recovered_from_without_a_res
         .await
         .assert_ok();
 
-    // Load runs from before the outage until recovery has been seen (or a minute, whatever the
-    // machine's speed): every answer is a 200 or a 503, none slower than the acquire timeout
-    // allows.
+    // Load runs from before the outage until, after the recovery, it is served again (or a
+    // minute, whatever the machine's speed): every answer is a 200 or a 503, none slower than
+    // the acquire timeout allows. The database stays down until the load has met the outage
+    // itself, so the test does not depend on how the two are scheduled.
     let recovered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outages_seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let load = {
-        let (client, base, recovered) = (client.clone(), base.clone(), recovered.clone());
+        let (client, base) = (client.clone(), base.clone());
+        let (recovered, outages_seen) = (recovered.clone(), outages_seen.clone());
         tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             let mut slowest = Duration::ZERO;
             let mut statuses = std::collections::BTreeMap::new();
             let give_up = Instant::now() + Duration::from_secs(60);
-            while !recovered.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < give_up {
+            while Instant::now() < give_up {
+                let after_recovery = recovered.load(SeqCst);
                 let started = Instant::now();
                 let answer = send(client.get(format!("{base}/myapi/plans"))).await;
                 slowest = slowest.max(started.elapsed());
                 *statuses.entry(answer.status).or_insert(0u32) += 1;
+                if answer.status == 503 {
+                    outages_seen.fetch_add(1, SeqCst);
+                }
+                if after_recovery && answer.status == 200 {
+                    break;
+                }
             }
             (slowest, statuses)
         })
@@ -80,6 +91,13 @@ async fn a_database_outage_is_answered_with_503_and_recovered_from_without_a_res
     send(client.get(format!("{base}/healthz")))
         .await
         .assert_ok();
+
+    support::eventually(
+        Duration::from_secs(30),
+        "the load meets the outage",
+        || async { (outages_seen.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
 
     cluster.0.start().await.unwrap();
     support::eventually(Duration::from_secs(10), "the service recovers", || async {
@@ -126,7 +144,7 @@ async fn a_webhook_whose_effect_fails_records_nothing_and_its_retry_succeeds() {
     let app = spawn_app_with(
         TestConfig::default()
             .cheap_hashing()
-            .var("STRIPE_SECRET_KEY", "sk_test_fake")
+            .var("STRIPE_SECRET_KEY", support::stripe::SECRET_KEY)
             .var("STRIPE_WEBHOOK_SECRET", "whsec_x")
             .var("STRIPE_API_BASE", stripe.base_url.clone()),
     )

@@ -2,7 +2,9 @@
 //! answers with Stripe's own fixture objects (`tests/fixtures/stripe/fixtures3.json`, from
 //! Stripe's OpenAPI repository under the MIT licence beside it) with
 //! ids and fields overridden per request, replays a response for a repeated idempotency key as
-//! Stripe does, and records what the client sent.
+//! Stripe does, and records what the client sent. It is as strict as Stripe where a client can
+//! go wrong: no secret key is a 401, a parameter the endpoint does not take is a 400, and an
+//! idempotency key reused with other parameters is a 400.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,10 +38,14 @@ pub struct Recorded {
     pub form: HashMap<String, String>,
 }
 
+/// The secret key the tests configure (`STRIPE_SECRET_KEY`); any other is refused.
+pub const SECRET_KEY: &str = "sk_test_fake";
+
 #[derive(Default)]
 struct State {
     requests: Vec<Recorded>,
-    replies: HashMap<String, Value>,
+    /// Per idempotency key: what was asked (method, path, parameters) and what was answered.
+    replies: HashMap<String, (String, Value)>,
     failing: bool,
     sessions: u32,
 }
@@ -91,16 +97,136 @@ impl FakeStripe {
     }
 }
 
+/// The top-level parameters each endpoint the service uses takes in the API version the service
+/// pins (2026-09-30, as Stripe's OpenAPI description generates them into async-stripe's request
+/// builders); `line_items[0][price_data][currency]` is the parameter `line_items`.
+fn known_parameters(method: &str, segments: &[&str]) -> &'static [&'static str] {
+    match (method, segments) {
+        ("POST", ["checkout", "sessions"]) => &[
+            "adaptive_pricing",
+            "after_expiration",
+            "allow_promotion_codes",
+            "allowed_payment_method_types",
+            "automatic_tax",
+            "billing_address_collection",
+            "branding_settings",
+            "cancel_url",
+            "client_reference_id",
+            "consent_collection",
+            "currency",
+            "custom_fields",
+            "custom_text",
+            "customer",
+            "customer_account",
+            "customer_creation",
+            "customer_email",
+            "customer_update",
+            "discounts",
+            "excluded_payment_method_types",
+            "expand",
+            "expires_at",
+            "integration_identifier",
+            "invoice_creation",
+            "line_items",
+            "locale",
+            "managed_payments",
+            "metadata",
+            "mode",
+            "name_collection",
+            "optional_items",
+            "origin_context",
+            "payment_intent_data",
+            "payment_method_collection",
+            "payment_method_configuration",
+            "payment_method_data",
+            "payment_method_options",
+            "permissions",
+            "phone_number_collection",
+            "redirect_on_completion",
+            "return_url",
+            "saved_payment_method_options",
+            "setup_intent_data",
+            "shipping_address_collection",
+            "shipping_options",
+            "submit_type",
+            "subscription_data",
+            "success_url",
+            "tax_id_collection",
+            "ui_mode",
+            "wallet_options",
+        ],
+        ("POST", ["checkout", "sessions", _, "expire"]) => &["expand"],
+        ("POST", ["subscriptions", _]) => &[
+            "add_invoice_items",
+            "application_fee_percent",
+            "automatic_tax",
+            "billing_cycle_anchor",
+            "billing_schedules",
+            "billing_thresholds",
+            "cancel_at",
+            "cancel_at_period_end",
+            "cancellation_details",
+            "collection_method",
+            "days_until_due",
+            "default_payment_method",
+            "default_source",
+            "default_tax_rates",
+            "description",
+            "discounts",
+            "expand",
+            "invoice_settings",
+            "items",
+            "metadata",
+            "off_session",
+            "on_behalf_of",
+            "pause_collection",
+            "payment_behavior",
+            "payment_settings",
+            "pending_invoice_item_interval",
+            "proration_behavior",
+            "proration_date",
+            "transfer_data",
+            "trial_end",
+            "trial_from_plan",
+            "trial_settings",
+        ],
+        ("DELETE", ["subscriptions", _]) => {
+            &["cancellation_details", "expand", "invoice_now", "prorate"]
+        }
+        _ => &[],
+    }
+}
+
+fn stripe_error(status: actix_web::http::StatusCode, error: Value) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": error }))
+}
+
 async fn handle(
     state: web::Data<Mutex<State>>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let form: HashMap<String, String> =
-        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+    use actix_web::http::StatusCode;
+    // Parameters come in the body (POST) or the query string (DELETE, GET).
+    let mut pairs =
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body).unwrap_or_default();
+    pairs.extend(
+        serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string()).unwrap_or_default(),
+    );
+    let form: HashMap<String, String> = pairs.into_iter().collect();
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        == Some(&format!("Bearer {SECRET_KEY}"));
+    if !authorized {
+        return stripe_error(
+            StatusCode::UNAUTHORIZED,
+            json!({
+            "type": "invalid_request_error",
+            "message": "You did not provide an API key, or it is not this account's."}),
+        );
+    }
     let idempotency_key = req
         .headers()
         .get("idempotency-key")
@@ -119,13 +245,40 @@ async fn handle(
         return HttpResponse::InternalServerError().json(json!({"error": {
             "type": "api_error", "message": "The fake Stripe was told to fail."}}));
     }
-    if let Some(reply) = idempotency_key
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    let known = known_parameters(&method, &segments);
+    let mut names: Vec<&String> = form.keys().collect();
+    names.sort();
+    if let Some(unknown) = names.iter().find(|name| {
+        let top = name.split('[').next().unwrap_or(name);
+        !known.contains(&top)
+    }) {
+        return stripe_error(
+            StatusCode::BAD_REQUEST,
+            json!({
+            "type": "invalid_request_error", "code": "parameter_unknown", "param": unknown,
+            "message": format!("Received unknown parameter: {unknown}")}),
+        );
+    }
+    // What a request asked, in a form that does not depend on the parameters' order.
+    let mut asked: Vec<(&String, &String)> = form.iter().collect();
+    asked.sort();
+    let asked = format!("{method} {path} {asked:?}");
+    if let Some((first_asked, reply)) = idempotency_key
         .as_ref()
         .and_then(|key| state.replies.get(key))
     {
+        if *first_asked != asked {
+            return stripe_error(
+                StatusCode::BAD_REQUEST,
+                json!({
+                "type": "idempotency_error",
+                "message": "Keys for idempotent requests can only be used with the same \
+                    parameters they were first used with."}),
+            );
+        }
         return HttpResponse::Ok().json(reply);
     }
-    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     let reply = match (method.as_str(), segments.as_slice()) {
         ("POST", ["checkout", "sessions"]) => {
             state.sessions += 1;
@@ -157,7 +310,7 @@ async fn handle(
         }
     };
     if let Some(key) = idempotency_key {
-        state.replies.insert(key, reply.clone());
+        state.replies.insert(key, (asked, reply.clone()));
     }
     HttpResponse::Ok().json(reply)
 }
