@@ -846,3 +846,68 @@ async fn the_login_throttle_is_shared_through_redis() {
         .await
         .assert_error(429, None);
 }
+
+/// The guard comes before the input: a caller who may not use a route is refused without its
+/// body, query or path being read, so a refusal tells nothing about what the route expects.
+#[tokio::test]
+async fn authorization_is_decided_before_any_input_is_validated() {
+    let app = support::spawn_app_with(TestConfig::default().cheap_hashing()).await;
+    let (_, user) = support::create_user(&app, "plain@example.com", "user").await;
+    let (_, admin) = support::create_user(&app, "boss@example.com", "admin").await;
+    let malformed = || serde_json::json!({"unexpected": true});
+    let admin_routes = [
+        (Method::POST, "/myapi/admin/plans"),
+        (Method::PUT, "/myapi/admin/plans/not-a-number"),
+        (Method::DELETE, "/myapi/admin/plans/not-a-number"),
+        (Method::POST, "/myapi/admin/providers"),
+        (Method::PUT, "/myapi/admin/providers/x"),
+        (Method::GET, "/myapi/admin/users?page=0"),
+        (Method::POST, "/myapi/admin/users/not-a-uuid/freeze"),
+        (Method::POST, "/myapi/admin/users/not-a-uuid/credits"),
+        (Method::POST, "/myapi/admin/orders"),
+    ];
+    for (method, path) in &admin_routes {
+        let refused = send(
+            app.request(method.clone(), path)
+                .bearer_auth(&user)
+                .json(&malformed()),
+        )
+        .await;
+        refused.assert_error(403, None);
+        let anonymous = send(app.request(method.clone(), path).json(&malformed())).await;
+        anonymous.assert_error(401, Some(40101));
+    }
+    let session_routes = [
+        (Method::POST, "/myapi/keys"),
+        (Method::GET, "/myapi/keys?page_size=1000"),
+        (Method::DELETE, "/myapi/keys/not-a-uuid"),
+        (Method::GET, "/myapi/usage?granularity=week"),
+        (Method::POST, "/myapi/orders"),
+        (Method::GET, "/myapi/orders?page=0"),
+        (Method::POST, "/myapi/orders/x/cancel"),
+        (Method::GET, "/myapi/credits/ledger?page=0"),
+        (Method::POST, "/myapi/auth/password/change"),
+    ];
+    for (method, path) in &session_routes {
+        let body = send(
+            app.request(method.clone(), path)
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await;
+        body.assert_error(401, Some(40101));
+    }
+    // With the right to use it, the same input is validated and the field named.
+    let checked = send(
+        app.request(Method::POST, "/myapi/admin/plans")
+            .bearer_auth(&admin)
+            .json(&malformed()),
+    )
+    .await;
+    checked.assert_error(400, None);
+    assert!(
+        checked.json["msg"].as_str().unwrap().contains("field"),
+        "{}",
+        checked.text
+    );
+}

@@ -1223,6 +1223,9 @@ async fn admins_adjust_credits_down_to_zero_and_once_per_idempotency_key() {
     assert_eq!(data["items"][0]["amount"], -30);
     assert_eq!(data["items"][0]["balance_after"], 70);
     assert_eq!(data["items"][0]["reason"], "adjustment");
+    // The user reads why, never which admin: no address of the admin's in what they see.
+    assert_eq!(data["items"][0]["reference"], "correction");
+    assert!(!ledger.text.contains("admin@"), "{}", ledger.text);
     assert_eq!(shop.balance().await, 70);
     let update = sqlx::query("UPDATE ledger_entries SET amount = 1")
         .execute(&shop.app.pool)

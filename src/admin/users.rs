@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody, ok};
+use crate::api::{ApiError, ApiQuery, Authorized, ErrorBody, Page, PageQuery, SuccessBody, ok};
 use crate::auth::AdminUser;
 use crate::auth::users::{self, Role, UserStatus};
 use crate::gateway::GatewayState;
@@ -38,8 +38,7 @@ pub struct UserRow {
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn list(
     state: web::Data<AppState>,
-    _admin: AdminUser,
-    ApiQuery(search): ApiQuery<UserSearch>,
+    Authorized(_admin, ApiQuery(search)): Authorized<AdminUser, ApiQuery<UserSearch>>,
 ) -> Result<HttpResponse, ApiError> {
     let page = PageQuery {
         page: search.page,
@@ -80,27 +79,27 @@ async fn set_status(
 
 /// Freezes an account: its sessions and keys are refused (on every instance within a second).
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/freeze", tag = "admin",
+    params(("id" = Uuid, Path, description = "The user's id.")),
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Option<String>>)),
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn freeze(
     state: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    _admin: AdminUser,
-    path: web::Path<Uuid>,
+    Authorized(_admin, path): Authorized<AdminUser, web::Path<Uuid>>,
 ) -> Result<HttpResponse, ApiError> {
     set_status(&state, &gateway, path.into_inner(), UserStatus::Frozen).await
 }
 
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/unfreeze", tag = "admin",
+    params(("id" = Uuid, Path, description = "The user's id.")),
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Option<String>>)),
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn unfreeze(
     state: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    _admin: AdminUser,
-    path: web::Path<Uuid>,
+    Authorized(_admin, path): Authorized<AdminUser, web::Path<Uuid>>,
 ) -> Result<HttpResponse, ApiError> {
     set_status(&state, &gateway, path.into_inner(), UserStatus::Active).await
 }

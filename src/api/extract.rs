@@ -31,6 +31,42 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     }
 }
 
+/// `T` (a body, a query, a path, or a tuple of them) extracted only once the guard `G` (a session,
+/// an admin) has passed: a caller who may not use a route learns nothing about what its input
+/// should be, and the input is not even read. actix-web polls a handler's extractors together
+/// and answers with whichever fails first, so a bare `(AdminUser, ApiJson<T>)` can answer 400
+/// before 403.
+pub struct Authorized<G, T>(pub G, pub T);
+
+impl<G, T> FromRequest for Authorized<G, T>
+where
+    G: FromRequest + 'static,
+    T: FromRequest + 'static,
+    G::Error: Into<actix_web::Error>,
+    T::Error: Into<actix_web::Error>,
+{
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let guard = G::from_request(req, payload);
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let guard = guard.await.map_err(Into::into)?;
+            let input = T::from_request(&req, &mut payload)
+                .await
+                .map_err(Into::into)?;
+            Ok(Authorized(guard, input))
+        })
+    }
+}
+
+/// A path and a JSON body, extracted in that order. (A name of its own also keeps utoipa's
+/// reading of handler arguments away from the tuple; such routes list their path parameters
+/// in `params(..)`.)
+pub type PathAndBody<P, B> = (web::Path<P>, ApiJson<B>);
+
 /// Deserialises a JSON document, naming the field that failed.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {

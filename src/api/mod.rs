@@ -16,7 +16,7 @@ pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
 pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
 pub use error::{ApiError, ErrorBody, Rendered};
-pub use extract::{ApiJson, ApiQuery, MAX_BODY_BYTES, extractor_configs};
+pub use extract::{ApiJson, ApiQuery, Authorized, MAX_BODY_BYTES, PathAndBody, extractor_configs};
 pub use idempotency::IdempotencyKey;
 pub use middleware::request_context_middleware;
 pub use pagination::{Page, PageQuery, PageRequest};

@@ -14,7 +14,7 @@ use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
 use super::users::{self, Profile};
-use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok, request_context};
+use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, ok, request_context};
 use crate::limits::Rate;
 use crate::state::AppState;
 
@@ -259,8 +259,7 @@ pub async fn reset_password(
 pub async fn change_password(
     context: Context,
     passwords: web::Data<Passwords>,
-    ActiveUser(session): ActiveUser,
-    ApiJson(body): ApiJson<ChangeRequest>,
+    Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<ChangeRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     check_password(&body.new_password)?;
     let lang = request_context().lang;

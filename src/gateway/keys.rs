@@ -15,7 +15,9 @@ use uuid::Uuid;
 use super::GatewayState;
 use super::directory::Lookup;
 use super::error::GatewayError;
-use crate::api::{ApiError, ApiJson, ApiQuery, Code, ErrorBody, Page, PageQuery, SuccessBody, ok};
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, Authorized, Code, ErrorBody, Page, PageQuery, SuccessBody, ok,
+};
 use crate::auth::session::bearer_token;
 use crate::auth::token;
 use crate::auth::{ActiveUser, users};
@@ -58,8 +60,7 @@ pub struct KeyView {
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn create(
     context: web::Data<AppState>,
-    ActiveUser(session): ActiveUser,
-    ApiJson(body): ApiJson<NewKey>,
+    Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<NewKey>>,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
@@ -114,8 +115,7 @@ pub async fn create(
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn list(
     context: web::Data<AppState>,
-    ActiveUser(session): ActiveUser,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    Authorized(ActiveUser(session), ApiQuery(query)): Authorized<ActiveUser, ApiQuery<PageQuery>>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.resolve()?;
     let keys = sqlx::query_as!(
@@ -140,14 +140,14 @@ pub async fn list(
 
 /// Revokes a key: every instance refuses it within a second.
 #[utoipa::path(delete, path = "/myapi/keys/{id}", tag = "keys", security(("session" = [])),
+    params(("id" = Uuid, Path, description = "The key's id.")),
     responses((status = 200, body = inline(SuccessBody<Option<String>>)),
     (status = 403, description = "40302 another user's key.", body = ErrorBody),
     (status = 404, description = "No such key.", body = ErrorBody)))]
 pub async fn revoke(
     context: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    ActiveUser(session): ActiveUser,
-    path: web::Path<Uuid>,
+    Authorized(ActiveUser(session), path): Authorized<ActiveUser, web::Path<Uuid>>,
 ) -> Result<HttpResponse, ApiError> {
     let key_id = path.into_inner();
     let owner = sqlx::query_scalar!(

@@ -5,23 +5,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use actix_web::{HttpResponse, web};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use super::GatewayState;
-use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok};
+use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, PathAndBody, SuccessBody, ok};
 use crate::auth::AdminUser;
 use crate::db::is_violation_of;
 use crate::state::AppState;
 
-/// A provider as the gateway uses it.
+/// A provider as the gateway uses it. Its credential is a secret type: `Debug` (and so any
+/// log of a provider) shows it redacted.
 #[derive(Clone, Debug)]
 pub struct Provider {
     pub slug: String,
     pub base_url: url::Url,
     pub auth_header: Option<String>,
-    pub auth_value: Option<String>,
+    pub auth_value: Option<SecretString>,
     pub cost: i64,
     pub timeout_ms: i32,
     pub enabled: bool,
@@ -46,7 +48,10 @@ impl From<&Provider> for ProviderView {
             slug: provider.slug.clone(),
             base_url: provider.base_url.to_string(),
             auth_header: provider.auth_header.clone(),
-            auth_value: provider.auth_value.as_deref().map(mask),
+            auth_value: provider
+                .auth_value
+                .as_ref()
+                .map(|value| mask(value.expose_secret())),
             cost: provider.cost,
             timeout_ms: provider.timeout_ms,
             enabled: provider.enabled,
@@ -110,7 +115,7 @@ async fn load_all(pool: &PgPool) -> Result<Vec<Provider>, sqlx::Error> {
                 base_url: url::Url::parse(&row.base_url).ok()?,
                 slug: row.slug,
                 auth_header: row.auth_header,
-                auth_value: row.auth_value,
+                auth_value: row.auth_value.map(SecretString::from),
                 cost: row.cost,
                 timeout_ms: row.timeout_ms,
                 enabled: row.enabled,
@@ -216,8 +221,7 @@ pub async fn list(
 pub async fn create(
     context: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    _admin: AdminUser,
-    ApiJson(input): ApiJson<ProviderInput>,
+    Authorized(_admin, ApiJson(input)): Authorized<AdminUser, ApiJson<ProviderInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let valid = input.validate()?;
     let inserted = sqlx::query!(
@@ -245,6 +249,7 @@ pub async fn create(
 }
 
 #[utoipa::path(put, path = "/myapi/admin/providers/{slug}", tag = "admin",
+    params(("slug" = String, Path, description = "The provider's slug.")),
     request_body = ProviderInput, security(("session" = [])),
     responses((status = 200, body = inline(SuccessBody<ProviderView>)),
     (status = 400, description = "A field is invalid.", body = ErrorBody),
@@ -252,9 +257,10 @@ pub async fn create(
 pub async fn update(
     context: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    _admin: AdminUser,
-    path: web::Path<String>,
-    ApiJson(input): ApiJson<ProviderInput>,
+    Authorized(_admin, (path, ApiJson(input))): Authorized<
+        AdminUser,
+        PathAndBody<String, ProviderInput>,
+    >,
 ) -> Result<HttpResponse, ApiError> {
     let valid = input.validate()?;
     if input.slug != *path {
@@ -283,13 +289,13 @@ pub async fn update(
 }
 
 #[utoipa::path(delete, path = "/myapi/admin/providers/{slug}", tag = "admin",
+    params(("slug" = String, Path, description = "The provider's slug.")),
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Option<String>>)),
     (status = 404, description = "No such provider.", body = ErrorBody)))]
 pub async fn delete(
     context: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    _admin: AdminUser,
-    path: web::Path<String>,
+    Authorized(_admin, path): Authorized<AdminUser, web::Path<String>>,
 ) -> Result<HttpResponse, ApiError> {
     let deleted = sqlx::query!("DELETE FROM providers WHERE slug = $1", path.as_str())
         .execute(&context.pool)
@@ -312,4 +318,25 @@ async fn answer(
         .get(slug)
         .ok_or_else(ApiError::not_found)?;
     Ok(ok(ProviderView::from(provider.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_providers_debug_and_view_never_show_its_credential() {
+        let provider = Provider {
+            slug: String::from("echo"),
+            base_url: url::Url::parse("http://127.0.0.1:1/").unwrap(),
+            auth_header: Some(String::from("X-Secret")),
+            auth_value: Some(SecretString::from("provider-secret-value")),
+            cost: 1,
+            timeout_ms: 1000,
+            enabled: true,
+        };
+        assert!(!format!("{provider:?}").contains("provider-secret-value"));
+        let view = serde_json::to_string(&ProviderView::from(&provider)).unwrap();
+        assert!(!view.contains("provider-secret-value"), "{view}");
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::ExposeSecret;
 
 use super::GatewayState;
 use super::directory::{Account, Lookup};
@@ -295,7 +296,7 @@ async fn send_upstream(
     if let (Some(name), Some(value)) = (&provider.auth_header, &provider.auth_value)
         && let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            HeaderValue::from_str(value.expose_secret()),
         )
     {
         upstream.headers_mut().insert(name, value);

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{ApiError, ApiQuery, ErrorBody, Page, PageQuery, SuccessBody};
+use crate::api::{ApiError, ApiQuery, Authorized, ErrorBody, Page, PageQuery, SuccessBody};
 use crate::auth::ActiveUser;
 use crate::state::AppState;
 
@@ -41,8 +41,7 @@ pub struct Bucket {
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn usage(
     context: web::Data<AppState>,
-    ActiveUser(session): ActiveUser,
-    ApiQuery(query): ApiQuery<UsageQuery>,
+    Authorized(ActiveUser(session), ApiQuery(query)): Authorized<ActiveUser, ApiQuery<UsageQuery>>,
 ) -> Result<HttpResponse, ApiError> {
     let page = PageQuery {
         page: query.page,

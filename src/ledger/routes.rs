@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::{Applied, Entry, LedgerError, Movement};
 use crate::api::{
-    ApiError, ApiJson, ApiQuery, ErrorBody, IdempotencyKey, PageQuery, SuccessBody, ok,
+    ApiError, ApiJson, ApiQuery, Authorized, ErrorBody, IdempotencyKey, PageQuery, PathAndBody,
+    SuccessBody, ok,
 };
 use crate::auth::ActiveUser;
 use crate::auth::{AdminUser, users};
@@ -28,8 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn list_entries(
     context: web::Data<AppState>,
-    ActiveUser(session): ActiveUser,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    Authorized(ActiveUser(session), ApiQuery(query)): Authorized<ActiveUser, ApiQuery<PageQuery>>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.resolve()?;
     let user_id = session.user.id;
@@ -68,6 +68,7 @@ pub struct Adjusted {
 
 /// Adds or takes credits. `Idempotency-Key` makes a retried request apply once.
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/credits", tag = "admin",
+    params(("id" = Uuid, Path, description = "The user's id.")),
     request_body = Adjustment, security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<Adjusted>)),
     (status = 400, description = "The amount is zero, or would take the balance below zero.",
@@ -76,10 +77,8 @@ pub struct Adjusted {
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn adjust_credits(
     context: web::Data<AppState>,
-    admin: AdminUser,
     req: HttpRequest,
-    path: web::Path<Uuid>,
-    ApiJson(body): ApiJson<Adjustment>,
+    Authorized(admin, (path, ApiJson(body))): Authorized<AdminUser, PathAndBody<Uuid, Adjustment>>,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.into_inner();
     let reason = body.reason.trim();
@@ -94,17 +93,18 @@ pub async fn adjust_credits(
     if !users::exists(&context.pool, user_id).await? {
         return Err(ApiError::not_found());
     }
+    // The admin who made it is kept in the entry's key, never in the reference the user reads.
     let key = match IdempotencyKey::of_request(&req)? {
         Some(key) => format!("adjustment:{}:{}", admin.0.id, key.as_str()),
-        None => format!("adjustment:{}", Uuid::new_v4()),
+        None => format!("adjustment:{}:{}", admin.0.id, Uuid::new_v4()),
     };
-    let reference = format!("admin:{}: {reason}", admin.0.email);
+    let reference = reason;
     let mut transaction = context.pool.begin().await?;
     let movement = Movement {
         user_id,
         amount: body.amount,
         reason: "adjustment",
-        reference: Some(&reference),
+        reference: Some(reference),
         key: &key,
     };
     let applied = match super::apply(&mut transaction, movement, context.clock.now()).await {

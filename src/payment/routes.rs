@@ -17,7 +17,8 @@ use super::order::{
 };
 use super::stripe_api::StripeApi;
 use crate::api::{
-    ApiError, ApiJson, ApiQuery, ErrorBody, IdempotencyKey, Page, PageQuery, SuccessBody, ok,
+    ApiError, ApiJson, ApiQuery, Authorized, ErrorBody, IdempotencyKey, Page, PageQuery,
+    PathAndBody, SuccessBody, ok,
 };
 use crate::auth::{ActiveUser, AdminUser, users};
 use crate::db::is_violation_of;
@@ -81,9 +82,8 @@ async fn buyable_plan(context: &AppState, plan_id: i64) -> Result<Plan, PaymentE
 pub async fn create_order(
     context: Context,
     stripe: web::Data<StripeApi>,
-    ActiveUser(session): ActiveUser,
     req: HttpRequest,
-    ApiJson(body): ApiJson<CreateOrder>,
+    Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<CreateOrder>>,
 ) -> Result<HttpResponse, ApiError> {
     let key = IdempotencyKey::of_request(&req)?;
     let user_id = session.user.id;
@@ -199,8 +199,10 @@ pub struct OrderFilter {
     (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
 pub async fn list_orders(
     context: Context,
-    ActiveUser(session): ActiveUser,
-    ApiQuery(filter): ApiQuery<OrderFilter>,
+    Authorized(ActiveUser(session), ApiQuery(filter)): Authorized<
+        ActiveUser,
+        ApiQuery<OrderFilter>,
+    >,
 ) -> Result<HttpResponse, ApiError> {
     let page = PageQuery {
         page: filter.page,
@@ -222,14 +224,14 @@ pub async fn list_orders(
 
 /// One of the caller's orders.
 #[utoipa::path(get, path = "/myapi/orders/{order_no}", tag = "payment",
+    params(("order_no" = String, Path, description = "The order's number.")),
     security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<OrderView>)),
     (status = 403, description = "40302 another user's order.", body = ErrorBody),
     (status = 404, description = "40411 no such order.", body = ErrorBody)))]
 pub async fn get_order(
     context: Context,
-    ActiveUser(session): ActiveUser,
-    path: web::Path<String>,
+    Authorized(ActiveUser(session), path): Authorized<ActiveUser, web::Path<String>>,
 ) -> Result<HttpResponse, ApiError> {
     let order = own_order(&context, session.user.id, &path).await?;
     Ok(ok(order.view(context.clock.now())))
@@ -237,6 +239,7 @@ pub async fn get_order(
 
 /// A fresh Checkout Session for a pending order (the previous one is expired at Stripe).
 #[utoipa::path(post, path = "/myapi/orders/{order_no}/checkout", tag = "payment",
+    params(("order_no" = String, Path, description = "The order's number.")),
     security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<OrderView>)),
     (status = 400, description = "40021 the order expired; 40022 it is not pending.", body = ErrorBody),
@@ -246,8 +249,7 @@ pub async fn get_order(
 pub async fn checkout(
     context: Context,
     stripe: web::Data<StripeApi>,
-    ActiveUser(session): ActiveUser,
-    path: web::Path<String>,
+    Authorized(ActiveUser(session), path): Authorized<ActiveUser, web::Path<String>>,
 ) -> Result<HttpResponse, ApiError> {
     let order = own_order(&context, session.user.id, &path).await?;
     let now = context.clock.now();
@@ -271,6 +273,7 @@ pub struct CancelRequest {
 
 /// Cancels the subscription of a paid subscription order; webhooks settle the final state.
 #[utoipa::path(post, path = "/myapi/orders/{order_no}/cancel", tag = "payment",
+    params(("order_no" = String, Path, description = "The order's number.")),
     request_body = CancelRequest, security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<OrderView>)),
     (status = 400, description = "40026 not a subscription order; 40027 not a Stripe order; \
@@ -282,9 +285,10 @@ pub struct CancelRequest {
 pub async fn cancel(
     context: Context,
     stripe: web::Data<StripeApi>,
-    ActiveUser(session): ActiveUser,
-    path: web::Path<String>,
-    ApiJson(body): ApiJson<CancelRequest>,
+    Authorized(ActiveUser(session), (path, ApiJson(body))): Authorized<
+        ActiveUser,
+        PathAndBody<String, CancelRequest>,
+    >,
 ) -> Result<HttpResponse, ApiError> {
     let order = own_order(&context, session.user.id, &path).await?;
     if !order.is_subscription() {
@@ -328,8 +332,7 @@ pub struct ManualOrder {
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn admin_create_manual_order(
     context: Context,
-    _admin: AdminUser,
-    ApiJson(body): ApiJson<ManualOrder>,
+    Authorized(_admin, ApiJson(body)): Authorized<AdminUser, ApiJson<ManualOrder>>,
 ) -> Result<HttpResponse, ApiError> {
     let plan = buyable_plan(&context, body.plan_id).await?;
     if !users::exists(&context.pool, body.user_id).await? {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::repo::{self, Plan, PlanFields, PlanType};
-use crate::api::{ApiError, ApiJson, ErrorBody, SuccessBody, ok};
+use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, PathAndBody, SuccessBody, ok};
 use crate::auth::AdminUser;
 use crate::db::is_violation_of;
 use crate::state::AppState;
@@ -114,22 +114,20 @@ pub async fn admin_list(
     (status = 403, description = "Not an admin.", body = ErrorBody)))]
 pub async fn admin_create(
     state: web::Data<AppState>,
-    _admin: AdminUser,
-    ApiJson(input): ApiJson<PlanInput>,
+    Authorized(_admin, ApiJson(input)): Authorized<AdminUser, ApiJson<PlanInput>>,
 ) -> Result<HttpResponse, ApiError> {
     save(&state, None, &input).await
 }
 
 #[utoipa::path(put, path = "/myapi/admin/plans/{id}", tag = "admin", request_body = PlanInput,
+    params(("id" = i64, Path, description = "The plan's id.")),
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Plan>)),
     (status = 400, description = "A field is invalid.", body = ErrorBody),
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such plan.", body = ErrorBody)))]
 pub async fn admin_update(
     state: web::Data<AppState>,
-    _admin: AdminUser,
-    path: web::Path<i64>,
-    ApiJson(input): ApiJson<PlanInput>,
+    Authorized(_admin, (path, ApiJson(input))): Authorized<AdminUser, PathAndBody<i64, PlanInput>>,
 ) -> Result<HttpResponse, ApiError> {
     save(&state, Some(path.into_inner()), &input).await
 }
@@ -169,13 +167,13 @@ pub struct Removed {
 
 /// Deletes a plan, or deactivates it when orders refer to it.
 #[utoipa::path(delete, path = "/myapi/admin/plans/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "The plan's id.")),
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Removed>)),
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such plan.", body = ErrorBody)))]
 pub async fn admin_delete(
     state: web::Data<AppState>,
-    _admin: AdminUser,
-    path: web::Path<i64>,
+    Authorized(_admin, path): Authorized<AdminUser, web::Path<i64>>,
 ) -> Result<HttpResponse, ApiError> {
     let deleted = repo::remove(&state.pool, path.into_inner())
         .await?
