@@ -49,6 +49,10 @@ pub struct Settings {
     pub redis_key_prefix: String,
     pub gateway: GatewaySettings,
     pub cors: CorsSettings,
+    /// `TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// Which browser origins may call the service from another origin.
@@ -266,6 +270,12 @@ impl Settings {
             },
         };
 
+        let trusted_proxies = get("TRUSTED_PROXIES")
+            .map(|list| parse_trusted_proxies(&list))
+            .transpose()?
+            .unwrap_or_default();
+        let metrics_token = get("METRICS_TOKEN").map(SecretString::from);
+
         Ok(Settings {
             app_env,
             listen_addr,
@@ -286,6 +296,8 @@ impl Settings {
             redis_key_prefix,
             gateway,
             cors,
+            trusted_proxies,
+            metrics_token,
         })
     }
 
@@ -397,6 +409,25 @@ fn validate_database_url(value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `TRUSTED_PROXIES`: comma-separated CIDRs (`10.0.0.0/8`) or single addresses.
+fn parse_trusted_proxies(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    invalid(
+                        "TRUSTED_PROXIES",
+                        format!("{item:?} is not a CIDR like 10.0.0.0/8 or an address"),
+                    )
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +487,18 @@ mod tests {
             settings(&[("APP_ENV", "production"), ("CAPTCHA_TEST_CODE", "1234")]).unwrap_err();
         assert_eq!(error.variable, "CAPTCHA_TEST_CODE");
         assert!(settings(&[("APP_ENV", "test"), ("CAPTCHA_TEST_CODE", "1234")]).is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        let parsed = settings(&[("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,fd00::/8")])
+            .unwrap()
+            .trusted_proxies;
+        let shown: Vec<String> = parsed.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        let error = settings(&[("TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
+        assert_eq!(error.variable, "TRUSTED_PROXIES");
+        assert!(settings(&[]).unwrap().trusted_proxies.is_empty());
     }
 
     #[test]

@@ -473,6 +473,47 @@ async fn logins_per_ip_are_throttled() {
     assert!(third.header("retry-after").is_some());
 }
 
+/// Behind a trusted proxy every customer keeps a throttle of their own; without one, the
+/// header a client sends changes nothing.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_login_throttle() {
+    let login_from = |app: &TestApp, forwarded: &str| {
+        let body = json!({"email": "x@example.com", "password": "whatever1"});
+        send(
+            app.request(Method::POST, "/myapi/auth/login")
+                .header("X-Forwarded-For", forwarded)
+                .json(&body),
+        )
+    };
+    let config = || TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "2");
+    let proxied = accounts_with(config().var("TRUSTED_PROXIES", "127.0.0.1/32")).await;
+    for _ in 0..2 {
+        login_from(&proxied.app, "203.0.113.5")
+            .await
+            .assert_error(401, Some(40111));
+    }
+    login_from(&proxied.app, "203.0.113.5")
+        .await
+        .assert_error(429, None);
+    // A hop the client wrote itself, left of the proxy's, does not make it someone else.
+    login_from(&proxied.app, "198.51.100.77, 203.0.113.5")
+        .await
+        .assert_error(429, None);
+    login_from(&proxied.app, "203.0.113.6")
+        .await
+        .assert_error(401, Some(40111));
+
+    let direct = accounts_with(config()).await;
+    for forwarded in ["203.0.113.5", "203.0.113.6"] {
+        login_from(&direct.app, forwarded)
+            .await
+            .assert_error(401, Some(40111));
+    }
+    login_from(&direct.app, "203.0.113.7")
+        .await
+        .assert_error(429, None);
+}
+
 #[tokio::test]
 async fn a_frozen_account_cannot_log_in_or_use_its_session() {
     let accounts = accounts().await;

@@ -5,7 +5,7 @@ mod architecture;
 mod support;
 
 use reqwest::Method;
-use support::{send, spawn_app};
+use support::{TestConfig, send, spawn_app};
 
 #[tokio::test]
 async fn health_answers_the_success_envelope_with_a_request_id() {
@@ -315,6 +315,48 @@ async fn metrics_count_requests_by_route_and_report_the_pool() {
     );
     assert!(metrics.text.contains("meterapi_db_pool_max_connections 20"));
     assert!(metrics.text.contains("meterapi_db_pool_connections"));
+}
+
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let before = app.get("/metrics").await.text.len();
+    for i in 0..50 {
+        let method = Method::from_bytes(format!("AAAA{i:04}").as_bytes()).unwrap();
+        send(app.request(method, "/")).await.assert_error(404, None);
+    }
+    let metrics = app.get("/metrics").await;
+    assert!(
+        !metrics.text.contains("AAAA"),
+        "a raw method became a label"
+    );
+    assert!(metrics.text.contains(r#"method="OTHER""#));
+    // One new series (and its histogram), not fifty.
+    assert!(
+        metrics.text.len() < before + 4_000,
+        "{} bytes after, {before} before",
+        metrics.text.len()
+    );
+}
+
+#[tokio::test]
+async fn a_metrics_token_keeps_metrics_to_its_holder() {
+    let app =
+        support::spawn_app_with(TestConfig::default().var("METRICS_TOKEN", "scrape-me")).await;
+    app.get("/metrics").await.assert_error(401, None);
+    let wrong = send(
+        app.request(Method::GET, "/metrics")
+            .bearer_auth("scrape-you"),
+    )
+    .await;
+    wrong.assert_error(401, None);
+    let right = send(
+        app.request(Method::GET, "/metrics")
+            .bearer_auth("scrape-me"),
+    )
+    .await;
+    assert_eq!(right.status, 200);
+    assert!(right.text.contains("meterapi_http_requests_total"));
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! the extractors whose errors name the field.
 
 pub mod catalogue;
+mod client;
 mod cors;
 mod envelope;
 mod error;
@@ -13,6 +14,7 @@ mod pagination;
 mod request;
 
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
+pub use client::{client_ip, throttle_key};
 pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
 pub use error::{ApiError, ErrorBody, Rendered};

@@ -14,7 +14,10 @@ use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
 use super::users::{self, Profile};
-use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, ok, request_context};
+use crate::api::{
+    ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, client_ip, ok, request_context,
+    throttle_key,
+};
 use crate::limits::Rate;
 use crate::state::AppState;
 
@@ -62,10 +65,10 @@ pub struct ChangeRequest {
     pub new_password: SecretString,
 }
 
-/// The peer's address. Forwarded headers are not trusted: anyone can send them.
-fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| String::from("unknown"), |addr| addr.ip().to_string())
+/// What per-client throttles and login failures count by: the client's address (behind
+/// `TRUSTED_PROXIES`, the one they forwarded), an IPv6 client's /64.
+fn client_key(context: &AppState, req: &HttpRequest) -> String {
+    throttle_key(client_ip(req, &context.settings.trusted_proxies))
 }
 
 async fn throttle(
@@ -74,7 +77,10 @@ async fn throttle(
     req: &HttpRequest,
     rate: Rate,
 ) -> Result<(), AuthError> {
-    let decision = context.limiter.check(class, &client_ip(req), rate).await;
+    let decision = context
+        .limiter
+        .check(class, &client_key(context, req), rate)
+        .await;
     if decision.allowed {
         Ok(())
     } else {
@@ -181,7 +187,7 @@ pub async fn login(
     let email = Email::parse(&body.email)?;
     let rate = Rate::per_minute(context.settings.auth.login_per_ip_per_minute);
     throttle(&context, "login", &req, rate).await?;
-    let ip = client_ip(&req);
+    let ip = client_key(&context, &req);
     let attempt = LoginAttempt {
         email: email.as_str(),
         password: &body.password,

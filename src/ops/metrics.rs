@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::core::{Collector, Desc};
@@ -19,7 +19,12 @@ use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+
+use crate::api::{ApiError, Code};
+use crate::state::AppState;
 
 const NAMESPACE: &str = "meterapi";
 const LABELS: [&str; 3] = ["endpoint", "method", "status"];
@@ -81,6 +86,24 @@ fn route_label(req: &HttpRequest) -> Cow<'static, str> {
     }
 }
 
+/// The method label: one of the standard methods, or `OTHER`, so that made-up methods cannot
+/// grow the series either.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// Counts and times every request.
 pub async fn metrics_middleware(
     req: ServiceRequest,
@@ -94,7 +117,7 @@ pub async fn metrics_middleware(
         let status = response.status();
         let labels = [
             route.as_ref(),
-            response.request().method().as_str(),
+            method_label(response.request().method()),
             status.as_str(),
         ];
         metrics.requests.with_label_values(&labels).inc();
@@ -106,11 +129,30 @@ pub async fn metrics_middleware(
     Ok(response)
 }
 
-/// `GET /metrics` in Prometheus's text format.
-pub async fn metrics(metrics: web::Data<HttpMetrics>) -> HttpResponse {
-    HttpResponse::Ok()
+/// `GET /metrics` in Prometheus's text format; with `METRICS_TOKEN` set, only for
+/// `Authorization: Bearer <token>` (compared in constant time).
+pub async fn metrics(
+    metrics: web::Data<HttpMetrics>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = &state.settings.metrics_token {
+        let presented = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let expected = token.expose_secret().as_bytes();
+        if !bool::from(presented.as_bytes().ct_eq(expected)) {
+            return Err(
+                ApiError::new(Code::UNAUTHORIZED).with_detail("`/metrics` needs its token.")
+            );
+        }
+    }
+    Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
-        .body(metrics.render())
+        .body(metrics.render()))
 }
 
 /// Pool size, idle connections and the configured maximum, read when Prometheus scrapes.
