@@ -301,11 +301,41 @@ async fn registration_refuses_bad_passwords_codes_and_taken_addresses() {
         .request_code(email)
         .await
         .assert_error(400, Some(40003));
+    // The used code is no code: 40004, as for any address (see the next test).
     let again = accounts
         .register_with_code("DAVE@example.com", PASSWORD, &code)
         .await;
-    again.assert_error(400, Some(40003));
+    again.assert_error(400, Some(40004));
     assert_eq!(accounts.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn registration_does_not_tell_a_taken_address_from_a_free_one() {
+    let accounts = accounts().await;
+    accounts.register("taken@example.com").await;
+    for email in ["taken@example.com", "free@example.com"] {
+        accounts
+            .register_with_code(email, PASSWORD, "123456")
+            .await
+            .assert_error(400, Some(40004));
+    }
+}
+
+#[tokio::test]
+async fn registrations_per_ip_are_throttled() {
+    let accounts =
+        accounts_with(TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "2")).await;
+    for _ in 0..2 {
+        accounts
+            .register_with_code("someone@example.com", PASSWORD, "123456")
+            .await
+            .assert_error(400, Some(40004));
+    }
+    let third = accounts
+        .register_with_code("someone@example.com", PASSWORD, "123456")
+        .await;
+    third.assert_error(429, None);
+    assert!(third.header("retry-after").is_some());
 }
 
 #[tokio::test]
@@ -951,4 +981,77 @@ async fn authorization_is_decided_before_any_input_is_validated() {
         "{}",
         checked.text
     );
+}
+
+/// Concurrent wrong logins cannot all pass the captcha rule before any failure is written: of
+/// eight at once, at most three are judged without a captcha.
+#[tokio::test]
+async fn concurrent_wrong_logins_meet_the_captcha_after_three() {
+    let accounts = accounts().await;
+    accounts.register("target@example.com").await;
+    let attempts = (0..8).map(|_| accounts.login("target@example.com", "not the password"));
+    let answers = futures_util::future::join_all(attempts).await;
+    let judged = answers
+        .iter()
+        .filter(|answer| answer.json["sub_code"] == 40111)
+        .count();
+    let captcha = answers
+        .iter()
+        .filter(|answer| answer.json["sub_code"] == 40002)
+        .count();
+    assert_eq!(
+        judged + captcha,
+        8,
+        "{:?}",
+        answers.iter().map(|a| &a.text).collect::<Vec<_>>()
+    );
+    assert!(
+        judged <= 3,
+        "{judged} wrong passwords were judged without a captcha"
+    );
+}
+
+/// After a reset or a change, no reset link sent before works: whoever took the account over
+/// cannot come back through an older mail.
+#[tokio::test]
+async fn a_reset_or_a_change_revokes_every_older_reset_link() {
+    let accounts = accounts().await;
+    let email = "olga@example.com";
+    accounts.register(email).await;
+    let reset = |token: String, password: &'static str| {
+        accounts.post(
+            "/myapi/auth/password/reset",
+            json!({"token": token, "password": password}),
+        )
+    };
+
+    forgot(&accounts, email).await.assert_ok();
+    let older = reset_token(&accounts, email);
+    accounts.app.clock().advance(Span::seconds(61));
+    forgot(&accounts, email).await.assert_ok();
+    let newer = reset_token(&accounts, email);
+    assert_ne!(older, newer);
+    reset(newer, "new password 1").await.assert_ok();
+    reset(older, "takeover pass")
+        .await
+        .assert_error(400, Some(40006));
+
+    accounts.app.clock().advance(Span::seconds(61));
+    forgot(&accounts, email).await.assert_ok();
+    let before_change = reset_token(&accounts, email);
+    let session = accounts.login(email, "new password 1").await.assert_ok()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    accounts
+        .post_as(
+            &session,
+            "/myapi/auth/password/change",
+            json!({"old_password": "new password 1", "new_password": "new password 2"}),
+        )
+        .await
+        .assert_ok();
+    reset(before_change, "takeover pass")
+        .await
+        .assert_error(400, Some(40006));
 }

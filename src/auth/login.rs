@@ -32,7 +32,11 @@ pub async fn login(
 ) -> Result<LoggedIn, AuthError> {
     let now = context.clock.now();
     let subjects = failure_subjects(attempt.email, attempt.ip);
-    if captcha_required(&context.pool, &subjects, now).await? {
+    // The attempt is recorded as a failure before anything is judged, and the captcha rule
+    // counts the attempts recorded before it: concurrent wrong logins cannot all read "fewer
+    // than three" before any of them is written.
+    let recorded = record_attempt(&context.pool, &subjects, now).await?;
+    if captcha_required(&context.pool, &subjects, now, &recorded).await? {
         captcha::consume(&context.pool, now, attempt.captcha_id, attempt.captcha).await?;
     }
 
@@ -42,10 +46,10 @@ pub async fn login(
         .map(|account| account.password_hash.as_str());
     let verified = passwords.verify(attempt.password, stored).await?;
     let Some(account) = account.filter(|_| verified.matches) else {
-        record_failure(&context.pool, &subjects, now).await?;
         return Err(AuthError::InvalidCredentials);
     };
     if account.profile.is_frozen() {
+        forget_attempt(&context.pool, &recorded).await?;
         return Err(AuthError::AccountFrozen);
     }
 
@@ -58,9 +62,14 @@ pub async fn login(
     if let Some(hash) = rehash {
         users::set_password_hash(&mut transaction, account.profile.id, &hash).await?;
     }
-    sqlx::query!("DELETE FROM login_failures WHERE subject = $1", subjects[0])
-        .execute(&mut *transaction)
-        .await?;
+    // A login that succeeds clears the address's failures and its own attempt.
+    sqlx::query!(
+        "DELETE FROM login_failures WHERE subject = $1 OR id = ANY($2)",
+        subjects[0],
+        &recorded
+    )
+    .execute(&mut *transaction)
+    .await?;
     let session = session::create(
         &mut transaction,
         account.profile.id,
@@ -78,40 +87,56 @@ fn failure_subjects(email: &str, ip: &str) -> [String; 2] {
     [format!("email:{digest}"), format!("ip:{ip}")]
 }
 
+/// Whether the other attempts recorded for the address or the IP within the window (every one
+/// written before this count, whatever order they started in) reach the number that asks for a
+/// captcha. Of any four concurrent attempts, the last to be written sees the other three.
 async fn captcha_required(
     pool: &PgPool,
     subjects: &[String; 2],
     now: DateTime<Utc>,
+    own: &[i64],
 ) -> Result<bool, AuthError> {
     let since = now - chrono::Duration::minutes(FAILURE_WINDOW_MINUTES);
     let counts = sqlx::query!(
         r#"SELECT count(*) FILTER (WHERE subject = $1) AS "by_email!",
                   count(*) FILTER (WHERE subject = $2) AS "by_ip!"
-           FROM login_failures WHERE subject IN ($1, $2) AND failed_at > $3"#,
+           FROM login_failures
+           WHERE subject IN ($1, $2) AND failed_at > $3 AND id <> ALL($4)"#,
         subjects[0],
         subjects[1],
-        since
+        since,
+        own
     )
     .fetch_one(pool)
     .await?;
     Ok(counts.by_email >= FAILURES_BEFORE_CAPTCHA || counts.by_ip >= FAILURES_BEFORE_CAPTCHA)
 }
 
-async fn record_failure(
+/// Records an attempt for the address and the IP (pruning what left the window) and returns
+/// the rows it wrote; they stay as failures unless the login succeeds.
+async fn record_attempt(
     pool: &PgPool,
     subjects: &[String; 2],
     now: DateTime<Utc>,
-) -> Result<(), AuthError> {
+) -> Result<Vec<i64>, AuthError> {
     let since = now - chrono::Duration::minutes(FAILURE_WINDOW_MINUTES);
-    sqlx::query!(
+    let ids = sqlx::query_scalar!(
         r#"WITH pruned AS (DELETE FROM login_failures WHERE subject IN ($1, $2) AND failed_at <= $4)
-           INSERT INTO login_failures (subject, failed_at) VALUES ($1, $3), ($2, $3)"#,
+           INSERT INTO login_failures (subject, failed_at) VALUES ($1, $3), ($2, $3)
+           RETURNING id"#,
         subjects[0],
         subjects[1],
         now,
         since
     )
-    .execute(pool)
+    .fetch_all(pool)
     .await?;
+    Ok(ids)
+}
+
+async fn forget_attempt(pool: &PgPool, recorded: &[i64]) -> Result<(), AuthError> {
+    sqlx::query!("DELETE FROM login_failures WHERE id = ANY($1)", recorded)
+        .execute(pool)
+        .await?;
     Ok(())
 }

@@ -111,6 +111,7 @@ pub async fn reset(
     .ok_or(AuthError::ResetTokenInvalid)?;
     users::set_password_hash(&mut transaction, user_id, &password_hash).await?;
     session::revoke_all_of_user(&mut transaction, user_id, None, now).await?;
+    revoke_reset_tokens(&mut transaction, user_id, now).await?;
     let email = users::email_of(&mut transaction, user_id).await?;
     transaction.commit().await?;
     notify_changed(context, user_id, &email, lang).await;
@@ -146,8 +147,26 @@ pub async fn change(
         now,
     )
     .await?;
+    revoke_reset_tokens(&mut transaction, session.user.id, now).await?;
     transaction.commit().await?;
     notify_changed(context, session.user.id, &session.user.email, lang).await;
+    Ok(())
+}
+
+/// After a reset or a change no older reset link works: whoever took over the account cannot
+/// come back through a link sent before.
+async fn revoke_reset_tokens(
+    connection: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), AuthError> {
+    sqlx::query!(
+        "UPDATE password_reset_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
+        now
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use super::password::Passwords;
 use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
-use super::users::{self, Profile};
+use super::users::Profile;
 use crate::api::{
     ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, client_ip, ok, request_context,
     throttle_key,
@@ -148,18 +148,21 @@ pub async fn send_email_code(
     responses(
     (status = 200, body = inline(SuccessBody<LoggedIn>)),
     (status = 400, description = "40003 email exists, 40004 email code invalid, 40005 password \
-        length, or a malformed field.", body = ErrorBody)))]
+        length, or a malformed field.", body = ErrorBody),
+    (status = 429, description = "Too many registrations from this IP.", body = ErrorBody)))]
 pub async fn register(
     context: Context,
     passwords: web::Data<Passwords>,
+    req: HttpRequest,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = Email::parse(&body.email)?;
     check_password(&body.password)?;
-    // Checked before the code, so a taken address is 40003 even with a stale code.
-    if users::email_taken(&context.pool, email.as_str()).await? {
-        return Err(AuthError::EmailExists.into());
-    }
+    let rate = Rate::per_minute(context.settings.auth.login_per_ip_per_minute);
+    throttle(&context, "register", &req, rate).await?;
+    // The code is judged first: without the code sent to it, an address is 40004 whether or
+    // not it has an account, so registration tells a stranger nothing. (A live code exists only
+    // for an address that was free when it was sent; one taken since is 40003 at the insert.)
     Ok(ok(register::register(
         &context,
         &passwords,
