@@ -90,6 +90,8 @@ pub struct GatewaySettings {
     pub lease_ttl: Duration,
     /// How often spent credits and usage are settled into PostgreSQL.
     pub settle_interval: Duration,
+    /// Keys not found per client and minute before the client's unknown keys answer 429.
+    pub failed_keys_per_ip_per_minute: u32,
 }
 
 /// Tunables of the Auth module. The defaults are the contract's; tests lower the costs.
@@ -257,6 +259,11 @@ impl Settings {
                 .transpose()?,
             lease_ttl: Duration::from_secs(number("GATEWAY_LEASE_TTL_SECS", 15, 2..=3600)?),
             settle_interval: Duration::from_millis(number("GATEWAY_SETTLE_MS", 1000, 50..=60_000)?),
+            failed_keys_per_ip_per_minute: small(
+                "GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE",
+                60,
+                1..=1_000_000,
+            )?,
         };
         let cors = CorsSettings {
             allowed_origins: match get("CORS_ALLOWED_ORIGINS") {

@@ -937,3 +937,41 @@ async fn sql_metacharacters_in_text_fields_are_kept_as_text() {
         "the users table is still there, with both accounts"
     );
 }
+
+/// A key of the wrong form is refused before any look-up; keys of the right form that are not
+/// found are limited per client, so a flood of random keys cannot drain the pool; a key the
+/// gateway knows is still served to that client.
+#[tokio::test]
+async fn unknown_keys_are_refused_cheaply_and_limited_per_client() {
+    let gw = gateway_with(config().var("GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE", "2")).await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    // Malformed: another prefix, a short key, a long one, a character outside base64url.
+    let malformed = [
+        format!("xx_{}", &key[3..]),
+        key[..20].to_owned(),
+        format!("{key}A"),
+        format!("{}*", &key[..key.len() - 1]),
+    ];
+    for _ in 0..3 {
+        for bad in &malformed {
+            call(&gw.app, bad, "/api/v1/echo/x")
+                .await
+                .assert_error(401, Some(40103));
+        }
+    }
+    // Well formed but unknown: two are looked up, then the client waits.
+    let unknown = |n: u8| format!("mk_{}", String::from(char::from(b'a' + n)).repeat(43));
+    for n in 0..2 {
+        call(&gw.app, &unknown(n), "/api/v1/echo/x")
+            .await
+            .assert_error(401, Some(40103));
+    }
+    let limited = call(&gw.app, &unknown(2), "/api/v1/echo/x").await;
+    limited.assert_error(429, None);
+    assert!(limited.header("retry-after").is_some());
+    // The client's known key is not held back by its failures.
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    assert_eq!(gw.upstream.hits(), 2);
+}

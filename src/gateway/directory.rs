@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
 use super::wallet::Wallet;
-use crate::auth::{token, users};
+use crate::auth::users;
 use crate::clock::Clock;
 use crate::limits::{Bundle, LocalCells, Quota, Rate};
 
@@ -88,7 +88,10 @@ pub struct Directory {
 
 pub enum Lookup {
     Found(Arc<KeyEntry>, Arc<Account>),
+    /// Unknown or revoked.
     Unknown,
+    /// Not in the caches: only a query can tell.
+    NotCached,
 }
 
 impl Directory {
@@ -102,30 +105,35 @@ impl Directory {
         }
     }
 
-    /// The key behind `presented`, with its account; revoked keys count as unknown.
-    pub async fn lookup(&self, presented: &str) -> Result<Lookup, sqlx::Error> {
-        let digest = token::digest(presented);
+    /// What the caches know of the key with `digest`, with its account; revoked keys count as
+    /// unknown. No query, but for the account of a known key on first use.
+    pub async fn cached(&self, digest: &[u8]) -> Result<Lookup, sqlx::Error> {
         let cached = self
             .keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
+            .get(digest)
             .cloned();
-        let entry = match cached {
-            Some(entry) => entry,
+        match cached {
+            Some(entry) => self.found(entry).await,
+            None if self.recently_unknown(digest) => Ok(Lookup::Unknown),
+            None => Ok(Lookup::NotCached),
+        }
+    }
+
+    /// The key with `digest` from PostgreSQL, remembered either way.
+    pub async fn load(&self, digest: &[u8]) -> Result<Lookup, sqlx::Error> {
+        match self.load_key(digest).await? {
+            Some(entry) => self.found(entry).await,
+            // Unknown or revoked: remembered as bad for a moment, never kept as a key.
             None => {
-                if self.recently_unknown(&digest) {
-                    return Ok(Lookup::Unknown);
-                }
-                match self.load_key(&digest).await? {
-                    Some(entry) => entry,
-                    None => {
-                        self.remember_unknown(digest);
-                        return Ok(Lookup::Unknown);
-                    }
-                }
+                self.remember_unknown(digest.to_vec());
+                Ok(Lookup::Unknown)
             }
-        };
+        }
+    }
+
+    async fn found(&self, entry: Arc<KeyEntry>) -> Result<Lookup, sqlx::Error> {
         if entry.revoked.load(Ordering::Relaxed) {
             return Ok(Lookup::Unknown);
         }
@@ -140,10 +148,15 @@ impl Directory {
             .is_some_and(|at| at.elapsed() < NEGATIVE_TTL)
     }
 
+    /// Remembers a bad digest for a moment; the memory is bounded: when a flood of distinct
+    /// keys fills it even after the expired ones left, it starts again empty.
     fn remember_unknown(&self, digest: Vec<u8>) {
         let mut unknown = self.unknown.lock().unwrap_or_else(|p| p.into_inner());
         if unknown.len() >= MAX_NEGATIVE {
             unknown.retain(|_, at| at.elapsed() < NEGATIVE_TTL);
+            if unknown.len() >= MAX_NEGATIVE {
+                unknown.clear();
+            }
         }
         unknown.insert(digest, Instant::now());
     }
@@ -157,7 +170,9 @@ impl Directory {
         )
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row.filter(|row| !row.revoked) else {
+            return Ok(None);
+        };
         let entry = Arc::new(KeyEntry {
             key_id: row.id,
             user_id: row.user_id,
@@ -253,6 +268,11 @@ impl Directory {
                     .revoked
                     .store(!live.contains(&entry.key_id), Ordering::Relaxed);
             }
+            // Revoked keys leave the cache: a key's digest is kept only while it may be used.
+            self.keys
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, entry| !entry.revoked.load(Ordering::Relaxed));
         }
         let accounts = self.cached_accounts();
         if !accounts.is_empty() {

@@ -8,6 +8,8 @@ pub enum GatewayError {
     KeyMissing,
     #[error("unknown or revoked API key")]
     KeyInvalid,
+    #[error("too many unknown keys from this client")]
+    TooManyBadKeys { retry_after_secs: u64 },
     #[error("the account is frozen")]
     AccountFrozen,
     #[error("no such provider")]
@@ -37,6 +39,11 @@ impl From<GatewayError> for ApiError {
         let code = match &error {
             GatewayError::KeyMissing => Code::API_KEY_MISSING,
             GatewayError::KeyInvalid => Code::API_KEY_INVALID,
+            GatewayError::TooManyBadKeys { retry_after_secs } => {
+                return ApiError::new(Code::TOO_MANY_REQUESTS)
+                    .with_detail("Too many unknown API keys from this client.")
+                    .with_retry_after(*retry_after_secs);
+            }
             GatewayError::AccountFrozen => Code::ACCOUNT_FROZEN,
             GatewayError::UnknownProvider => {
                 return ApiError::not_found().with_detail("No such provider.");

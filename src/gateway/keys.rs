@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
@@ -13,14 +14,16 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::GatewayState;
-use super::directory::Lookup;
+use super::directory::{Account, KeyEntry, Lookup};
 use super::error::GatewayError;
 use crate::api::{
-    ApiError, ApiJson, ApiQuery, Authorized, Code, ErrorBody, Page, PageQuery, SuccessBody, ok,
+    ApiError, ApiJson, ApiQuery, Authorized, Code, ErrorBody, Page, PageQuery, SuccessBody,
+    client_ip, ok, throttle_key,
 };
 use crate::auth::session::bearer_token;
 use crate::auth::token;
 use crate::auth::{ActiveUser, users};
+use crate::limits::Rate;
 use crate::state::AppState;
 
 pub const KEY_PREFIX: &str = "mk_";
@@ -171,6 +174,54 @@ pub async fn revoke(
     Ok(ok(()))
 }
 
+/// The form of every key this service issues: the prefix and 43 characters of URL-safe base64
+/// (256 bits). Anything else is refused before any look-up.
+pub fn well_formed(key: &str) -> bool {
+    key.len() == KEY_PREFIX.len() + 43
+        && key.starts_with(KEY_PREFIX)
+        && key[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The key and account of a request made with an API key. A malformed key is refused at once;
+/// a key the caches know costs no query; a key they do not know costs one, so the keys not
+/// found are limited per client (429 beyond `GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE`) before
+/// more queries are made for that client.
+pub async fn authenticate(
+    state: &AppState,
+    gateway: &GatewayState,
+    req: &HttpRequest,
+    presented: &str,
+) -> Result<(Arc<KeyEntry>, Arc<Account>), GatewayError> {
+    if !well_formed(presented) {
+        return Err(GatewayError::KeyInvalid);
+    }
+    let digest = token::digest(presented);
+    let lookup = match gateway.directory.cached(&digest).await? {
+        Lookup::NotCached => {
+            let client = throttle_key(client_ip(req, &state.settings.trusted_proxies));
+            let rate = Rate::per_minute(state.settings.gateway.failed_keys_per_ip_per_minute);
+            let allowed = state.limiter.would_allow("bad_key", &client, rate).await;
+            if !allowed.allowed {
+                return Err(GatewayError::TooManyBadKeys {
+                    retry_after_secs: allowed.retry_after_secs(),
+                });
+            }
+            let lookup = gateway.directory.load(&digest).await?;
+            if matches!(lookup, Lookup::Unknown) {
+                state.limiter.check("bad_key", &client, rate).await;
+            }
+            lookup
+        }
+        known => known,
+    };
+    match lookup {
+        Lookup::Found(entry, account) => Ok((entry, account)),
+        Lookup::Unknown | Lookup::NotCached => Err(GatewayError::KeyInvalid),
+    }
+}
+
 /// The key a request presents: `X-API-Key`, else `Authorization: Bearer`.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
     req.headers()
@@ -192,8 +243,10 @@ impl FromRequest for AccountCaller {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let gateway = req.app_data::<web::Data<GatewayState>>().cloned();
+        let state = req.app_data::<web::Data<AppState>>().cloned();
         let key = presented_key(req).filter(|key| key.starts_with(KEY_PREFIX));
         let session = ActiveUser::from_request(req, payload);
+        let req = req.clone();
         Box::pin(async move {
             let Some(key) = key else {
                 let ActiveUser(session) = session.await?;
@@ -201,19 +254,16 @@ impl FromRequest for AccountCaller {
                     user_id: session.user.id,
                 });
             };
-            let gateway =
-                gateway.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no gateway state")))?;
-            match gateway.directory.lookup(&key).await? {
-                Lookup::Unknown => Err(GatewayError::KeyInvalid.into()),
-                Lookup::Found(_, account)
-                    if account.frozen.load(std::sync::atomic::Ordering::Relaxed) =>
-                {
-                    Err(GatewayError::AccountFrozen.into())
-                }
-                Lookup::Found(entry, _) => Ok(AccountCaller {
-                    user_id: entry.user_id,
-                }),
+            let (Some(gateway), Some(state)) = (gateway, state) else {
+                return Err(ApiError::internal(anyhow::anyhow!("no gateway state")));
+            };
+            let (entry, account) = authenticate(&state, &gateway, &req, &key).await?;
+            if account.frozen.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(GatewayError::AccountFrozen.into());
             }
+            Ok(AccountCaller {
+                user_id: entry.user_id,
+            })
         })
     }
 }

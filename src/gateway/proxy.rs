@@ -13,9 +13,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret;
 
 use super::GatewayState;
-use super::directory::{Account, Lookup};
+use super::directory::Account;
 use super::error::GatewayError;
-use super::keys::presented_key;
+use super::keys::{authenticate, presented_key};
 use super::limits::month_of;
 use super::providers::Provider;
 use crate::api::{ApiError, ErrorBody, Rendered};
@@ -114,9 +114,7 @@ pub async fn forward(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
-    let Lookup::Found(key_entry, account) = gateway.directory.lookup(&key).await? else {
-        return Err(GatewayError::KeyInvalid.into());
-    };
+    let (key_entry, account) = authenticate(&context, &gateway, &req, &key).await?;
     let limits = account.limits();
     let mut meters = Meters {
         rps_limit: limits.rps,

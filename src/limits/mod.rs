@@ -192,6 +192,22 @@ impl Limiter {
 
     /// Counts one event of `class` for `key` against `rate`: the account throttles.
     pub async fn check(&self, class: &'static str, key: &str, rate: Rate) -> Decision {
+        self.throttle(class, key, rate, true).await
+    }
+
+    /// Whether one more event of `class` for `key` would be allowed, without counting it: for
+    /// limits on failures, which are counted only once they happened.
+    pub async fn would_allow(&self, class: &'static str, key: &str, rate: Rate) -> Decision {
+        self.throttle(class, key, rate, false).await
+    }
+
+    async fn throttle(
+        &self,
+        class: &'static str,
+        key: &str,
+        rate: Rate,
+        consume: bool,
+    ) -> Decision {
         let cells = self.throttle_cells(class, key);
         let bundle = Bundle {
             class,
@@ -200,7 +216,7 @@ impl Limiter {
             quota: None,
             cells: &cells,
         };
-        let verdict = self.check_bundle(&bundle, true).await;
+        let verdict = self.check_bundle(&bundle, consume).await;
         match verdict.exceeded {
             None => Decision {
                 allowed: true,
