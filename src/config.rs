@@ -283,6 +283,25 @@ impl Settings {
             .unwrap_or_default();
         let metrics_token = get("METRICS_TOKEN").map(SecretString::from);
 
+        // In production, defaults that would fail silently are refused: links in emails would
+        // point at the listen address, and emails would go to files nobody reads.
+        if app_env == AppEnv::Production {
+            if get("PUBLIC_URL").is_none() {
+                return Err(invalid(
+                    "PUBLIC_URL",
+                    "must be set when APP_ENV=production: links in emails and Stripe's return \
+                     addresses are built from it",
+                ));
+            }
+            if smtp_url.is_none() {
+                return Err(invalid(
+                    "SMTP_URL",
+                    "must be set when APP_ENV=production: without it emails are only written to \
+                     files under DATA_DIR",
+                ));
+            }
+        }
+
         Ok(Settings {
             app_env,
             listen_addr,
@@ -585,9 +604,24 @@ mod tests {
         }
         let listed = settings(&[
             ("APP_ENV", "production"),
+            ("PUBLIC_URL", "https://api.example.com"),
+            ("SMTP_URL", "smtp://mail.example.com:587"),
             ("CORS_ALLOWED_ORIGINS", "https://app.example.com"),
         ]);
         assert!(listed.is_ok());
+    }
+
+    #[test]
+    fn production_needs_a_public_url_and_an_smtp_server() {
+        let error = settings(&[("APP_ENV", "production")]).unwrap_err();
+        assert_eq!(error.variable, "PUBLIC_URL");
+        let error = settings(&[
+            ("APP_ENV", "production"),
+            ("PUBLIC_URL", "https://api.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "SMTP_URL");
+        assert!(settings(&[("APP_ENV", "development")]).is_ok());
     }
 
     #[test]

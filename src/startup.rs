@@ -42,6 +42,15 @@ impl Application {
     /// Connects to the database (starting the private cluster when `DATABASE_URL` is unset),
     /// applies the migrations and binds `LISTEN_ADDR`.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        if settings.app_env == crate::config::AppEnv::Production
+            && matches!(settings.database, crate::config::DatabaseSettings::Embedded)
+        {
+            tracing::warn!(
+                data_dir = %settings.data_dir.display(),
+                "APP_ENV=production with no DATABASE_URL: serving from the private PostgreSQL \
+                 cluster under DATA_DIR, on this machine only, with no backups or replicas"
+            );
+        }
         let database = Database::connect(&settings).await?;
         let listener = TcpListener::bind(settings.listen_addr)
             .with_context(|| format!("cannot listen on LISTEN_ADDR={}", settings.listen_addr))?;

@@ -938,3 +938,111 @@ mod cors {
         assert_no_cors(&webhook);
     }
 }
+
+mod command_line {
+    use std::process::{Command, Output};
+
+    use super::support;
+
+    /// Runs the service binary with `args` and a test environment, and waits for it to end:
+    /// a command that started a server instead would never end (the wait has a deadline).
+    async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meterapi"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("APP_ENV", "test")
+            .env("DATA_DIR", data_dir.path())
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .envs(envs.iter().copied());
+        let child = tokio::task::spawn_blocking(move || command.output());
+        tokio::time::timeout(std::time::Duration::from_secs(120), child)
+            .await
+            .expect("the command ends by itself")
+            .unwrap()
+            .unwrap()
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[tokio::test]
+    async fn help_and_version_answer_and_an_unknown_argument_is_an_error() {
+        let help = run(&["--help"], &[]).await;
+        assert!(help.status.success());
+        let usage = text(&help.stdout);
+        for word in ["Usage", "serve", "migrate", "admin"] {
+            assert!(usage.contains(word), "{word} in {usage}");
+        }
+        let version = run(&["--version"], &[]).await;
+        assert_eq!(
+            text(&version.stdout).trim(),
+            format!("meterapi {}", env!("CARGO_PKG_VERSION"))
+        );
+        let unknown = run(&["--port", "9"], &[]).await;
+        assert_eq!(unknown.status.code(), Some(2));
+        assert!(
+            text(&unknown.stderr).contains("--port"),
+            "{}",
+            text(&unknown.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn migrate_applies_the_migrations_and_exits() {
+        let (database, url) = support::empty_database().await;
+        let migrated = run(&["migrate"], &[("DATABASE_URL", &url)]).await;
+        assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let free: i64 = sqlx::query_scalar("SELECT count(*) FROM plans WHERE plan_type = 'free'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(free, 1);
+        pool.close().await;
+        support::drop_test_database(&database).await;
+    }
+
+    #[tokio::test]
+    async fn admin_grant_and_revoke_change_an_existing_accounts_role() {
+        let app = support::spawn_app_with(support::TestConfig::default().cheap_hashing()).await;
+        support::create_user(&app, "ops@example.com", "user").await;
+        let url = app.database_url().await;
+        let role = || async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT role FROM users WHERE email = 'ops@example.com'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+        };
+        let granted = run(
+            &["admin", "grant", "OPS@example.com"],
+            &[("DATABASE_URL", &url)],
+        )
+        .await;
+        assert!(granted.status.success(), "{}", text(&granted.stderr));
+        assert_eq!(role().await, "admin");
+        let revoked = run(
+            &["admin", "revoke", "ops@example.com"],
+            &[("DATABASE_URL", &url)],
+        )
+        .await;
+        assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+        assert_eq!(role().await, "user");
+        let nobody = run(
+            &["admin", "grant", "nobody@example.com"],
+            &[("DATABASE_URL", &url)],
+        )
+        .await;
+        assert!(!nobody.status.success());
+        assert!(
+            text(&nobody.stderr).contains("no account"),
+            "{}",
+            text(&nobody.stderr)
+        );
+    }
+}

@@ -781,6 +781,8 @@ async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_ENV", "production")
+        .env("PUBLIC_URL", "https://api.example.com")
+        .env("SMTP_URL", "smtp://127.0.0.1:9?tls=none")
         .env("DATABASE_URL", gw.app.database_url().await)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("DATA_DIR", gw.app.data_dir.path())

@@ -18,6 +18,7 @@ use actix_web::web;
 use utoipa::OpenApi;
 
 pub use error::AuthError;
+pub use input::Email;
 pub use password::Passwords;
 pub use session::{ActiveUser, AdminUser, CurrentSession};
 

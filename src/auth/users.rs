@@ -19,6 +19,15 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// Whether an account may log in and call the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
@@ -176,6 +185,18 @@ pub async fn set_status(
         "UPDATE users SET status = $2 WHERE id = $1",
         user_id,
         status as UserStatus
+    )
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Sets the role of the account with `email`; false when there is none.
+pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
+        "UPDATE users SET role = $2 WHERE lower(email) = lower($1)",
+        email,
+        role as Role
     )
     .execute(pool)
     .await?;

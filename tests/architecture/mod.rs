@@ -20,7 +20,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["gateway"],
     &["admin"],
     &["ops"],
-    &["startup"],
+    &["startup", "cli"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

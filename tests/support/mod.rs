@@ -483,3 +483,23 @@ pub fn sha256(text: &str) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes()).to_vec()
 }
+
+/// A new, empty database on the test server: its name and URL (dropped with the server's other
+/// test databases only when a test drops it).
+pub async fn empty_database() -> (String, String) {
+    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let statement = sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"));
+    let mut admin = admin_connection().await;
+    sqlx::raw_sql(statement)
+        .execute(&mut admin)
+        .await
+        .expect("CREATE DATABASE");
+    admin.close().await.ok();
+    let url = database_url(server_url().await, &database);
+    (database, url)
+}
+
+/// Drops a database made by `empty_database`.
+pub async fn drop_test_database(database: &str) {
+    drop_database(database).await;
+}
