@@ -1266,3 +1266,69 @@ async fn the_fake_stripe_refuses_what_stripe_refuses() {
     assert_eq!(misuse.status, 400, "{}", misuse.text);
     assert_eq!(misuse.json["error"]["type"], "idempotency_error");
 }
+
+/// Every number an admin sets is bounded, and the 400 names the field: values whose arithmetic
+/// could overflow (a price, credits, a quota, limits, a call's cost, an adjustment) never get in.
+#[tokio::test]
+async fn admin_numbers_are_bounded_and_the_refusal_names_the_field() {
+    let shop = shop().await;
+    let plan = |field: &str, value: serde_json::Value| {
+        let mut plan = json!({"name": "Big", "plan_type": "one_time", "amount_cents": 100,
+            "credits": 1, "rps_limit": 1, "rph_limit": 1});
+        plan[field] = value;
+        plan
+    };
+    for (field, value) in [
+        ("amount_cents", json!(i64::MAX)),
+        ("credits", json!(i64::MAX)),
+        ("monthly_quota", json!(1_000_000_000_001i64)),
+        ("rps_limit", json!(i32::MAX)),
+        ("rph_limit", json!(0)),
+    ] {
+        let refused = shop
+            .call(
+                Method::POST,
+                "/myapi/admin/plans",
+                &shop.admin,
+                Some(plan(field, value)),
+            )
+            .await;
+        refused.assert_error(400, None);
+        assert!(
+            refused.json["msg"].as_str().unwrap().contains(field),
+            "{}",
+            refused.text
+        );
+    }
+    let provider = json!({"slug": "dear", "base_url": "http://127.0.0.1:9", "cost": i64::MAX,
+        "timeout_ms": 1000});
+    let refused = shop
+        .call(
+            Method::POST,
+            "/myapi/admin/providers",
+            &shop.admin,
+            Some(provider),
+        )
+        .await;
+    refused.assert_error(400, None);
+    assert!(refused.json["msg"].as_str().unwrap().contains("cost"));
+
+    let path = format!("/myapi/admin/users/{}/credits", shop.user_id);
+    let grant = json!({"amount": 5, "reason": "start"});
+    shop.call(Method::POST, &path, &shop.admin, Some(grant))
+        .await
+        .assert_ok();
+    for amount in [i64::MAX, i64::MIN, 1_000_000_000_001] {
+        let huge = json!({"amount": amount, "reason": "overflow"});
+        let refused = shop
+            .call(Method::POST, &path, &shop.admin, Some(huge))
+            .await;
+        refused.assert_error(400, None);
+        assert!(
+            refused.json["msg"].as_str().unwrap().contains("amount"),
+            "{}",
+            refused.text
+        );
+    }
+    assert_eq!(shop.balance().await, 5);
+}

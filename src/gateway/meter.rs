@@ -114,10 +114,10 @@ impl Meter {
         let pace = wallet
             .spent_last_tick
             .max(wallet.spent_this_tick)
-            .max(cost * 10);
+            .max(cost.saturating_mul(10));
         wallet.lease_id.is_some()
             && wallet.remaining() < pace / 2
-            && wallet.available_beyond > pace * 4
+            && wallet.available_beyond > pace.saturating_mul(4)
     }
 
     /// Tops the lease up unless another top-up is under way.
@@ -137,7 +137,7 @@ impl Meter {
             let wallet = lock(account);
             let pace = wallet.spent_last_tick.max(wallet.spent_this_tick);
             (
-                (pace * 2).max(cost * 10),
+                pace.saturating_mul(2).max(cost.saturating_mul(10)),
                 wallet.lease_id.unwrap_or_else(Uuid::new_v4),
             )
         };

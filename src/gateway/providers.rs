@@ -16,6 +16,10 @@ use crate::auth::AdminUser;
 use crate::db::is_violation_of;
 use crate::state::AppState;
 
+/// The most credits one call may cost: far above any real price, and far below what the
+/// meter's arithmetic on it (blocks of ten calls and more) could overflow.
+const MAX_COST: i64 = 1_000_000;
+
 /// A provider as the gateway uses it. Its credential is a secret type: `Debug` (and so any
 /// log of a provider) shows it redacted.
 #[derive(Clone, Debug)]
@@ -187,8 +191,8 @@ impl ProviderInput {
                 "field `auth_value`: not a header value.",
             ));
         }
-        if self.cost < 0 {
-            return Err(ApiError::bad_request("field `cost`: cannot be negative."));
+        if !(0..=MAX_COST).contains(&self.cost) {
+            return Err(ApiError::bad_request("field `cost`: 0 to 1000000."));
         }
         if !(1..=600_000).contains(&self.timeout_ms) {
             return Err(ApiError::bad_request("field `timeout_ms`: 1 to 600000."));

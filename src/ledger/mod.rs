@@ -77,7 +77,13 @@ pub async fn apply(
             balance_after: balance,
         });
     }
-    let balance_after = balance + movement.amount;
+    // Checked: a balance that would overflow is refused like one that would go negative.
+    let Some(balance_after) = balance.checked_add(movement.amount) else {
+        return Err(LedgerError::InsufficientBalance {
+            balance: balance - reserved,
+            amount: movement.amount,
+        });
+    };
     // Credits reserved by a gateway lease are spoken for: only the rest can be taken.
     if balance_after < reserved {
         return Err(LedgerError::InsufficientBalance {

@@ -52,6 +52,9 @@ pub async fn list_entries(
     Ok(page.answer(entries, total))
 }
 
+/// An adjustment's largest size, either way.
+const MAX_ADJUSTMENT: u64 = 1_000_000_000_000;
+
 #[derive(Deserialize, ToSchema)]
 pub struct Adjustment {
     /// Credits to add; negative takes credits, down to zero.
@@ -82,8 +85,10 @@ pub async fn adjust_credits(
 ) -> Result<HttpResponse, ApiError> {
     let user_id = path.into_inner();
     let reason = body.reason.trim();
-    if body.amount == 0 {
-        return Err(ApiError::bad_request("field `amount`: must not be zero."));
+    if body.amount == 0 || body.amount.unsigned_abs() > MAX_ADJUSTMENT {
+        return Err(ApiError::bad_request(
+            "field `amount`: not zero, and at most 1000000000000 either way.",
+        ));
     }
     if reason.is_empty() || reason.chars().count() > 200 {
         return Err(ApiError::bad_request(

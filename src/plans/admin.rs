@@ -37,6 +37,13 @@ struct ValidPlan {
     stripe_price_id: Option<String>,
 }
 
+/// A price's upper bound: a million in major units.
+const MAX_AMOUNT_CENTS: i64 = 100_000_000;
+/// Credits a plan may grant, and calls a month may allow.
+const MAX_CREDITS: i64 = 1_000_000_000_000;
+const MAX_RPS: i32 = 1_000_000;
+const MAX_RPH: i32 = 1_000_000_000;
+
 impl PlanInput {
     fn validate(&self) -> Result<ValidPlan, ApiError> {
         let bad = |detail: &str| Err(ApiError::bad_request(detail.to_owned()));
@@ -44,11 +51,25 @@ impl PlanInput {
         if name.is_empty() || name.chars().count() > 100 {
             return bad("field `name`: 1 to 100 characters.");
         }
-        if self.amount_cents < 0 || self.credits < 0 || self.monthly_quota.is_some_and(|q| q < 0) {
-            return bad("fields `amount_cents`, `credits` and `monthly_quota` cannot be negative.");
+        // Bounds far above any real plan and far below what arithmetic on them could overflow.
+        let within = |value: i64, max: i64| (0..=max).contains(&value);
+        if !within(self.amount_cents, MAX_AMOUNT_CENTS) {
+            return bad("field `amount_cents`: 0 to 100000000.");
         }
-        if self.rps_limit <= 0 || self.rph_limit <= 0 {
-            return bad("fields `rps_limit` and `rph_limit` must be positive.");
+        if !within(self.credits, MAX_CREDITS) {
+            return bad("field `credits`: 0 to 1000000000000.");
+        }
+        if self
+            .monthly_quota
+            .is_some_and(|quota| !within(quota, MAX_CREDITS))
+        {
+            return bad("field `monthly_quota`: 0 to 1000000000000, or null.");
+        }
+        if !(1..=MAX_RPS).contains(&self.rps_limit) {
+            return bad("field `rps_limit`: 1 to 1000000.");
+        }
+        if !(1..=MAX_RPH).contains(&self.rph_limit) {
+            return bad("field `rph_limit`: 1 to 1000000000.");
         }
         if self.plan_type != PlanType::Free && self.amount_cents == 0 {
             return bad("field `amount_cents`: a plan on sale needs a price.");
