@@ -98,6 +98,8 @@ pub struct GatewaySettings {
 #[derive(Clone, Debug)]
 pub struct AuthSettings {
     pub email_code_cooldown: Duration,
+    /// How often expired sessions, captchas, codes, tokens and failures are removed.
+    pub housekeeping_interval: Duration,
     pub session_ttl: Duration,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
@@ -243,6 +245,11 @@ impl Settings {
                 1..=86_400,
             )?),
             session_ttl: Duration::from_secs(3600 * number("SESSION_TTL_HOURS", 168, 1..=8_760)?),
+            housekeeping_interval: Duration::from_secs(number(
+                "HOUSEKEEPING_INTERVAL_SECS",
+                600,
+                1..=86_400,
+            )?),
             argon2_memory_kib: small("ARGON2_MEMORY_KIB", 19_456, 8..=1_048_576)?,
             argon2_iterations: small("ARGON2_ITERATIONS", 2, 1..=16)?,
             argon2_parallelism: small("ARGON2_PARALLELISM", 1, 1..=16)?,

@@ -36,6 +36,7 @@ pub struct Application {
     clock: Arc<Clock>,
     gateway: Arc<GatewayState>,
     background: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -75,6 +76,11 @@ impl Application {
             settings: Arc::new(settings),
         });
         let metrics = web::Data::new(ops::metrics::HttpMetrics::new(&database.pool)?);
+        let housekeeping = tokio::spawn(auth::housekeeping::run(
+            database.pool.clone(),
+            clock.clone(),
+            state.settings.clone(),
+        ));
 
         let cors = api::cors(&state.settings.cors);
         let server = HttpServer::new(move || {
@@ -113,6 +119,7 @@ impl Application {
             clock,
             gateway,
             background,
+            housekeeping,
         })
     }
 
@@ -136,6 +143,7 @@ impl Application {
         let served = self.server.await;
         // The in-flight calls are drained: settle what they spent and give the reserves back.
         self.background.abort();
+        self.housekeeping.abort();
         self.gateway.meter.close(&self.gateway.directory).await;
         self.database.shut_down().await;
         served.context("the HTTP server failed")

@@ -1055,3 +1055,79 @@ async fn a_reset_or_a_change_revokes_every_older_reset_link() {
         .await
         .assert_error(400, Some(40006));
 }
+
+/// Expired and ended records are removed by the housekeeping job; live ones stay.
+#[tokio::test]
+async fn housekeeping_removes_what_expired_and_keeps_what_is_live() {
+    let accounts =
+        accounts_with(TestConfig::default().var("HOUSEKEEPING_INTERVAL_SECS", "1")).await;
+    let pool = &accounts.app.pool;
+    let live_session = accounts.register("kept@example.com").await;
+    let counts = || async {
+        let mut counts = Vec::new();
+        for table in [
+            "sessions",
+            "password_reset_tokens",
+            "captchas",
+            "email_codes",
+            "mail_cooldowns",
+            "login_failures",
+        ] {
+            counts.push(accounts.count(table).await);
+        }
+        counts
+    };
+    // What the registration left is live and stays.
+    let before = counts().await;
+    let old = chrono::Utc::now() - Span::days(2);
+    let later = chrono::Utc::now() + Span::hours(1);
+    let user_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    for statement in [
+        "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) VALUES ($1, 'expired', $2, $2)",
+        "INSERT INTO sessions (user_id, token_hash, created_at, expires_at, revoked_at) VALUES ($1, 'ended', $2, $3, $2)",
+        "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES ('old', $1, $2, $2)",
+        "INSERT INTO password_reset_tokens (token_hash, user_id, created_at, expires_at) VALUES ('live', $1, $2, $3)",
+    ] {
+        sqlx::query(statement)
+            .bind(user_id)
+            .bind(old)
+            .bind(later)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for statement in [
+        "INSERT INTO captchas (id, answer, expires_at) VALUES (gen_random_uuid(), 'x', $1)",
+        "INSERT INTO captchas (id, answer, expires_at) VALUES (gen_random_uuid(), 'y', $2)",
+        "INSERT INTO email_codes (email, code_hash, expires_at, created_at) VALUES ('gone@example.com', 'h', $1, $1)",
+        "INSERT INTO mail_cooldowns (email, purpose, sent_at) VALUES ('gone@example.com', 'email_code', $1)",
+        "INSERT INTO login_failures (subject, failed_at) VALUES ('ip:192.0.2.1', $1)",
+        "INSERT INTO login_failures (subject, failed_at) VALUES ('ip:192.0.2.2', $2)",
+    ] {
+        sqlx::query(statement)
+            .bind(old)
+            .bind(later)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    // Left beside what was there: the live token, the live captcha, the live failure.
+    let expected: Vec<i64> = before
+        .iter()
+        .zip([0, 1, 1, 0, 0, 1])
+        .map(|(before, live)| before + live)
+        .collect();
+    support::eventually(
+        Duration::from_secs(10),
+        "the housekeeping round",
+        || async { (counts().await == expected).then_some(()) },
+    )
+    .await;
+    accounts
+        .get_as(&live_session, "/myapi/user/profile")
+        .await
+        .assert_ok();
+}

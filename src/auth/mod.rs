@@ -4,6 +4,7 @@
 mod captcha;
 mod cooldown;
 mod error;
+pub mod housekeeping;
 mod input;
 mod login;
 mod password;
