@@ -92,6 +92,10 @@ pub struct GatewaySettings {
     pub settle_interval: Duration,
     /// Keys not found per client and minute before the client's unknown keys answer 429.
     pub failed_keys_per_ip_per_minute: u32,
+    /// Consecutive failed calls that open a provider's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker answers 50201 before it lets a probe through.
+    pub breaker_cool_down: Duration,
 }
 
 /// Tunables of the Auth module. The defaults are the contract's; tests lower the costs.
@@ -266,6 +270,12 @@ impl Settings {
                 .transpose()?,
             lease_ttl: Duration::from_secs(number("GATEWAY_LEASE_TTL_SECS", 15, 2..=3600)?),
             settle_interval: Duration::from_millis(number("GATEWAY_SETTLE_MS", 1000, 50..=60_000)?),
+            breaker_failures: small("GATEWAY_BREAKER_FAILURES", 5, 1..=10_000)?,
+            breaker_cool_down: Duration::from_millis(number(
+                "GATEWAY_BREAKER_COOL_DOWN_MS",
+                5000,
+                10..=3_600_000,
+            )?),
             failed_keys_per_ip_per_minute: small(
                 "GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE",
                 60,

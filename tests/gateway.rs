@@ -977,3 +977,76 @@ async fn unknown_keys_are_refused_cheaply_and_limited_per_client() {
     call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
     assert_eq!(gw.upstream.hits(), 2);
 }
+
+/// A failed call gives back its credits and its place in the month's quota, but not its rate
+/// slots: one account cannot drive a failing provider faster than its limits allow.
+#[tokio::test]
+async fn a_failed_call_keeps_its_rate_slot_spent() {
+    let gw = gateway().await;
+    gw.limits(2, 1000, Some(100)).await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    gw.upstream.set(Behaviour::Status(503));
+    for _ in 0..2 {
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(502, Some(50201));
+    }
+    gw.upstream.set(Behaviour::Echo);
+    call(&gw.app, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(429, Some(42901));
+    assert_eq!(gw.upstream.hits(), 2);
+    assert_eq!(
+        gw.settled_balance(10).await,
+        10,
+        "failed calls cost nothing"
+    );
+}
+
+/// After consecutive failures a provider's calls answer 50201 without reaching it, until a
+/// probe after the cool-down finds it well again.
+#[tokio::test]
+async fn a_failing_provider_is_cut_off_then_probed() {
+    let gw = gateway_with(
+        config()
+            .var("GATEWAY_BREAKER_FAILURES", "3")
+            .var("GATEWAY_BREAKER_COOL_DOWN_MS", "300"),
+    )
+    .await;
+    gw.limits(1000, 100_000, None).await;
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+    gw.upstream.set(Behaviour::Status(503));
+    for _ in 0..5 {
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(502, Some(50201));
+    }
+    assert_eq!(
+        gw.upstream.hits(),
+        3,
+        "the breaker opened after three failures"
+    );
+    gw.upstream.set(Behaviour::Echo);
+    support::eventually(
+        Duration::from_secs(5),
+        "a probe finds the provider well",
+        || async {
+            let answer = call(&gw.app, &key, "/api/v1/echo/x").await;
+            (answer.status == 200).then_some(())
+        },
+    )
+    .await;
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    assert_eq!(
+        gw.upstream.hits(),
+        5,
+        "closed again: calls reach the provider"
+    );
+    assert_eq!(
+        gw.settled_balance(98).await,
+        98,
+        "only the two served calls are charged"
+    );
+}

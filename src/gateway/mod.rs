@@ -2,6 +2,7 @@
 //! and the account status that sums them up.
 //! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301.
 
+mod breaker;
 mod directory;
 mod error;
 pub mod keys;
@@ -36,6 +37,7 @@ pub struct GatewayState {
     pub providers: ProviderTable,
     in_flight: Arc<Semaphore>,
     global_rate: Option<Rate>,
+    breakers: breaker::Breakers,
 }
 
 impl GatewayState {
@@ -47,6 +49,10 @@ impl GatewayState {
             meter: Meter::new(pool, clock, settings.gateway.lease_ttl),
             providers,
             in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),
+            breakers: breaker::Breakers::new(
+                settings.gateway.breaker_failures,
+                settings.gateway.breaker_cool_down,
+            ),
             global_rate: settings.gateway.global_rps.map(|rps| Rate {
                 limit: rps,
                 period: Duration::from_secs(1),

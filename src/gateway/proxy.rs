@@ -188,9 +188,16 @@ pub async fn forward(
         actix_web::rt::spawn(async move { gateway.meter.prefetch(&account, cost).await });
     }
 
-    let answer = send_upstream(&req, payload, &provider, tail).await;
+    let answer = if gateway.breakers.admit(&provider.slug) {
+        let answer = send_upstream(&req, payload, &provider, tail).await;
+        let succeeded = matches!(&answer, Ok(upstream) if upstream.status().as_u16() < 500);
+        gateway.breakers.record(&provider.slug, succeeded);
+        Some(answer)
+    } else {
+        None
+    };
     match answer {
-        Ok(upstream) if upstream.status().as_u16() < 500 => {
+        Some(Ok(upstream)) if upstream.status().as_u16() < 500 => {
             if let Some(held) = held {
                 held.charge(key_entry.key_id, &provider.slug);
             }
@@ -199,15 +206,18 @@ pub async fn forward(
             Ok(respond(upstream, &meters))
         }
         outcome => {
+            // Not charged, and not counted towards the month's quota; the rate slots stay
+            // spent, so a failing provider is not driven harder than the limits allow.
             drop(held);
-            context.limiter.refund_bundle(&bundle).await;
+            context.limiter.refund_quota(&bundle).await;
             gateway
                 .meter
                 .count_error(&account, key_entry.key_id, &provider.slug);
             meters.credits = visible_credits(&account);
             let reason = match outcome {
-                Ok(upstream) => format!("{} answered {}", provider.slug, upstream.status()),
-                Err(error) => format!("{}: {error}", provider.slug),
+                Some(Ok(upstream)) => format!("{} answered {}", provider.slug, upstream.status()),
+                Some(Err(error)) => format!("{}: {error}", provider.slug),
+                None => format!("{}: its circuit breaker is open", provider.slug),
             };
             Err(meters.on_error(GatewayError::Upstream(reason)))
         }

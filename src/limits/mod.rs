@@ -64,6 +64,7 @@ pub struct Quota {
 }
 
 /// Limits checked and consumed together for one subject.
+#[derive(Clone, Copy)]
 pub struct Bundle<'a> {
     /// With `key`, names the subject: `login` and an IP, `gateway` and an account.
     pub class: &'static str,
@@ -188,6 +189,15 @@ impl Limiter {
             tracing::warn!(class = bundle.class, error = %error,
                 "could not give an event back to Redis");
         }
+    }
+
+    /// Gives back the quota's count of an event, keeping its rate slots spent.
+    pub async fn refund_quota(&self, bundle: &Bundle<'_>) {
+        let quota_only = Bundle {
+            rates: &[],
+            ..*bundle
+        };
+        self.refund_bundle(&quota_only).await;
     }
 
     /// Counts one event of `class` for `key` against `rate`: the account throttles.
