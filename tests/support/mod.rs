@@ -84,14 +84,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     init_test_logging();
-    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let statement = sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"));
-    let mut admin = admin_connection().await;
-    sqlx::raw_sql(statement)
-        .execute(&mut admin)
-        .await
-        .expect("CREATE DATABASE");
-    admin.close().await.ok();
+    let (database, _) = empty_database().await;
     start_instance(database, config.vars, true).await
 }
 
