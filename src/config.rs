@@ -112,6 +112,8 @@ pub struct AuthSettings {
     pub login_per_ip_per_minute: u32,
     /// Emails (codes and reset links) requested per IP and hour before 429.
     pub sends_per_ip_per_hour: u32,
+    /// Wrong email codes an address may receive in a day, across re-sends.
+    pub code_guesses_per_address_per_day: u32,
     /// Captchas per IP and minute before 429.
     pub captchas_per_ip_per_minute: u32,
 }
@@ -259,6 +261,11 @@ impl Settings {
             argon2_parallelism: small("ARGON2_PARALLELISM", 1, 1..=16)?,
             login_per_ip_per_minute: small("AUTH_LOGIN_PER_IP_PER_MINUTE", 30, 1..=100_000)?,
             sends_per_ip_per_hour: small("AUTH_SENDS_PER_IP_PER_HOUR", 20, 1..=100_000)?,
+            code_guesses_per_address_per_day: small(
+                "AUTH_CODE_GUESSES_PER_ADDRESS_PER_DAY",
+                20,
+                1..=100_000,
+            )?,
             captchas_per_ip_per_minute: small("AUTH_CAPTCHAS_PER_IP_PER_MINUTE", 60, 1..=100_000)?,
         };
         let mail_timeout = Duration::from_secs(number("MAIL_TIMEOUT_SECS", 10, 1..=300)?);

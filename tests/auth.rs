@@ -1131,3 +1131,36 @@ async fn housekeeping_removes_what_expired_and_keeps_what_is_live() {
         .await
         .assert_ok();
 }
+
+/// Wrong codes are counted per address and day across re-sends: a new code does not give a
+/// guesser five fresh tries.
+#[tokio::test]
+async fn wrong_codes_are_capped_per_address_per_day_across_resends() {
+    let accounts =
+        accounts_with(TestConfig::default().var("AUTH_CODE_GUESSES_PER_ADDRESS_PER_DAY", "3"))
+            .await;
+    let email = "guessed@example.com";
+    accounts.request_code(email).await.assert_ok();
+    let code = accounts.last_code(email);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..3 {
+        accounts
+            .register_with_code(email, PASSWORD, wrong)
+            .await
+            .assert_error(400, Some(40004));
+    }
+    accounts.app.clock().advance(Span::seconds(61));
+    accounts.request_code(email).await.assert_ok();
+    let fresh = accounts.last_code(email);
+    let refused = accounts.register_with_code(email, PASSWORD, &fresh).await;
+    refused.assert_error(429, None);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(accounts.count("users").await, 0);
+    // Another address is not affected.
+    accounts.request_code("other@example.com").await.assert_ok();
+    let other = accounts.last_code("other@example.com");
+    accounts
+        .register_with_code("other@example.com", PASSWORD, &other)
+        .await
+        .assert_ok();
+}

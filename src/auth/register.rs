@@ -15,6 +15,7 @@ use super::password::Passwords;
 use super::session::{self, NewSession};
 use super::users::{self, Profile, Role};
 use crate::api::Lang;
+use crate::limits::Rate;
 use crate::mail::Email;
 use crate::state::AppState;
 
@@ -115,6 +116,20 @@ pub async fn register(
     code: &str,
 ) -> Result<LoggedIn, AuthError> {
     let now = context.clock.now();
+    // Wrong codes are also counted per address and day across re-sends (each new code starts
+    // its own five tries), so nobody can guess an address's codes for long; the key is a digest,
+    // so the limiter's store holds no address.
+    let guesses = Rate::per_day(context.settings.auth.code_guesses_per_address_per_day);
+    let address = hex::encode(&Sha256::digest(email.as_bytes())[..16]);
+    let allowed = context
+        .limiter
+        .would_allow("code_guess", &address, guesses)
+        .await;
+    if !allowed.allowed {
+        return Err(AuthError::TooManyRequests {
+            retry_after_secs: allowed.retry_after_secs(),
+        });
+    }
     // Every try is counted before it is judged, so at most five guesses are ever compared.
     let live = sqlx::query!(
         r#"UPDATE email_codes SET attempts = attempts + 1
@@ -129,6 +144,7 @@ pub async fn register(
     .ok_or(AuthError::EmailCodeInvalid)?;
     let digest = code_digest(email, code.trim());
     if !bool::from(live.code_hash.ct_eq(&digest)) {
+        context.limiter.check("code_guess", &address, guesses).await;
         return Err(AuthError::EmailCodeInvalid);
     }
 

@@ -149,7 +149,8 @@ pub async fn send_email_code(
     (status = 200, body = inline(SuccessBody<LoggedIn>)),
     (status = 400, description = "40003 email exists, 40004 email code invalid, 40005 password \
         length, or a malformed field.", body = ErrorBody),
-    (status = 429, description = "Too many registrations from this IP.", body = ErrorBody)))]
+    (status = 429, description = "Too many registrations from this IP, or too many wrong codes \
+        for this address today.", body = ErrorBody)))]
 pub async fn register(
     context: Context,
     passwords: web::Data<Passwords>,

@@ -42,6 +42,13 @@ impl Rate {
         }
     }
 
+    pub fn per_day(limit: u32) -> Rate {
+        Rate {
+            limit: limit.max(1),
+            period: Duration::from_secs(86_400),
+        }
+    }
+
     pub fn per_hour(limit: u32) -> Rate {
         Rate {
             limit: limit.max(1),
