@@ -1164,3 +1164,26 @@ async fn wrong_codes_are_capped_per_address_per_day_across_resends() {
         .await
         .assert_ok();
 }
+
+/// Wrong old passwords count like failed logins: past three a minute the change answers 429
+/// without any Argon2 work, so a session can neither guess its password nor flood the hashing.
+#[tokio::test]
+async fn wrong_old_passwords_are_limited_like_failed_logins() {
+    let accounts = accounts().await;
+    let token = accounts.register("pat@example.com").await;
+    let change = |old: &'static str| {
+        accounts.post_as(
+            &token,
+            "/myapi/auth/password/change",
+            json!({"old_password": old, "new_password": "a new password"}),
+        )
+    };
+    for _ in 0..3 {
+        change("not it").await.assert_error(401, Some(40111));
+    }
+    let limited = change("not it").await;
+    limited.assert_error(429, None);
+    assert!(limited.header("retry-after").is_some());
+    // Even the right one waits: the limit is not an oracle.
+    change(PASSWORD).await.assert_error(429, None);
+}

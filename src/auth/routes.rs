@@ -265,15 +265,35 @@ pub async fn reset_password(
     (status = 200, body = inline(SuccessBody<Option<String>>)),
     (status = 400, description = "40005 password length.", body = ErrorBody),
     (status = 401, description = "40101 no valid session, 40111 wrong old password.",
-        body = ErrorBody)))]
+        body = ErrorBody),
+    (status = 429, description = "Too many wrong old passwords for this account or from this \
+        client (with Retry-After).", body = ErrorBody)))]
 pub async fn change_password(
     context: Context,
     passwords: web::Data<Passwords>,
+    req: HttpRequest,
     Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<ChangeRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     check_password(&body.new_password)?;
+    // Wrong old passwords count like failed logins, per account and per client, and past the
+    // limit no Argon2 work is done at all: a session cannot guess its password without end, nor
+    // fill the hashing queue that every login needs.
+    let failures = Rate::per_minute(FAILED_CHANGES_PER_MINUTE);
+    let subjects = [session.user.id.to_string(), client_key(&context, &req)];
+    for subject in &subjects {
+        let allowed = context
+            .limiter
+            .would_allow("password_change", subject, failures)
+            .await;
+        if !allowed.allowed {
+            return Err(AuthError::TooManyRequests {
+                retry_after_secs: allowed.retry_after_secs(),
+            }
+            .into());
+        }
+    }
     let lang = request_context().lang;
-    recovery::change(
+    let changed = recovery::change(
         &context,
         &passwords,
         &session,
@@ -281,9 +301,21 @@ pub async fn change_password(
         &body.new_password,
         lang,
     )
-    .await?;
+    .await;
+    if let Err(AuthError::InvalidCredentials) = &changed {
+        for subject in &subjects {
+            context
+                .limiter
+                .check("password_change", subject, failures)
+                .await;
+        }
+    }
+    changed?;
     Ok(ok(()))
 }
+
+/// Wrong old passwords a minute, per account and per client, before 429.
+const FAILED_CHANGES_PER_MINUTE: u32 = 3;
 
 /// The logged-in user's profile.
 #[utoipa::path(get, path = "/myapi/user/profile", tag = "auth", security(("session" = [])),
