@@ -8,8 +8,14 @@ use std::net::IpAddr;
 use actix_web::HttpRequest;
 use ipnet::{IpNet, Ipv6Net};
 
+/// What per-client throttles count `req` by: its client's address (behind a trusted proxy, the
+/// one forwarded), an IPv6 client's /64.
+pub fn client_key(req: &HttpRequest, trusted: &[IpNet]) -> String {
+    throttle_key(client_ip(req, trusted))
+}
+
 /// The client of `req`, or None for a request without a peer (a test request made in process).
-pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     let forwarded: Vec<&str> = req
         .headers()
@@ -50,7 +56,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// What a per-client throttle counts: an IPv4 address, or an IPv6 client's /64 (one customer's
 /// network hands out many addresses of its /64).
-pub fn throttle_key(ip: Option<IpAddr>) -> String {
+fn throttle_key(ip: Option<IpAddr>) -> String {
     match ip {
         None => String::from("unknown"),
         Some(IpAddr::V4(v4)) => v4.to_string(),

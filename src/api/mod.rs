@@ -14,7 +14,7 @@ mod pagination;
 mod request;
 
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
-pub use client::{client_ip, throttle_key};
+pub use client::client_key;
 pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
 pub use error::{ApiError, ErrorBody, Rendered};

@@ -15,8 +15,7 @@ use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
 use super::users::Profile;
 use crate::api::{
-    ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, client_ip, ok, request_context,
-    throttle_key,
+    self, ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, ok, request_context,
 };
 use crate::limits::Rate;
 use crate::state::AppState;
@@ -68,7 +67,7 @@ pub struct ChangeRequest {
 /// What per-client throttles and login failures count by: the client's address (behind
 /// `TRUSTED_PROXIES`, the one they forwarded), an IPv6 client's /64.
 fn client_key(context: &AppState, req: &HttpRequest) -> String {
-    throttle_key(client_ip(req, &context.settings.trusted_proxies))
+    api::client_key(req, &context.settings.trusted_proxies)
 }
 
 async fn throttle(

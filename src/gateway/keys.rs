@@ -18,7 +18,7 @@ use super::directory::{Account, KeyEntry, Lookup};
 use super::error::GatewayError;
 use crate::api::{
     ApiError, ApiJson, ApiQuery, Authorized, Code, ErrorBody, Page, PageQuery, SuccessBody,
-    client_ip, ok, throttle_key,
+    client_key, ok,
 };
 use crate::auth::session::bearer_token;
 use crate::auth::token;
@@ -176,7 +176,7 @@ pub async fn revoke(
 
 /// The form of every key this service issues: the prefix and 43 characters of URL-safe base64
 /// (256 bits). Anything else is refused before any look-up.
-pub fn well_formed(key: &str) -> bool {
+fn well_formed(key: &str) -> bool {
     key.len() == KEY_PREFIX.len() + 43
         && key.starts_with(KEY_PREFIX)
         && key[KEY_PREFIX.len()..]
@@ -200,7 +200,7 @@ pub async fn authenticate(
     let digest = token::digest(presented);
     let lookup = match gateway.directory.cached(&digest).await? {
         Lookup::NotCached => {
-            let client = throttle_key(client_ip(req, &state.settings.trusted_proxies));
+            let client = client_key(req, &state.settings.trusted_proxies);
             let rate = Rate::per_minute(state.settings.gateway.failed_keys_per_ip_per_minute);
             let allowed = state.limiter.would_allow("bad_key", &client, rate).await;
             if !allowed.allowed {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 
 use crate::config::Settings;
-pub use gcra::{LocalCells, MAX_RATES};
+pub use gcra::LocalCells;
 use redis_store::RedisStore;
 
 /// `limit` events per `period`, all of which may come at once (burst = limit).
