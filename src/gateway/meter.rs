@@ -256,12 +256,31 @@ impl Meter {
             )
         };
         let Some(lease_id) = lease_id else {
-            // Without a lease there is only usage to write: free calls and failed ones.
-            if !usage.is_empty() {
-                let mut transaction = self.pool.begin().await?;
-                write_usage(&mut transaction, account.user_id, &usage).await?;
-                transaction.commit().await?;
+            // Without a lease: the usage of free and failed calls, and what calls spent while
+            // the last lease was being given back (they held credits of a lease that then went
+            // back): that is charged from the balance, never below zero.
+            if usage.is_empty() && to_settle == 0 {
+                return Ok(());
             }
+            let mut transaction = self.pool.begin().await?;
+            if to_settle > 0 {
+                let key = format!("usage:raced:{}", Uuid::new_v4());
+                let movement = ledger::Movement {
+                    user_id: account.user_id,
+                    amount: -to_settle,
+                    reason: "usage",
+                    reference: Some("gateway"),
+                    key: &key,
+                };
+                let taken = ledger::take_up_to(&mut transaction, movement, now).await?;
+                if taken < to_settle {
+                    tracing::warn!(user_id = %account.user_id, owed = to_settle, taken,
+                        "calls that raced a lease's return could not all be charged");
+                }
+            }
+            write_usage(&mut transaction, account.user_id, &usage).await?;
+            transaction.commit().await?;
+            lock(account).settled += to_settle;
             return Ok(());
         };
 
@@ -324,7 +343,8 @@ impl Meter {
         let mut wallet = lock(account);
         wallet.settled += to_settle;
         if returned {
-            // Calls may have been held since the snapshot: only a quiet wallet is emptied.
+            // Calls may have held credits of the lease since the snapshot: what they spend is
+            // kept and charged at the next settlement, from the lease then or the balance.
             let spent_since = wallet.spent - wallet.settled;
             *wallet = Wallet {
                 spent: spent_since,
