@@ -8,107 +8,23 @@ use std::time::Duration;
 use chrono::Duration as Span;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::smtp::{Mode, SmtpSink};
-use support::{TestApp, TestConfig, TestResponse, send, spawn_app_with};
+use support::scene::Scene;
+use support::smtp::Mode;
+use support::{TestApp, TestConfig, TestResponse, send};
 
 const PASSWORD: &str = "correct horse";
 
-struct Accounts {
-    app: TestApp,
-    smtp: SmtpSink,
+/// No account yet; captchas all answer `pass`, mail goes to the test's SMTP server.
+async fn accounts_with(config: TestConfig) -> Scene {
+    Scene::builder()
+        .without_users()
+        .config(config)
+        .start()
+        .await
 }
 
-/// An app whose captchas all answer `pass`, whose mail goes to the test's SMTP server and whose
-/// Argon2 is cheap.
-async fn accounts_with(config: TestConfig) -> Accounts {
-    let smtp = SmtpSink::start().await;
-    let config = config
-        .var("CAPTCHA_TEST_CODE", "pass")
-        .var("SMTP_URL", smtp.url())
-        .var("ARGON2_MEMORY_KIB", "64")
-        .var("ARGON2_ITERATIONS", "1")
-        .var("PUBLIC_URL", "https://app.example.com");
-    Accounts {
-        app: spawn_app_with(config).await,
-        smtp,
-    }
-}
-
-async fn accounts() -> Accounts {
+async fn accounts() -> Scene {
     accounts_with(TestConfig::default()).await
-}
-
-impl Accounts {
-    async fn captcha(&self) -> String {
-        let response = self.app.get("/myapi/auth/captcha").await;
-        response.assert_ok()["captcha_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> TestResponse {
-        self.app.post_json(path, &body).await
-    }
-
-    async fn post_as(&self, token: &str, path: &str, body: Value) -> TestResponse {
-        send(
-            self.app
-                .request(Method::POST, path)
-                .bearer_auth(token)
-                .json(&body),
-        )
-        .await
-    }
-
-    async fn get_as(&self, token: &str, path: &str) -> TestResponse {
-        send(self.app.request(Method::GET, path).bearer_auth(token)).await
-    }
-
-    async fn request_code(&self, email: &str) -> TestResponse {
-        let captcha_id = self.captcha().await;
-        let body = json!({"email": email, "captcha_id": captcha_id, "captcha": "pass"});
-        self.post("/myapi/auth/email-code", body).await
-    }
-
-    /// The code of the last email sent to `email`.
-    fn last_code(&self, email: &str) -> String {
-        let mail = self.smtp.mails_to(email).pop().expect("a mail was sent");
-        let at = mail
-            .data
-            .find("verification code is ")
-            .expect("the code is in the mail");
-        mail.data[at + 21..at + 27].to_owned()
-    }
-
-    async fn register_with_code(&self, email: &str, password: &str, code: &str) -> TestResponse {
-        let body = json!({"email": email, "password": password, "email_code": code});
-        self.post("/myapi/auth/register", body).await
-    }
-
-    /// Registers `email` and returns its session token.
-    async fn register(&self, email: &str) -> String {
-        self.request_code(email).await.assert_ok();
-        let code = self.last_code(email);
-        let response = self.register_with_code(email, PASSWORD, &code).await;
-        response.assert_ok()["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn login(&self, email: &str, password: &str) -> TestResponse {
-        self.post(
-            "/myapi/auth/login",
-            json!({"email": email, "password": password}),
-        )
-        .await
-    }
-
-    async fn count(&self, table: &str) -> i64 {
-        let query = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
-        sqlx::query_scalar(query)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
-    }
 }
 
 #[tokio::test]
@@ -233,7 +149,7 @@ async fn the_code_email_follows_x_lang() {
 #[tokio::test]
 async fn registering_creates_the_user_and_a_session() {
     let accounts = accounts().await;
-    let token = accounts.register("carol@example.com").await;
+    let token = accounts.register("carol@example.com", PASSWORD).await;
     assert!(token.starts_with("ses_") && token.len() > 40);
 
     let profile = accounts.get_as(&token, "/myapi/user/profile").await;
@@ -269,7 +185,7 @@ async fn registering_creates_the_user_and_a_session() {
 async fn admin_addresses_register_as_admins() {
     let accounts =
         accounts_with(TestConfig::default().var("ADMIN_EMAILS", "Boss@Example.com")).await;
-    let token = accounts.register("boss@example.com").await;
+    let token = accounts.register("boss@example.com", PASSWORD).await;
     let profile = accounts.get_as(&token, "/myapi/user/profile").await;
     assert_eq!(profile.assert_ok()["role"], "admin");
 }
@@ -312,7 +228,7 @@ async fn registration_refuses_bad_passwords_codes_and_taken_addresses() {
 #[tokio::test]
 async fn registration_does_not_tell_a_taken_address_from_a_free_one() {
     let accounts = accounts().await;
-    accounts.register("taken@example.com").await;
+    accounts.register("taken@example.com", PASSWORD).await;
     for email in ["taken@example.com", "free@example.com"] {
         accounts
             .register_with_code(email, PASSWORD, "123456")
@@ -432,7 +348,7 @@ async fn sends_per_ip_are_capped() {
 #[tokio::test]
 async fn login_gives_unknown_addresses_and_wrong_passwords_the_same_answer() {
     let accounts = accounts().await;
-    accounts.register("jill@example.com").await;
+    accounts.register("jill@example.com", PASSWORD).await;
     let good = accounts.login("JILL@example.com", PASSWORD).await;
     let data = good.assert_ok();
     assert_eq!(data["user"]["email"], "jill@example.com");
@@ -456,7 +372,7 @@ async fn login_gives_unknown_addresses_and_wrong_passwords_the_same_answer() {
 async fn three_failed_logins_require_a_captcha() {
     let accounts = accounts().await;
     let email = "kate@example.com";
-    accounts.register(email).await;
+    accounts.register(email, PASSWORD).await;
     for _ in 0..3 {
         accounts
             .login(email, "wrong password")
@@ -548,7 +464,7 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_login_throttle() {
 async fn a_frozen_account_cannot_log_in_or_use_its_session() {
     let accounts = accounts().await;
     let email = "liam@example.com";
-    let token = accounts.register(email).await;
+    let token = accounts.register(email, PASSWORD).await;
     sqlx::query("UPDATE users SET status = 'frozen' WHERE email = $1")
         .bind(email)
         .execute(&accounts.app.pool)
@@ -573,7 +489,7 @@ async fn a_frozen_account_cannot_log_in_or_use_its_session() {
 async fn sessions_end_on_logout_expiry_and_user_deletion() {
     let accounts = accounts().await;
     let email = "mia@example.com";
-    let token = accounts.register(email).await;
+    let token = accounts.register(email, PASSWORD).await;
 
     accounts
         .app
@@ -634,18 +550,14 @@ async fn sessions_end_on_logout_expiry_and_user_deletion() {
 }
 
 /// The reset token of the last reset mail sent to `email`.
-fn reset_token(accounts: &Accounts, email: &str) -> String {
+fn reset_token(accounts: &Scene, email: &str) -> String {
     let mail = accounts.smtp.mails_to(email).pop().expect("a reset mail");
-    let prefix = "https://app.example.com/reset-password?token=";
     let text = mail.decoded();
-    let at = text.find(prefix).expect("the link in the mail");
-    text[at + prefix.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+    assert!(text.contains("https://app.example.com/reset-password?token="));
+    support::reset_token(&text)
 }
 
-async fn forgot(accounts: &Accounts, email: &str) -> TestResponse {
+async fn forgot(accounts: &Scene, email: &str) -> TestResponse {
     let captcha_id = accounts.captcha().await;
     let body = json!({"email": email, "captcha_id": captcha_id, "captcha": "pass"});
     accounts.post("/myapi/auth/password/forgot", body).await
@@ -655,7 +567,7 @@ async fn forgot(accounts: &Accounts, email: &str) -> TestResponse {
 async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
     let accounts = accounts().await;
     let email = "nina@example.com";
-    let session = accounts.register(email).await;
+    let session = accounts.register(email, PASSWORD).await;
 
     let missing = accounts
         .post("/myapi/auth/password/forgot", json!({"email": email}))
@@ -717,7 +629,7 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
 async fn a_reset_link_expires_after_thirty_minutes() {
     let accounts = accounts().await;
     let email = "olga@example.com";
-    accounts.register(email).await;
+    accounts.register(email, PASSWORD).await;
     forgot(&accounts, email).await.assert_ok();
     let token = reset_token(&accounts, email);
     accounts
@@ -735,7 +647,7 @@ async fn a_reset_link_expires_after_thirty_minutes() {
 async fn racing_resets_with_one_token_succeed_once() {
     let accounts = accounts().await;
     let email = "pete@example.com";
-    accounts.register(email).await;
+    accounts.register(email, PASSWORD).await;
     forgot(&accounts, email).await.assert_ok();
     let token = reset_token(&accounts, email);
     let attempts = (0..6).map(|i| {
@@ -755,7 +667,7 @@ async fn racing_resets_with_one_token_succeed_once() {
 async fn changing_the_password_needs_the_old_one_and_ends_the_other_sessions() {
     let accounts = accounts().await;
     let email = "quinn@example.com";
-    let first = accounts.register(email).await;
+    let first = accounts.register(email, PASSWORD).await;
     let second = accounts.login(email, PASSWORD).await.assert_ok()["token"]
         .as_str()
         .unwrap()
@@ -798,18 +710,10 @@ async fn changing_the_password_needs_the_old_one_and_ends_the_other_sessions() {
 
 #[tokio::test]
 async fn a_hash_made_with_other_parameters_is_upgraded_at_login() {
-    use argon2::password_hash::{PasswordHasher, SaltString};
     let accounts = accounts().await;
     let email = "rita@example.com";
-    accounts.register(email).await;
-    let params = argon2::Params::new(128, 2, 1, None).unwrap();
-    let old = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(
-            PASSWORD.as_bytes(),
-            &SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").unwrap(),
-        )
-        .unwrap()
-        .to_string();
+    accounts.register(email, PASSWORD).await;
+    let old = support::argon2_hash(PASSWORD, 128, 2);
     sqlx::query("UPDATE users SET password_hash = $1")
         .bind(&old)
         .execute(&accounts.app.pool)
@@ -988,7 +892,7 @@ async fn authorization_is_decided_before_any_input_is_validated() {
 #[tokio::test]
 async fn concurrent_wrong_logins_meet_the_captcha_after_three() {
     let accounts = accounts().await;
-    accounts.register("target@example.com").await;
+    accounts.register("target@example.com", PASSWORD).await;
     let attempts = (0..8).map(|_| accounts.login("target@example.com", "not the password"));
     let answers = futures_util::future::join_all(attempts).await;
     let judged = answers
@@ -1017,7 +921,7 @@ async fn concurrent_wrong_logins_meet_the_captcha_after_three() {
 async fn a_reset_or_a_change_revokes_every_older_reset_link() {
     let accounts = accounts().await;
     let email = "olga@example.com";
-    accounts.register(email).await;
+    accounts.register(email, PASSWORD).await;
     let reset = |token: String, password: &'static str| {
         accounts.post(
             "/myapi/auth/password/reset",
@@ -1062,7 +966,7 @@ async fn housekeeping_removes_what_expired_and_keeps_what_is_live() {
     let accounts =
         accounts_with(TestConfig::default().var("HOUSEKEEPING_INTERVAL_SECS", "1")).await;
     let pool = &accounts.app.pool;
-    let live_session = accounts.register("kept@example.com").await;
+    let live_session = accounts.register("kept@example.com", PASSWORD).await;
     let counts = || async {
         let mut counts = Vec::new();
         for table in [
@@ -1170,7 +1074,7 @@ async fn wrong_codes_are_capped_per_address_per_day_across_resends() {
 #[tokio::test]
 async fn wrong_old_passwords_are_limited_like_failed_logins() {
     let accounts = accounts().await;
-    let token = accounts.register("pat@example.com").await;
+    let token = accounts.register("pat@example.com", PASSWORD).await;
     let change = |old: &'static str| {
         accounts.post_as(
             &token,

@@ -8,109 +8,17 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::upstream::{Behaviour, Upstream};
-use support::{TestApp, TestConfig, TestResponse, create_user, send, spawn_app_with};
+use support::scene::Scene;
+use support::upstream::Behaviour;
+use support::{TestApp, TestConfig, TestResponse, send};
 use uuid::Uuid;
 
-struct Gateway {
-    app: TestApp,
-    upstream: Upstream,
-    admin: String,
-    user: String,
-    user_id: Uuid,
+async fn gateway_with(config: TestConfig) -> Scene {
+    Scene::builder().config(config).start().await
 }
 
-fn config() -> TestConfig {
-    TestConfig::default()
-        .cheap_hashing()
-        .var("GATEWAY_SETTLE_MS", "100")
-}
-
-async fn gateway_with(config: TestConfig) -> Gateway {
-    let upstream = Upstream::start().await;
-    let app = spawn_app_with(config).await;
-    let (_, admin) = create_user(&app, "admin@example.com", "admin").await;
-    let (user_id, user) = create_user(&app, "caller@example.com", "user").await;
-    let gateway = Gateway {
-        app,
-        upstream,
-        admin,
-        user,
-        user_id,
-    };
-    gateway.add_provider("echo", 1, 2000).await;
-    gateway
-}
-
-async fn gateway() -> Gateway {
-    gateway_with(config()).await
-}
-
-impl Gateway {
-    async fn admin_call(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
-        let mut request = self.app.request(method, path).bearer_auth(&self.admin);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        send(request).await
-    }
-
-    async fn add_provider(&self, slug: &str, cost: i64, timeout_ms: i64) {
-        let body = json!({"slug": slug, "base_url": self.upstream.base_url, "auth_header": "X-Upstream-Token",
-            "auth_value": "upstream-secret-value", "cost": cost, "timeout_ms": timeout_ms});
-        self.admin_call(Method::POST, "/myapi/admin/providers", Some(body))
-            .await
-            .assert_ok();
-    }
-
-    /// Gives the caller `amount` credits.
-    async fn fund(&self, amount: i64) {
-        let path = format!("/myapi/admin/users/{}/credits", self.user_id);
-        let body = json!({"amount": amount, "reason": "test funds"});
-        self.admin_call(Method::POST, &path, Some(body))
-            .await
-            .assert_ok();
-    }
-
-    /// Sets the free plan's limits (the caller has no subscription).
-    async fn limits(&self, rps: i64, rph: i64, monthly_quota: Option<i64>) {
-        let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap();
-        let body = json!({"name": "Free", "plan_type": "free", "amount_cents": 0, "rps_limit": rps,
-            "rph_limit": rph, "monthly_quota": monthly_quota});
-        self.admin_call(
-            Method::PUT,
-            &format!("/myapi/admin/plans/{free}"),
-            Some(body),
-        )
-        .await
-        .assert_ok();
-    }
-
-    async fn new_key(&self) -> String {
-        let response = send(
-            self.app
-                .request(Method::POST, "/myapi/keys")
-                .bearer_auth(&self.user)
-                .json(&json!({"name": "test key"})),
-        )
-        .await;
-        response.assert_ok()["key"].as_str().unwrap().to_owned()
-    }
-
-    async fn balance(&self) -> i64 {
-        support::credit_account(&self.app.pool, self.user_id, "balance").await
-    }
-
-    async fn reserved(&self) -> i64 {
-        support::credit_account(&self.app.pool, self.user_id, "reserved").await
-    }
-
-    async fn settled_balance(&self, expected: i64) -> i64 {
-        support::settled_balance(&self.app.pool, self.user_id, expected).await
-    }
+async fn gateway() -> Scene {
+    gateway_with(TestConfig::default()).await
 }
 
 async fn call(app: &TestApp, key: &str, path: &str) -> TestResponse {
@@ -123,7 +31,7 @@ async fn keys_are_shown_once_listed_without_the_secret_and_revoked_by_their_owne
     let created = send(
         gw.app
             .request(Method::POST, "/myapi/keys")
-            .bearer_auth(&gw.user)
+            .bearer_auth(&gw.user().token)
             .json(&json!({"name": "ci"})),
     )
     .await;
@@ -141,7 +49,7 @@ async fn keys_are_shown_once_listed_without_the_secret_and_revoked_by_their_owne
     let listed = send(
         gw.app
             .request(Method::GET, "/myapi/keys")
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await;
     let items = listed.assert_ok()["items"].as_array().unwrap().clone();
@@ -151,7 +59,7 @@ async fn keys_are_shown_once_listed_without_the_secret_and_revoked_by_their_owne
     assert!(items[0]["last_used_at"].is_null());
 
     let id = data["id"].as_str().unwrap();
-    let (_, stranger) = create_user(&gw.app, "stranger@example.com", "user").await;
+    let (_, stranger) = support::create_user(&gw.app, "stranger@example.com", "user").await;
     let path = format!("/myapi/keys/{id}");
     send(gw.app.request(Method::DELETE, &path).bearer_auth(&stranger))
         .await
@@ -159,22 +67,26 @@ async fn keys_are_shown_once_listed_without_the_secret_and_revoked_by_their_owne
     send(
         gw.app
             .request(Method::DELETE, &format!("/myapi/keys/{}", Uuid::new_v4()))
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await
     .assert_error(404, None);
     gw.fund(10).await;
     call(&gw.app, key, "/api/v1/echo/x").await.assert_ok_raw();
-    send(gw.app.request(Method::DELETE, &path).bearer_auth(&gw.user))
-        .await
-        .assert_ok();
+    send(
+        gw.app
+            .request(Method::DELETE, &path)
+            .bearer_auth(&gw.user().token),
+    )
+    .await
+    .assert_ok();
     call(&gw.app, key, "/api/v1/echo/x")
         .await
         .assert_error(401, Some(40103));
     let empty = send(
         gw.app
             .request(Method::POST, "/myapi/keys")
-            .bearer_auth(&gw.user)
+            .bearer_auth(&gw.user().token)
             .json(&json!({"name": ""})),
     )
     .await;
@@ -188,7 +100,7 @@ async fn an_account_holds_at_most_twenty_keys() {
         send(
             gw.app
                 .request(Method::POST, "/myapi/keys")
-                .bearer_auth(&gw.user)
+                .bearer_auth(&gw.user().token)
                 .json(&json!({"name": "k"})),
         )
     };
@@ -223,7 +135,7 @@ impl RawOk for TestResponse {
 async fn calls_are_checked_in_the_contract_order() {
     let gw = gateway().await;
     // Three a second: not the seeded free plan's two, so the header shows the plan's limit.
-    gw.limits(3, 1000, None).await;
+    gw.set_limits(3, 1000, None).await;
     let key = gw.new_key().await;
     send(gw.app.request(Method::GET, "/api/v1/echo/x"))
         .await
@@ -265,15 +177,17 @@ async fn calls_are_checked_in_the_contract_order() {
     assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(gw.upstream.hits(), 3);
 
-    let admin_path = format!("/myapi/admin/users/{}/freeze", gw.user_id);
-    gw.admin_call(Method::POST, &admin_path, None)
+    let admin_path = format!("/myapi/admin/users/{}/freeze", gw.user().id);
+    gw.admin()
+        .call(Method::POST, &admin_path, None)
         .await
         .assert_ok();
     call(&gw.app, &key, "/api/v1/echo/x")
         .await
         .assert_error(403, Some(40301));
-    let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user_id);
-    gw.admin_call(Method::POST, &unfreeze, None)
+    let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user().id);
+    gw.admin()
+        .call(Method::POST, &unfreeze, None)
         .await
         .assert_ok();
     // Served again once the per-second window has room (a refused call consumes none).
@@ -292,7 +206,7 @@ async fn calls_are_checked_in_the_contract_order() {
 async fn the_hourly_limit_and_the_monthly_quota_stop_at_their_numbers() {
     let gw = gateway().await;
     gw.fund(1000).await;
-    gw.limits(1000, 3, None).await;
+    gw.set_limits(1000, 3, None).await;
     let key = gw.new_key().await;
     for _ in 0..3 {
         call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
@@ -304,7 +218,7 @@ async fn the_hourly_limit_and_the_monthly_quota_stop_at_their_numbers() {
 
     let gw = gateway().await;
     gw.fund(1000).await;
-    gw.limits(1000, 100_000, Some(7)).await;
+    gw.set_limits(1000, 100_000, Some(7)).await;
     let key = gw.new_key().await;
     let responses = futures_util::stream::iter(0..20)
         .map(|_| call(&gw.app, &key, "/api/v1/echo/x"))
@@ -373,7 +287,7 @@ async fn a_call_is_forwarded_with_the_providers_credentials_and_streamed_back() 
 async fn upstream_failures_answer_50201_and_cost_nothing() {
     let gw = gateway().await;
     gw.fund(5).await;
-    gw.limits(1000, 100_000, Some(2)).await;
+    gw.set_limits(1000, 100_000, Some(2)).await;
     let key = gw.new_key().await;
     gw.upstream.set(Behaviour::Status(503));
     for _ in 0..4 {
@@ -395,7 +309,8 @@ async fn upstream_failures_answer_50201_and_cost_nothing() {
     );
     let dead =
         json!({"slug": "dead", "base_url": "http://127.0.0.1:9", "cost": 1, "timeout_ms": 1000});
-    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(dead))
+    gw.admin()
+        .call(Method::POST, "/myapi/admin/providers", Some(dead))
         .await
         .assert_ok();
     call(&gw.app, &key, "/api/v1/dead/x")
@@ -419,7 +334,7 @@ async fn upstream_failures_answer_50201_and_cost_nothing() {
             let usage = send(
                 gw.app
                     .request(Method::GET, "/myapi/usage?granularity=day")
-                    .bearer_auth(&gw.user),
+                    .bearer_auth(&gw.user().token),
             )
             .await;
             let buckets = usage.assert_ok()["items"].as_array().unwrap().clone();
@@ -448,7 +363,7 @@ async fn upstream_failures_answer_50201_and_cost_nothing() {
 
 #[tokio::test]
 async fn the_global_in_flight_cap_answers_50301() {
-    let gw = gateway_with(config().var("GATEWAY_MAX_IN_FLIGHT", "1")).await;
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_MAX_IN_FLIGHT", "1")).await;
     gw.fund(10).await;
     let key = gw.new_key().await;
     gw.upstream
@@ -516,7 +431,8 @@ async fn a_path_cannot_leave_the_providers_base_path() {
 async fn provider_secrets_are_never_shown_in_full() {
     let gw = gateway().await;
     let listed = gw
-        .admin_call(Method::GET, "/myapi/admin/providers", None)
+        .admin()
+        .call(Method::GET, "/myapi/admin/providers", None)
         .await;
     let providers = listed.assert_ok().as_array().unwrap().clone();
     assert_eq!(providers[0]["auth_value"], "****alue");
@@ -524,39 +440,45 @@ async fn provider_secrets_are_never_shown_in_full() {
     let user_view = send(
         gw.app
             .request(Method::GET, "/myapi/admin/providers")
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await;
     user_view.assert_error(403, None);
     let bad = json!({"slug": "Bad Slug", "base_url": "ftp://x", "cost": -1, "timeout_ms": 0});
-    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(bad))
+    gw.admin()
+        .call(Method::POST, "/myapi/admin/providers", Some(bad))
         .await
         .assert_error(400, None);
     // Header injection through a provider's credentials is refused at the door.
     let injected = json!({"slug": "evil", "base_url": gw.upstream.base_url, "auth_header": "X-Token",
         "auth_value": "secret\r\nX-Injected: yes", "cost": 1, "timeout_ms": 1000});
-    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(injected))
+    gw.admin()
+        .call(Method::POST, "/myapi/admin/providers", Some(injected))
         .await
         .assert_error(400, None);
     let bad_name = json!({"slug": "evil", "base_url": gw.upstream.base_url, "auth_header": "X Token: y",
         "auth_value": "secret", "cost": 1, "timeout_ms": 1000});
-    gw.admin_call(Method::POST, "/myapi/admin/providers", Some(bad_name))
+    gw.admin()
+        .call(Method::POST, "/myapi/admin/providers", Some(bad_name))
         .await
         .assert_error(400, None);
     let update = json!({"slug": "echo", "base_url": gw.upstream.base_url, "auth_header": "X-Upstream-Token",
         "cost": 3, "timeout_ms": 1000});
     let updated = gw
-        .admin_call(Method::PUT, "/myapi/admin/providers/echo", Some(update))
+        .admin()
+        .call(Method::PUT, "/myapi/admin/providers/echo", Some(update))
         .await;
     assert_eq!(updated.assert_ok()["cost"], 3);
     assert_eq!(
         updated.json["data"]["auth_value"], "****alue",
         "an absent secret is kept"
     );
-    gw.admin_call(Method::DELETE, "/myapi/admin/providers/echo", None)
+    gw.admin()
+        .call(Method::DELETE, "/myapi/admin/providers/echo", None)
         .await
         .assert_ok();
-    gw.admin_call(Method::DELETE, "/myapi/admin/providers/echo", None)
+    gw.admin()
+        .call(Method::DELETE, "/myapi/admin/providers/echo", None)
         .await
         .assert_error(404, None);
 }
@@ -565,30 +487,36 @@ async fn provider_secrets_are_never_shown_in_full() {
 async fn admins_find_accounts_by_email() {
     let gw = gateway().await;
     let found = gw
-        .admin_call(Method::GET, "/myapi/admin/users?email=CALLER", None)
+        .admin()
+        .call(Method::GET, "/myapi/admin/users?email=CALLER", None)
         .await;
     let data = found.assert_ok();
     assert_eq!(data["total"], 1);
     assert_eq!(data["items"][0]["email"], "caller@example.com");
     let wildcard = gw
-        .admin_call(Method::GET, "/myapi/admin/users?email=%25", None)
+        .admin()
+        .call(Method::GET, "/myapi/admin/users?email=%25", None)
         .await;
     assert_eq!(
         wildcard.assert_ok()["total"],
         0,
         "LIKE wildcards are taken literally"
     );
-    let all = gw.admin_call(Method::GET, "/myapi/admin/users", None).await;
+    let all = gw
+        .admin()
+        .call(Method::GET, "/myapi/admin/users", None)
+        .await;
     assert_eq!(all.assert_ok()["total"], 2);
     send(
         gw.app
             .request(Method::GET, "/myapi/admin/users")
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await
     .assert_error(403, None);
     let nobody = format!("/myapi/admin/users/{}/freeze", Uuid::new_v4());
-    gw.admin_call(Method::POST, &nobody, None)
+    gw.admin()
+        .call(Method::POST, &nobody, None)
         .await
         .assert_error(404, None);
 }
@@ -604,7 +532,7 @@ async fn last_used_at_is_kept_without_a_write_per_call() {
         let listed = send(
             gw.app
                 .request(Method::GET, "/myapi/keys")
-                .bearer_auth(&gw.user),
+                .bearer_auth(&gw.user().token),
         )
         .await;
         if listed.assert_ok()["items"][0]["last_used_at"].is_string() {
@@ -619,7 +547,7 @@ async fn last_used_at_is_kept_without_a_write_per_call() {
 async fn two_thousand_calls_against_five_hundred_credits_charge_exactly_five_hundred() {
     let gw = gateway().await;
     gw.fund(500).await;
-    gw.limits(1_000_000, 10_000_000, None).await;
+    gw.set_limits(1_000_000, 10_000_000, None).await;
     let key = gw.new_key().await;
     let other = gw.app.another_instance(TestConfig::default()).await;
     let instances = [&gw.app, &other];
@@ -672,8 +600,11 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
             (answer.status == status).then_some(answer)
         }
     };
-    let freeze = format!("/myapi/admin/users/{}/freeze", gw.user_id);
-    gw.admin_call(Method::POST, &freeze, None).await.assert_ok();
+    let freeze = format!("/myapi/admin/users/{}/freeze", gw.user().id);
+    gw.admin()
+        .call(Method::POST, &freeze, None)
+        .await
+        .assert_ok();
     support::eventually(
         Duration::from_secs(3),
         "the freeze reaches the other instance",
@@ -681,8 +612,9 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
     )
     .await
     .assert_error(403, Some(40301));
-    let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user_id);
-    gw.admin_call(Method::POST, &unfreeze, None)
+    let unfreeze = format!("/myapi/admin/users/{}/unfreeze", gw.user().id);
+    gw.admin()
+        .call(Method::POST, &unfreeze, None)
         .await
         .assert_ok();
     support::eventually(
@@ -696,7 +628,7 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
     let listed = send(
         gw.app
             .request(Method::GET, "/myapi/keys")
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await;
     let id = listed.assert_ok()["items"][0]["id"]
@@ -706,7 +638,7 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
     send(
         gw.app
             .request(Method::DELETE, &format!("/myapi/keys/{id}"))
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await
     .assert_ok();
@@ -724,13 +656,13 @@ async fn limits_hold_across_two_instances_sharing_redis() {
     let Some(redis) = support::redis_url("limits_hold_across_two_instances_sharing_redis") else {
         return;
     };
-    let shared = config().var("REDIS_URL", redis).var(
+    let shared = TestConfig::default().var("REDIS_URL", redis).var(
         "REDIS_KEY_PREFIX",
         format!("test-{}", Uuid::new_v4().simple()),
     );
     let gw = gateway_with(shared).await;
     gw.fund(10_000).await;
-    gw.limits(5, 100_000, Some(40)).await;
+    gw.set_limits(5, 100_000, Some(40)).await;
     let key = gw.new_key().await;
     let other = gw.app.another_instance(TestConfig::default()).await;
     let instances = [&gw.app, &other];
@@ -757,7 +689,7 @@ async fn limits_hold_across_two_instances_sharing_redis() {
 
     // The monthly quota stops at its number exactly across both instances.
     let before = allowed;
-    gw.limits(1_000_000, 10_000_000, Some(40)).await;
+    gw.set_limits(1_000_000, 10_000_000, Some(40)).await;
     let reloaded = gw.app.another_instance(TestConfig::default()).await;
     let third = reloaded.another_instance(TestConfig::default()).await;
     let instances = [&reloaded, &third];
@@ -772,9 +704,9 @@ async fn limits_hold_across_two_instances_sharing_redis() {
 
 #[tokio::test]
 async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
-    let gw = gateway_with(config().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
     gw.fund(1000).await;
-    gw.limits(1_000_000, 10_000_000, None).await;
+    gw.set_limits(1_000_000, 10_000_000, None).await;
     let key = gw.new_key().await;
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterapi"))
@@ -891,7 +823,7 @@ async fn sql_metacharacters_in_text_fields_are_kept_as_text() {
     let created = send(
         gw.app
             .request(Method::POST, "/myapi/keys")
-            .bearer_auth(&gw.user)
+            .bearer_auth(&gw.user().token)
             .json(&json!({"name": nasty})),
     )
     .await;
@@ -899,19 +831,21 @@ async fn sql_metacharacters_in_text_fields_are_kept_as_text() {
     let listed = send(
         gw.app
             .request(Method::GET, "/myapi/keys")
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await;
     assert_eq!(listed.assert_ok()["items"][0]["name"], nasty);
     let plan = json!({"name": nasty, "plan_type": "one_time", "amount_cents": 100, "credits": 1,
         "rps_limit": 1, "rph_limit": 1, "description": nasty});
     let plan = gw
-        .admin_call(Method::POST, "/myapi/admin/plans", Some(plan))
+        .admin()
+        .call(Method::POST, "/myapi/admin/plans", Some(plan))
         .await;
     assert_eq!(plan.assert_ok()["description"], nasty);
-    let path = format!("/myapi/admin/users/{}/credits", gw.user_id);
+    let path = format!("/myapi/admin/users/{}/credits", gw.user().id);
     let adjusted = gw
-        .admin_call(
+        .admin()
+        .call(
             Method::POST,
             &path,
             Some(json!({"amount": 5, "reason": nasty})),
@@ -920,13 +854,16 @@ async fn sql_metacharacters_in_text_fields_are_kept_as_text() {
     adjusted.assert_ok();
     let search = format!("/myapi/admin/users?email={}", "%27%3B%20DROP");
     assert_eq!(
-        gw.admin_call(Method::GET, &search, None).await.assert_ok()["total"],
+        gw.admin()
+            .call(Method::GET, &search, None)
+            .await
+            .assert_ok()["total"],
         0
     );
     send(
         gw.app
             .request(Method::GET, "/myapi/orders/'%20OR%201=1--")
-            .bearer_auth(&gw.user),
+            .bearer_auth(&gw.user().token),
     )
     .await
     .assert_error(404, Some(40411));
@@ -945,7 +882,8 @@ async fn sql_metacharacters_in_text_fields_are_kept_as_text() {
 /// gateway knows is still served to that client.
 #[tokio::test]
 async fn unknown_keys_are_refused_cheaply_and_limited_per_client() {
-    let gw = gateway_with(config().var("GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE", "2")).await;
+    let gw =
+        gateway_with(TestConfig::default().var("GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE", "2")).await;
     gw.fund(10).await;
     let key = gw.new_key().await;
     call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
@@ -983,7 +921,7 @@ async fn unknown_keys_are_refused_cheaply_and_limited_per_client() {
 #[tokio::test]
 async fn a_failed_call_keeps_its_rate_slot_spent() {
     let gw = gateway().await;
-    gw.limits(2, 1000, Some(100)).await;
+    gw.set_limits(2, 1000, Some(100)).await;
     gw.fund(10).await;
     let key = gw.new_key().await;
     gw.upstream.set(Behaviour::Status(503));
@@ -1009,12 +947,12 @@ async fn a_failed_call_keeps_its_rate_slot_spent() {
 #[tokio::test]
 async fn a_failing_provider_is_cut_off_then_probed() {
     let gw = gateway_with(
-        config()
+        TestConfig::default()
             .var("GATEWAY_BREAKER_FAILURES", "3")
             .var("GATEWAY_BREAKER_COOL_DOWN_MS", "300"),
     )
     .await;
-    gw.limits(1000, 100_000, None).await;
+    gw.set_limits(1000, 100_000, None).await;
     gw.fund(100).await;
     let key = gw.new_key().await;
     gw.upstream.set(Behaviour::Status(503));

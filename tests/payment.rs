@@ -6,67 +6,25 @@ mod support;
 use chrono::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::stripe::{FakeStripe, fixture};
-use support::{
-    TestApp, TestConfig, TestResponse, assert_ledger_consistent, create_user, send, spawn_app_with,
-};
+use support::scene::Scene;
+use support::stripe::fixture;
+use support::{TestResponse, assert_ledger_consistent, send};
 use uuid::Uuid;
 
-const WEBHOOK_SECRET: &str = "whsec_test_secret";
-
-struct Shop {
-    app: TestApp,
-    stripe: FakeStripe,
-    admin: String,
-    user: String,
-    user_id: Uuid,
+async fn shop() -> Scene {
+    Scene::start().await
 }
 
-async fn shop_with(config: TestConfig, configured: bool) -> Shop {
-    let stripe = FakeStripe::start().await;
-    let mut config = config
-        .cheap_hashing()
-        .var("PUBLIC_URL", "https://app.example.com");
-    if configured {
-        config = config
-            .var("STRIPE_SECRET_KEY", support::stripe::SECRET_KEY)
-            .var("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .var("STRIPE_API_BASE", stripe.base_url.clone());
-    }
-    let app = spawn_app_with(config).await;
-    let (_, admin) = create_user(&app, "admin@example.com", "admin").await;
-    let (user_id, user) = create_user(&app, "buyer@example.com", "user").await;
-    Shop {
-        app,
-        stripe,
-        admin,
-        user,
-        user_id,
-    }
+/// A shop whose Stripe keys are unset.
+async fn shop_without_stripe() -> Scene {
+    Scene::builder().without_stripe().start().await
 }
 
-async fn shop() -> Shop {
-    shop_with(TestConfig::default(), true).await
-}
-
-impl Shop {
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> TestResponse {
-        let mut request = self.app.request(method, path).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        send(request).await
-    }
-
+impl Scene {
     async fn create_plan(&self, plan: Value) -> i64 {
         let response = self
-            .call(Method::POST, "/myapi/admin/plans", &self.admin, Some(plan))
+            .admin()
+            .call(Method::POST, "/myapi/admin/plans", Some(plan))
             .await;
         response.assert_ok()["id"].as_i64().unwrap()
     }
@@ -90,7 +48,8 @@ impl Shop {
 
     async fn order(&self, plan_id: i64, method: &str) -> TestResponse {
         let body = json!({"plan_id": plan_id, "payment_method": method});
-        self.call(Method::POST, "/myapi/orders", &self.user, Some(body))
+        self.user()
+            .call(Method::POST, "/myapi/orders", Some(body))
             .await
     }
 
@@ -105,7 +64,8 @@ impl Shop {
 
     async fn get_order(&self, order_no: &str) -> Value {
         let path = format!("/myapi/orders/{order_no}");
-        self.call(Method::GET, &path, &self.user, None)
+        self.user()
+            .call(Method::GET, &path, None)
             .await
             .assert_ok()
             .clone()
@@ -119,36 +79,14 @@ impl Shop {
             .unwrap()
     }
 
-    async fn balance(&self) -> i64 {
-        let status = self
-            .call(Method::GET, "/myapi/status", &self.user, None)
-            .await;
+    async fn status_credits(&self) -> i64 {
+        let status = self.user().call(Method::GET, "/myapi/status", None).await;
         status.assert_ok()["credits"].as_i64().unwrap()
-    }
-
-    async fn deliver(&self, event: &Value) -> TestResponse {
-        let body = serde_json::to_vec(event).unwrap();
-        let now = self.app.clock().now().timestamp();
-        let header = support::stripe::stripe_signature(&body, WEBHOOK_SECRET, now);
-        let request = self
-            .app
-            .request(Method::POST, "/myapi/webhooks/stripe")
-            .header("Stripe-Signature", header)
-            .header("content-type", "application/json")
-            .body(body);
-        send(request).await
     }
 
     async fn cancel(&self, order_no: &str, body: Value) -> TestResponse {
         let path = format!("/myapi/orders/{order_no}/cancel");
-        self.call(Method::POST, &path, &self.user, Some(body)).await
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
+        self.user().call(Method::POST, &path, Some(body)).await
     }
 }
 
@@ -225,7 +163,8 @@ async fn the_plans_on_sale_and_the_free_plan_are_public() {
     let put = json!({"name": "Pro", "plan_type": "subscription", "amount_cents": 2900,
         "interval": "month", "credits": 5000, "rps_limit": 20, "rph_limit": 50000, "active": false});
     let path = format!("/myapi/admin/plans/{hidden}");
-    shop.call(Method::PUT, &path, &shop.admin, Some(put))
+    shop.admin()
+        .call(Method::PUT, &path, Some(put))
         .await
         .assert_ok();
 
@@ -265,14 +204,10 @@ async fn plan_administration_is_for_admins_and_validates_fields() {
     let shop = shop().await;
     let plan = json!({"name": "X", "plan_type": "one_time", "amount_cents": 100, "credits": 1,
         "rps_limit": 1, "rph_limit": 1});
-    shop.call(
-        Method::POST,
-        "/myapi/admin/plans",
-        &shop.user,
-        Some(plan.clone()),
-    )
-    .await
-    .assert_error(403, None);
+    shop.user()
+        .call(Method::POST, "/myapi/admin/plans", Some(plan.clone()))
+        .await
+        .assert_error(403, None);
     shop.app
         .post_json("/myapi/admin/plans", &plan)
         .await
@@ -281,53 +216,37 @@ async fn plan_administration_is_for_admins_and_validates_fields() {
     let no_interval = json!({"name": "S", "plan_type": "subscription", "amount_cents": 100,
         "rps_limit": 1, "rph_limit": 1});
     let response = shop
-        .call(
-            Method::POST,
-            "/myapi/admin/plans",
-            &shop.admin,
-            Some(no_interval),
-        )
+        .admin()
+        .call(Method::POST, "/myapi/admin/plans", Some(no_interval))
         .await;
     response.assert_error(400, None);
     assert!(response.json["msg"].as_str().unwrap().contains("interval"));
     let negative = json!({"name": "N", "plan_type": "one_time", "amount_cents": -5, "rps_limit": 1, "rph_limit": 1});
-    shop.call(
-        Method::POST,
-        "/myapi/admin/plans",
-        &shop.admin,
-        Some(negative),
-    )
-    .await
-    .assert_error(400, None);
+    shop.admin()
+        .call(Method::POST, "/myapi/admin/plans", Some(negative))
+        .await
+        .assert_error(400, None);
     let second_free = json!({"name": "Free 2", "plan_type": "free", "amount_cents": 0, "rps_limit": 1, "rph_limit": 1});
-    shop.call(
-        Method::POST,
-        "/myapi/admin/plans",
-        &shop.admin,
-        Some(second_free),
-    )
-    .await
-    .assert_error(400, None);
+    shop.admin()
+        .call(Method::POST, "/myapi/admin/plans", Some(second_free))
+        .await
+        .assert_error(400, None);
 
     let unused = shop.one_time_plan().await;
     let used = shop.one_time_plan().await;
     shop.pending_order(used).await;
     let deleted = shop
+        .admin()
         .call(
             Method::DELETE,
             &format!("/myapi/admin/plans/{unused}"),
-            &shop.admin,
             None,
         )
         .await;
     assert_eq!(deleted.assert_ok()["deleted"], true);
     let kept = shop
-        .call(
-            Method::DELETE,
-            &format!("/myapi/admin/plans/{used}"),
-            &shop.admin,
-            None,
-        )
+        .admin()
+        .call(Method::DELETE, &format!("/myapi/admin/plans/{used}"), None)
         .await;
     assert_eq!(kept.assert_ok()["deleted"], false);
     let active: bool = sqlx::query_scalar("SELECT active FROM plans WHERE id = $1")
@@ -336,16 +255,17 @@ async fn plan_administration_is_for_admins_and_validates_fields() {
         .await
         .unwrap();
     assert!(!active, "a plan with orders is deactivated");
-    shop.call(
-        Method::DELETE,
-        &format!("/myapi/admin/plans/{unused}"),
-        &shop.admin,
-        None,
-    )
-    .await
-    .assert_error(404, None);
+    shop.admin()
+        .call(
+            Method::DELETE,
+            &format!("/myapi/admin/plans/{unused}"),
+            None,
+        )
+        .await
+        .assert_error(404, None);
     let listed = shop
-        .call(Method::GET, "/myapi/admin/plans", &shop.admin, None)
+        .admin()
+        .call(Method::GET, "/myapi/admin/plans", None)
         .await;
     assert_eq!(listed.assert_ok().as_array().unwrap().len(), 2);
 }
@@ -440,9 +360,10 @@ async fn a_subscription_order_uses_subscription_mode_and_cards_only() {
 #[tokio::test]
 async fn orders_refuse_free_unknown_and_inactive_plans_and_unknown_methods() {
     let shop = shop().await;
-    let free: i64 = shop
-        .count("SELECT id FROM plans WHERE plan_type = 'free'")
-        .await;
+    let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
+        .fetch_one(&shop.app.pool)
+        .await
+        .unwrap();
     shop.order(free, "credit_card")
         .await
         .assert_error(400, Some(40007));
@@ -453,32 +374,33 @@ async fn orders_refuse_free_unknown_and_inactive_plans_and_unknown_methods() {
     shop.order(plan_id, "bitcoin")
         .await
         .assert_error(400, Some(40024));
-    shop.call(
-        Method::DELETE,
-        &format!("/myapi/admin/plans/{plan_id}"),
-        &shop.admin,
-        None,
-    )
-    .await
-    .assert_ok();
+    shop.admin()
+        .call(
+            Method::DELETE,
+            &format!("/myapi/admin/plans/{plan_id}"),
+            None,
+        )
+        .await
+        .assert_ok();
     shop.order(plan_id, "credit_card")
         .await
         .assert_error(400, Some(40007));
     let wrong_type = json!({"plan_id": "one", "payment_method": "credit_card"});
-    shop.call(Method::POST, "/myapi/orders", &shop.user, Some(wrong_type))
+    shop.user()
+        .call(Method::POST, "/myapi/orders", Some(wrong_type))
         .await
         .assert_error(400, None);
     shop.app
         .post_json("/myapi/orders", &json!({"plan_id": plan_id}))
         .await
         .assert_error(401, Some(40101));
-    assert_eq!(shop.count("SELECT count(*) FROM orders").await, 0);
+    assert_eq!(shop.count("orders").await, 0);
     assert!(shop.stripe.requests().is_empty());
 }
 
 #[tokio::test]
 async fn without_stripe_configured_an_order_answers_50021_with_a_clear_message() {
-    let shop = shop_with(TestConfig::default(), false).await;
+    let shop = shop_without_stripe().await;
     let plan_id = shop.one_time_plan().await;
     let response = shop.order(plan_id, "credit_card").await;
     response.assert_error(500, Some(50021));
@@ -488,7 +410,7 @@ async fn without_stripe_configured_an_order_answers_50021_with_a_clear_message()
             .unwrap()
             .contains("STRIPE_SECRET_KEY")
     );
-    assert_eq!(shop.count("SELECT count(*) FROM orders").await, 0);
+    assert_eq!(shop.count("orders").await, 0);
 }
 
 #[tokio::test]
@@ -508,7 +430,7 @@ async fn a_stripe_failure_leaves_the_order_pending_for_a_retry() {
 
     shop.stripe.set_failing(false);
     let path = format!("/myapi/orders/{order_no}/checkout");
-    let retried = shop.call(Method::POST, &path, &shop.user, None).await;
+    let retried = shop.user().call(Method::POST, &path, None).await;
     assert!(
         retried.assert_ok()["checkout_url"]
             .as_str()
@@ -526,7 +448,7 @@ async fn the_same_idempotency_key_returns_the_same_order() {
         send(
             shop.app
                 .request(Method::POST, "/myapi/orders")
-                .bearer_auth(&shop.user)
+                .bearer_auth(&shop.user().token)
                 .header("Idempotency-Key", "buy-once")
                 .json(&body),
         )
@@ -544,7 +466,7 @@ async fn the_same_idempotency_key_returns_the_same_order() {
             first.json["data"]["order_no"]
         );
     }
-    assert_eq!(shop.count("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(shop.count("orders").await, 1);
     assert_eq!(
         shop.stripe
             .requests_to("POST", "/v1/checkout/sessions")
@@ -562,12 +484,8 @@ async fn orders_are_listed_and_read_by_their_owner_only() {
         numbers.push(shop.pending_order(plan_id).await);
     }
     let list = shop
-        .call(
-            Method::GET,
-            "/myapi/orders?page=1&page_size=2",
-            &shop.user,
-            None,
-        )
+        .user()
+        .call(Method::GET, "/myapi/orders?page=1&page_size=2", None)
         .await;
     let data = list.assert_ok();
     assert_eq!(data["total"], 3);
@@ -579,38 +497,38 @@ async fn orders_are_listed_and_read_by_their_owner_only() {
         "newest first"
     );
     let paid = shop
-        .call(Method::GET, "/myapi/orders?status=paid", &shop.user, None)
+        .user()
+        .call(Method::GET, "/myapi/orders?status=paid", None)
         .await;
     assert_eq!(paid.assert_ok()["total"], 0);
-    shop.call(Method::GET, "/myapi/orders?status=bogus", &shop.user, None)
+    shop.user()
+        .call(Method::GET, "/myapi/orders?status=bogus", None)
         .await
         .assert_error(400, None);
-    shop.call(Method::GET, "/myapi/orders?page_size=101", &shop.user, None)
+    shop.user()
+        .call(Method::GET, "/myapi/orders?page_size=101", None)
         .await
         .assert_error(400, None);
 
-    let (_, stranger) = create_user(&shop.app, "stranger@example.com", "user").await;
+    let stranger = shop.app.user("stranger@example.com", "user").await;
     let path = format!("/myapi/orders/{}", numbers[0]);
-    shop.call(Method::GET, &path, &stranger, None)
+    stranger
+        .call(Method::GET, &path, None)
         .await
         .assert_error(403, Some(40302));
-    shop.call(Method::POST, &format!("{path}/checkout"), &stranger, None)
+    stranger
+        .call(Method::POST, &format!("{path}/checkout"), None)
         .await
         .assert_error(403, Some(40302));
-    shop.call(
-        Method::POST,
-        &format!("{path}/cancel"),
-        &stranger,
-        Some(json!({})),
-    )
-    .await
-    .assert_error(403, Some(40302));
-    shop.call(Method::GET, "/myapi/orders/ord_nothing", &shop.user, None)
+    stranger
+        .call(Method::POST, &format!("{path}/cancel"), Some(json!({})))
+        .await
+        .assert_error(403, Some(40302));
+    shop.user()
+        .call(Method::GET, "/myapi/orders/ord_nothing", None)
         .await
         .assert_error(404, Some(40411));
-    let others = shop
-        .call(Method::GET, "/myapi/orders", &stranger, None)
-        .await;
+    let others = stranger.call(Method::GET, "/myapi/orders", None).await;
     assert_eq!(others.assert_ok()["total"], 0);
 }
 
@@ -620,7 +538,7 @@ async fn checkout_gives_a_fresh_session_and_expires_the_previous_one() {
     let plan_id = shop.one_time_plan().await;
     let order_no = shop.pending_order(plan_id).await;
     let path = format!("/myapi/orders/{order_no}/checkout");
-    let fresh = shop.call(Method::POST, &path, &shop.user, None).await;
+    let fresh = shop.user().call(Method::POST, &path, None).await;
     assert_eq!(
         fresh.assert_ok()["checkout_url"],
         "https://checkout.stripe.com/c/pay/cs_test_fake_2"
@@ -636,7 +554,8 @@ async fn checkout_gives_a_fresh_session_and_expires_the_previous_one() {
     );
 
     shop.app.clock().advance(Duration::minutes(61));
-    shop.call(Method::POST, &path, &shop.user, None)
+    shop.user()
+        .call(Method::POST, &path, None)
         .await
         .assert_error(400, Some(40021));
     assert_eq!(shop.get_order(&order_no).await["status"], "expired");
@@ -662,13 +581,13 @@ async fn bad_stale_and_tampered_signatures_change_nothing() {
                 .body(body),
         )
     };
-    let stale = support::stripe::stripe_signature(&body, WEBHOOK_SECRET, now - 301);
+    let stale = support::stripe::stripe_signature(&body, support::scene::WEBHOOK_SECRET, now - 301);
     post(stale, body.clone()).await.assert_error(400, None);
     let wrong_secret = support::stripe::stripe_signature(&body, "whsec_other", now);
     post(wrong_secret, body.clone())
         .await
         .assert_error(400, None);
-    let good = support::stripe::stripe_signature(&body, WEBHOOK_SECRET, now);
+    let good = support::stripe::stripe_signature(&body, support::scene::WEBHOOK_SECRET, now);
     let mut tampered = body.clone();
     let at = tampered.windows(3).position(|w| w == b"990").unwrap();
     tampered[at] = b'1';
@@ -677,9 +596,9 @@ async fn bad_stale_and_tampered_signatures_change_nothing() {
         .await
         .assert_error(400, None);
 
-    assert_eq!(shop.count("SELECT count(*) FROM stripe_events").await, 0);
+    assert_eq!(shop.count("stripe_events").await, 0);
     assert_eq!(shop.get_order(&order_no).await["status"], "pending");
-    assert_eq!(shop.balance().await, 0);
+    assert_eq!(shop.status_credits().await, 0);
     post(good, body).await.assert_ok();
     assert_eq!(shop.get_order(&order_no).await["status"], "paid");
 }
@@ -712,16 +631,18 @@ async fn a_paid_checkout_grants_its_credits_once_whatever_the_deliveries() {
     let order = shop.get_order(&order_no).await;
     assert_eq!(order["status"], "paid");
     assert!(order["paid_at"].is_string() && order["checkout_url"].is_null());
-    assert_eq!(shop.balance().await, 1000);
-    assert_eq!(shop.count("SELECT count(*) FROM ledger_entries").await, 1);
-    assert_eq!(shop.count("SELECT count(*) FROM stripe_events").await, 2);
+    assert_eq!(shop.status_credits().await, 1000);
+    assert_eq!(shop.count("ledger_entries").await, 1);
+    assert_eq!(shop.count("stripe_events").await, 2);
     let path = format!("/myapi/orders/{order_no}/checkout");
-    shop.call(Method::POST, &path, &shop.user, None)
+    shop.user()
+        .call(Method::POST, &path, None)
         .await
         .assert_error(400, Some(40022));
 
     let ledger = shop
-        .call(Method::GET, "/myapi/credits/ledger", &shop.user, None)
+        .user()
+        .call(Method::GET, "/myapi/credits/ledger", None)
         .await;
     let entry = &ledger.assert_ok()["items"][0];
     assert_eq!(entry["amount"], 1000);
@@ -748,7 +669,7 @@ async fn an_amount_or_currency_that_disagrees_grants_nothing() {
         .await
         .assert_ok();
     assert_eq!(shop.get_order(&order_no).await["status"], "pending");
-    assert_eq!(shop.balance().await, 0);
+    assert_eq!(shop.status_credits().await, 0);
 }
 
 #[tokio::test]
@@ -775,7 +696,7 @@ async fn delayed_payments_settle_on_their_async_events() {
     }
     assert_eq!(shop.get_order(&good).await["status"], "paid");
     assert_eq!(shop.get_order(&bad).await["status"], "failed");
-    assert_eq!(shop.balance().await, 1000);
+    assert_eq!(shop.status_credits().await, 1000);
 }
 
 #[tokio::test]
@@ -790,7 +711,8 @@ async fn an_expired_session_expires_its_order() {
         .assert_ok();
     assert_eq!(shop.get_order(&order_no).await["status"], "expired");
     let path = format!("/myapi/orders/{order_no}/checkout");
-    shop.call(Method::POST, &path, &shop.user, None)
+    shop.user()
+        .call(Method::POST, &path, None)
         .await
         .assert_error(400, Some(40021));
 }
@@ -800,11 +722,11 @@ async fn unknown_event_types_answer_200_and_do_nothing() {
     let shop = shop().await;
     let response = shop.deliver(&event("plan.created", fixture("plan"))).await;
     response.assert_ok();
-    assert_eq!(shop.count("SELECT count(*) FROM ledger_entries").await, 0);
+    assert_eq!(shop.count("ledger_entries").await, 0);
 }
 
 /// Pays a subscription order through its checkout and returns (order_no, subscription id).
-async fn active_subscription(shop: &Shop) -> (String, String) {
+async fn active_subscription(shop: &Scene) -> (String, String) {
     let plan_id = shop.subscription_plan().await;
     let order_no = shop.pending_order(plan_id).await;
     let session_id = shop.session_id(&order_no).await;
@@ -819,9 +741,7 @@ async fn active_subscription(shop: &Shop) -> (String, String) {
 #[tokio::test]
 async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
     let shop = shop().await;
-    let free = shop
-        .call(Method::GET, "/myapi/status", &shop.user, None)
-        .await;
+    let free = shop.user().call(Method::GET, "/myapi/status", None).await;
     let free = free.assert_ok().clone();
     assert_eq!(free["plan"]["plan_type"], "free");
     assert!(free["subscription"].is_null());
@@ -830,7 +750,7 @@ async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
     let order = shop.get_order(&order_no).await;
     assert_eq!(order["status"], "paid");
     assert_eq!(order["subscription"]["status"], "active");
-    assert_eq!(shop.balance().await, 5000);
+    assert_eq!(shop.status_credits().await, 5000);
     let (customer, stored): (Option<String>, Option<String>) = sqlx::query_as(
         "SELECT stripe_customer_id, stripe_subscription_id FROM orders WHERE order_no = $1",
     )
@@ -843,9 +763,7 @@ async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
         (Some("cus_fake"), Some(subscription.as_str()))
     );
 
-    let status = shop
-        .call(Method::GET, "/myapi/status", &shop.user, None)
-        .await;
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
     let data = status.assert_ok();
     assert_eq!(data["plan"]["name"], "Pro");
     assert_eq!(data["rate_limits"]["rps"], 20);
@@ -864,7 +782,7 @@ async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
     shop.deliver(&event("invoice.paid", first))
         .await
         .assert_ok();
-    assert_eq!(shop.balance().await, 5000);
+    assert_eq!(shop.status_credits().await, 5000);
     let renewal = invoice(
         "in_second",
         &subscription,
@@ -876,7 +794,7 @@ async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
     for _ in 0..3 {
         shop.deliver(&renewal_event).await.assert_ok();
     }
-    assert_eq!(shop.balance().await, 10_000);
+    assert_eq!(shop.status_credits().await, 10_000);
     let period_end = shop.get_order(&order_no).await["subscription"]["current_period_end"].clone();
     let expected = chrono::DateTime::from_timestamp(now + 5_184_000, 0).unwrap();
     assert_eq!(
@@ -942,9 +860,7 @@ async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
         shop.get_order(&order_no).await["subscription"]["status"],
         "canceled"
     );
-    let status = shop
-        .call(Method::GET, "/myapi/status", &shop.user, None)
-        .await;
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
     assert_eq!(status.assert_ok()["plan"]["plan_type"], "free");
     assert!(status.json["data"]["subscription"].is_null());
     assert_ledger_consistent(&shop.app.pool).await;
@@ -976,7 +892,7 @@ async fn a_deletion_arriving_before_the_invoice_keeps_the_subscription_ended() {
     let order = shop.get_order(&order_no).await;
     assert_eq!(order["subscription"]["status"], "canceled");
     // The invoice was paid, so its period's credits are granted all the same.
-    assert_eq!(shop.balance().await, 10_000);
+    assert_eq!(shop.status_credits().await, 10_000);
 }
 
 #[tokio::test]
@@ -990,12 +906,13 @@ async fn a_refund_takes_the_credits_back_down_to_zero_and_records_the_shortfall(
         completed_session(&order_no, &session_id, 990, "paid"),
     );
     shop.deliver(&paid).await.assert_ok();
-    let path = format!("/myapi/admin/users/{}/credits", shop.user_id);
+    let path = format!("/myapi/admin/users/{}/credits", shop.user().id);
     let spend = json!({"amount": -400, "reason": "spent on calls"});
-    shop.call(Method::POST, &path, &shop.admin, Some(spend))
+    shop.admin()
+        .call(Method::POST, &path, Some(spend))
         .await
         .assert_ok();
-    assert_eq!(shop.balance().await, 600);
+    assert_eq!(shop.status_credits().await, 600);
 
     let mut charge = fixture("charge");
     charge["id"] = json!("ch_refund");
@@ -1008,7 +925,7 @@ async fn a_refund_takes_the_credits_back_down_to_zero_and_records_the_shortfall(
     let refund = event("charge.refunded", charge);
     shop.deliver(&refund).await.assert_ok();
     shop.deliver(&refund).await.assert_ok();
-    assert_eq!(shop.balance().await, 0);
+    assert_eq!(shop.status_credits().await, 0);
     assert_eq!(shop.get_order(&order_no).await["status"], "refunded");
     let shortfall: i64 =
         sqlx::query_scalar("SELECT refund_shortfall FROM orders WHERE order_no = $1")
@@ -1049,14 +966,10 @@ async fn cancelling_checks_the_order_then_asks_stripe() {
         .await
         .assert_error(400, Some(40028));
 
-    let manual = json!({"user_id": shop.user_id, "plan_id": sub_plan});
+    let manual = json!({"user_id": shop.user().id, "plan_id": sub_plan});
     let manual = shop
-        .call(
-            Method::POST,
-            "/myapi/admin/orders",
-            &shop.admin,
-            Some(manual),
-        )
+        .admin()
+        .call(Method::POST, "/myapi/admin/orders", Some(manual))
         .await;
     let manual_no = manual.assert_ok()["order_no"].as_str().unwrap().to_owned();
     shop.cancel(&manual_no, json!({}))
@@ -1096,7 +1009,7 @@ async fn cancelling_checks_the_order_then_asks_stripe() {
 
 #[tokio::test]
 async fn cancelling_without_stripe_configured_answers_50022() {
-    let shop = shop_with(TestConfig::default(), false).await;
+    let shop = shop_without_stripe().await;
     let plan_id = shop.subscription_plan().await;
     sqlx::query(
         r#"INSERT INTO orders (order_no, user_id, plan_id, status, billing_mode, payment_method,
@@ -1104,16 +1017,16 @@ async fn cancelling_without_stripe_configured_answers_50022() {
            VALUES ('ord_legacy', $1, $2, 'paid', 'subscription', 'credit_card', 'stripe', 2900,
                    'usd', 5000, 'sub_legacy', now())"#,
     )
-    .bind(shop.user_id)
+    .bind(shop.user().id)
     .bind(plan_id)
     .execute(&shop.app.pool)
     .await
     .unwrap();
     let response = shop
+        .user()
         .call(
             Method::POST,
             "/myapi/orders/ord_legacy/cancel",
-            &shop.user,
             Some(json!({})),
         )
         .await;
@@ -1124,42 +1037,34 @@ async fn cancelling_without_stripe_configured_answers_50022() {
 async fn a_manual_order_is_paid_and_granted_like_a_stripe_payment() {
     let shop = shop().await;
     let plan_id = shop.one_time_plan().await;
-    let body = json!({"user_id": shop.user_id, "plan_id": plan_id});
-    shop.call(
-        Method::POST,
-        "/myapi/admin/orders",
-        &shop.user,
-        Some(body.clone()),
-    )
-    .await
-    .assert_error(403, None);
+    let body = json!({"user_id": shop.user().id, "plan_id": plan_id});
+    shop.user()
+        .call(Method::POST, "/myapi/admin/orders", Some(body.clone()))
+        .await
+        .assert_error(403, None);
     let response = shop
-        .call(Method::POST, "/myapi/admin/orders", &shop.admin, Some(body))
+        .admin()
+        .call(Method::POST, "/myapi/admin/orders", Some(body))
         .await;
     let order = response.assert_ok();
     assert_eq!(order["status"], "paid");
     assert_eq!(order["provider"], "manual");
-    assert_eq!(shop.balance().await, 1000);
+    assert_eq!(shop.status_credits().await, 1000);
     let unknown = json!({"user_id": Uuid::new_v4(), "plan_id": plan_id});
-    shop.call(
-        Method::POST,
-        "/myapi/admin/orders",
-        &shop.admin,
-        Some(unknown),
-    )
-    .await
-    .assert_error(404, None);
+    shop.admin()
+        .call(Method::POST, "/myapi/admin/orders", Some(unknown))
+        .await
+        .assert_error(404, None);
 
     let sub_plan = shop.subscription_plan().await;
-    let body = json!({"user_id": shop.user_id, "plan_id": sub_plan});
-    shop.call(Method::POST, "/myapi/admin/orders", &shop.admin, Some(body))
+    let body = json!({"user_id": shop.user().id, "plan_id": sub_plan});
+    shop.admin()
+        .call(Method::POST, "/myapi/admin/orders", Some(body))
         .await
         .assert_ok();
-    let status = shop
-        .call(Method::GET, "/myapi/status", &shop.user, None)
-        .await;
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
     assert_eq!(status.assert_ok()["plan"]["name"], "Pro");
-    assert_eq!(shop.balance().await, 6000);
+    assert_eq!(shop.status_credits().await, 6000);
     assert!(shop.stripe.requests().is_empty());
     assert_ledger_consistent(&shop.app.pool).await;
 }
@@ -1167,16 +1072,17 @@ async fn a_manual_order_is_paid_and_granted_like_a_stripe_payment() {
 #[tokio::test]
 async fn admins_adjust_credits_down_to_zero_and_once_per_idempotency_key() {
     let shop = shop().await;
-    let path = format!("/myapi/admin/users/{}/credits", shop.user_id);
+    let path = format!("/myapi/admin/users/{}/credits", shop.user().id);
     let add = json!({"amount": 100, "reason": "welcome"});
-    shop.call(Method::POST, &path, &shop.user, Some(add.clone()))
+    shop.user()
+        .call(Method::POST, &path, Some(add.clone()))
         .await
         .assert_error(403, None);
     let keyed = || {
         send(
             shop.app
                 .request(Method::POST, &path)
-                .bearer_auth(&shop.admin)
+                .bearer_auth(&shop.admin().token)
                 .header("Idempotency-Key", "grant-1")
                 .json(&add),
         )
@@ -1187,36 +1093,35 @@ async fn admins_adjust_credits_down_to_zero_and_once_per_idempotency_key() {
     assert_eq!(replay.json["data"]["balance"], 100);
     let take = json!({"amount": -30, "reason": "correction"});
     assert_eq!(
-        shop.call(Method::POST, &path, &shop.admin, Some(take))
+        shop.admin()
+            .call(Method::POST, &path, Some(take))
             .await
             .assert_ok()["balance"],
         70
     );
     let too_much = json!({"amount": -71, "reason": "too much"});
-    shop.call(Method::POST, &path, &shop.admin, Some(too_much))
+    shop.admin()
+        .call(Method::POST, &path, Some(too_much))
         .await
         .assert_error(400, None);
     let zero = json!({"amount": 0, "reason": "nothing"});
-    shop.call(Method::POST, &path, &shop.admin, Some(zero))
+    shop.admin()
+        .call(Method::POST, &path, Some(zero))
         .await
         .assert_error(400, None);
     let nobody = format!("/myapi/admin/users/{}/credits", Uuid::new_v4());
-    shop.call(
-        Method::POST,
-        &nobody,
-        &shop.admin,
-        Some(json!({"amount": 5, "reason": "x"})),
-    )
-    .await
-    .assert_error(404, None);
+    shop.admin()
+        .call(
+            Method::POST,
+            &nobody,
+            Some(json!({"amount": 5, "reason": "x"})),
+        )
+        .await
+        .assert_error(404, None);
 
     let ledger = shop
-        .call(
-            Method::GET,
-            "/myapi/credits/ledger?page_size=1",
-            &shop.user,
-            None,
-        )
+        .user()
+        .call(Method::GET, "/myapi/credits/ledger?page_size=1", None)
         .await;
     let data = ledger.assert_ok();
     assert_eq!(data["total"], 2);
@@ -1226,7 +1131,7 @@ async fn admins_adjust_credits_down_to_zero_and_once_per_idempotency_key() {
     // The user reads why, never which admin: no address of the admin's in what they see.
     assert_eq!(data["items"][0]["reference"], "correction");
     assert!(!ledger.text.contains("admin@"), "{}", ledger.text);
-    assert_eq!(shop.balance().await, 70);
+    assert_eq!(shop.status_credits().await, 70);
     let update = sqlx::query("UPDATE ledger_entries SET amount = 1")
         .execute(&shop.app.pool)
         .await;
@@ -1286,12 +1191,8 @@ async fn admin_numbers_are_bounded_and_the_refusal_names_the_field() {
         ("rph_limit", json!(0)),
     ] {
         let refused = shop
-            .call(
-                Method::POST,
-                "/myapi/admin/plans",
-                &shop.admin,
-                Some(plan(field, value)),
-            )
+            .admin()
+            .call(Method::POST, "/myapi/admin/plans", Some(plan(field, value)))
             .await;
         refused.assert_error(400, None);
         assert!(
@@ -1303,26 +1204,21 @@ async fn admin_numbers_are_bounded_and_the_refusal_names_the_field() {
     let provider = json!({"slug": "dear", "base_url": "http://127.0.0.1:9", "cost": i64::MAX,
         "timeout_ms": 1000});
     let refused = shop
-        .call(
-            Method::POST,
-            "/myapi/admin/providers",
-            &shop.admin,
-            Some(provider),
-        )
+        .admin()
+        .call(Method::POST, "/myapi/admin/providers", Some(provider))
         .await;
     refused.assert_error(400, None);
     assert!(refused.json["msg"].as_str().unwrap().contains("cost"));
 
-    let path = format!("/myapi/admin/users/{}/credits", shop.user_id);
+    let path = format!("/myapi/admin/users/{}/credits", shop.user().id);
     let grant = json!({"amount": 5, "reason": "start"});
-    shop.call(Method::POST, &path, &shop.admin, Some(grant))
+    shop.admin()
+        .call(Method::POST, &path, Some(grant))
         .await
         .assert_ok();
     for amount in [i64::MAX, i64::MIN, 1_000_000_000_001] {
         let huge = json!({"amount": amount, "reason": "overflow"});
-        let refused = shop
-            .call(Method::POST, &path, &shop.admin, Some(huge))
-            .await;
+        let refused = shop.admin().call(Method::POST, &path, Some(huge)).await;
         refused.assert_error(400, None);
         assert!(
             refused.json["msg"].as_str().unwrap().contains("amount"),
@@ -1330,5 +1226,5 @@ async fn admin_numbers_are_bounded_and_the_refusal_names_the_field() {
             refused.text
         );
     }
-    assert_eq!(shop.balance().await, 5);
+    assert_eq!(shop.status_credits().await, 5);
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::scene::Scene;
 use support::{TestConfig, send, spawn_app_with};
 
 #[tokio::test]
@@ -140,32 +141,16 @@ async fn a_database_outage_is_answered_with_503_and_recovered_from_without_a_res
 
 #[tokio::test]
 async fn a_webhook_whose_effect_fails_records_nothing_and_its_retry_succeeds() {
-    let stripe = support::stripe::FakeStripe::start().await;
-    let app = spawn_app_with(
-        TestConfig::default()
-            .cheap_hashing()
-            .var("STRIPE_SECRET_KEY", support::stripe::SECRET_KEY)
-            .var("STRIPE_WEBHOOK_SECRET", "whsec_x")
-            .var("STRIPE_API_BASE", stripe.base_url.clone()),
-    )
-    .await;
-    let (_, admin) = support::create_user(&app, "admin@example.com", "admin").await;
-    let (_, user) = support::create_user(&app, "buyer@example.com", "user").await;
+    let scene = Scene::start().await;
+    let app = &scene.app;
     let plan = json!({"name": "Pack", "plan_type": "one_time", "amount_cents": 500, "credits": 50,
         "rps_limit": 1, "rph_limit": 1});
-    let plan = send(
-        app.request(Method::POST, "/myapi/admin/plans")
-            .bearer_auth(&admin)
-            .json(&plan),
-    )
-    .await;
+    let plan = scene.admin().post("/myapi/admin/plans", plan).await;
     let plan_id = plan.assert_ok()["id"].as_i64().unwrap();
-    let order = send(
-        app.request(Method::POST, "/myapi/orders")
-            .bearer_auth(&user)
-            .json(&json!({"plan_id": plan_id})),
-    )
-    .await;
+    let order = scene
+        .user()
+        .post("/myapi/orders", json!({"plan_id": plan_id}))
+        .await;
     let order_no = order.assert_ok()["order_no"].as_str().unwrap().to_owned();
 
     // The ledger refuses every write, as a failing disk or a bug would.
@@ -186,17 +171,7 @@ async fn a_webhook_whose_effect_fails_records_nothing_and_its_retry_succeeds() {
     session["currency"] = json!("usd");
     let event = json!({"id": "evt_retry", "object": "event", "type": "checkout.session.completed",
         "created": chrono::Utc::now().timestamp(), "data": {"object": session}});
-    let deliver = || {
-        let body = serde_json::to_vec(&event).unwrap();
-        let header =
-            support::stripe::stripe_signature(&body, "whsec_x", chrono::Utc::now().timestamp());
-        send(
-            app.request(Method::POST, "/myapi/webhooks/stripe")
-                .header("Stripe-Signature", header)
-                .body(body),
-        )
-    };
-    deliver().await.assert_error(500, None);
+    scene.deliver(&event).await.assert_error(500, None);
     let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events")
         .fetch_one(&app.pool)
         .await
@@ -212,7 +187,7 @@ async fn a_webhook_whose_effect_fails_records_nothing_and_its_retry_succeeds() {
         .execute(&app.pool)
         .await
         .unwrap();
-    deliver().await.assert_ok();
+    scene.deliver(&event).await.assert_ok();
     let status: String = sqlx::query_scalar("SELECT status FROM orders")
         .fetch_one(&app.pool)
         .await
@@ -373,15 +348,7 @@ async fn no_password_token_key_or_full_email_reaches_a_log_line() {
         .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
         .find(|mail| mail.contains("reset-password"))
         .unwrap();
-    let decoded = reset_mail
-        .replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=");
-    let at = decoded.find("token=").unwrap();
-    let reset_token: String = decoded[at + 6..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+    let reset_token = support::reset_token(&support::decode_quoted_printable(&reset_mail));
     send(
         client
             .post(format!("{base}/myapi/auth/password/reset"))
@@ -434,14 +401,17 @@ async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_els
                 .await;
         }
     });
-    let app = spawn_app_with(
-        TestConfig::default()
-            .cheap_hashing()
-            .var("GATEWAY_SETTLE_MS", "100"),
-    )
-    .await;
-    let upstream_url = format!("http://127.0.0.1:{upstream_port}");
-    let (_, user_id, key) = metered_caller(&app, "flaky", &upstream_url, 10).await;
+    let scene = Scene::start().await;
+    let app = &scene.app;
+    let provider = json!({"slug": "flaky", "base_url": format!("http://127.0.0.1:{upstream_port}"),
+        "cost": 1, "timeout_ms": 2000});
+    scene
+        .admin()
+        .post("/myapi/admin/providers", provider)
+        .await
+        .assert_ok();
+    scene.fund(10).await;
+    let key = scene.new_key().await;
 
     // Depending on how much actix had flushed, the client sees the head and a broken body, or
     // a broken message: never a complete answer, never a hang.
@@ -458,37 +428,8 @@ async fn an_upstream_that_hangs_up_mid_body_truncates_the_answer_and_nothing_els
         "the client never sees a truncated body as complete"
     );
     // The upstream answered, so the call is charged once; the service keeps serving.
-    assert_eq!(support::settled_balance(&app.pool, user_id, 9).await, 9);
+    assert_eq!(scene.settled_balance(9).await, 9);
     app.get("/healthz").await.assert_ok();
-}
-
-/// An admin, and a caller with `credits` and an API key for the provider `slug` (cost 1) at
-/// `base_url`: (admin token, caller id, key).
-async fn metered_caller(
-    app: &support::TestApp,
-    slug: &str,
-    base_url: &str,
-    credits: i64,
-) -> (String, uuid::Uuid, String) {
-    let (_, admin) = support::create_user(app, "admin@example.com", "admin").await;
-    let (user_id, user) = support::create_user(app, "caller@example.com", "user").await;
-    let as_admin = |method, path: &str| app.request(method, path).bearer_auth(&admin);
-    let provider = json!({"slug": slug, "base_url": base_url, "cost": 1, "timeout_ms": 2000});
-    send(as_admin(Method::POST, "/myapi/admin/providers").json(&provider))
-        .await
-        .assert_ok();
-    let fund = json!({"amount": credits, "reason": "test"});
-    let path = format!("/myapi/admin/users/{user_id}/credits");
-    send(as_admin(Method::POST, &path).json(&fund))
-        .await
-        .assert_ok();
-    let key = send(
-        app.request(Method::POST, "/myapi/keys")
-            .bearer_auth(&user)
-            .json(&json!({"name": "k"})),
-    );
-    let key = key.await.assert_ok()["key"].as_str().unwrap().to_owned();
-    (admin, user_id, key)
 }
 
 /// A Redis of the test's own, on a free port, that the test can stop.
@@ -541,29 +482,18 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
         );
         return;
     };
-    let upstream = support::upstream::Upstream::start().await;
-    let app = spawn_app_with(
-        TestConfig::default()
-            .cheap_hashing()
-            .var("GATEWAY_SETTLE_MS", "100")
-            .var("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port))
-            .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "5"),
-    )
-    .await;
-    let (admin, user_id, key) = metered_caller(&app, "echo", &upstream.base_url, 20).await;
-    let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    let limits = json!({"name": "Free", "plan_type": "free", "amount_cents": 0, "rps_limit": 1000,
-        "rph_limit": 100000, "monthly_quota": 30});
-    send(
-        app.request(Method::PUT, &format!("/myapi/admin/plans/{free}"))
-            .bearer_auth(&admin)
-            .json(&limits),
-    )
-    .await
-    .assert_ok();
+    let scene = Scene::builder()
+        .config(
+            TestConfig::default()
+                .var("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port))
+                .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "5"),
+        )
+        .start()
+        .await;
+    let app = &scene.app;
+    scene.fund(20).await;
+    scene.set_limits(1000, 100_000, Some(30)).await;
+    let key = scene.new_key().await;
     let call = || {
         send(
             app.request(Method::GET, "/api/v1/echo/x")
@@ -585,7 +515,7 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
         }
     }
     assert_eq!(served, 20, "exactly the credits' worth of calls");
-    assert_eq!(upstream.hits(), 20);
+    assert_eq!(scene.upstream.hits(), 20);
     // The login throttle falls back too: still enforced, now per instance.
     let mut throttled = false;
     for _ in 0..8 {
@@ -599,5 +529,5 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
         throttled |= answer.status == 429;
     }
     assert!(throttled, "the login throttle still holds without Redis");
-    assert_eq!(support::settled_balance(&app.pool, user_id, 0).await, 0);
+    assert_eq!(scene.settled_balance(0).await, 0);
 }

@@ -18,17 +18,7 @@ async fn an_unknown_address_and_a_wrong_password_take_the_same_time() {
             .var("AUTH_LOGIN_PER_IP_PER_MINUTE", "100000"),
     )
     .await;
-    let hash = {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let params = argon2::Params::new(19456, 2, 1, None).unwrap();
-        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-            .hash_password(
-                b"the real password",
-                &SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").unwrap(),
-            )
-            .unwrap()
-            .to_string()
-    };
+    let hash = support::argon2_hash("the real password", 19456, 2);
     sqlx::query("INSERT INTO users (email, password_hash) VALUES ('known@example.com', $1)")
         .bind(hash)
         .execute(&app.pool)

@@ -333,35 +333,177 @@ pub mod stripe;
 /// The password of every user made by `create_user`.
 pub const USER_PASSWORD: &str = "password123";
 
+/// An Argon2id hash of `password` with these parameters and a fixed salt, made here apart from
+/// the service, to plant accounts and old hashes.
+pub fn argon2_hash(password: &str, memory_kib: u32, iterations: u32) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(memory_kib, iterations, 1, None).unwrap();
+    let salt = SaltString::from_b64("dGVzdHNhbHR0ZXN0c2FsdA").unwrap();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
 /// Inserts an account (`role` is `user` or `admin`) with `USER_PASSWORD`, logs it in through the
 /// API and returns its id and session token. The app must use the cheap Argon2 parameters of
 /// `cheap_hashing`.
 pub async fn create_user(app: &TestApp, email: &str, role: &str) -> (uuid::Uuid, String) {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let params = argon2::Params::new(64, 1, 1, None).unwrap();
-    let salt = SaltString::from_b64("dGVzdHNhbHR0ZXN0c2FsdA").unwrap();
-    let hash = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(USER_PASSWORD.as_bytes(), &salt)
-        .unwrap()
-        .to_string();
-    let id: uuid::Uuid = sqlx::query_scalar(
-        "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(email)
-    .bind(hash)
-    .bind(role)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    let login = app
-        .post_json(
-            "/myapi/auth/login",
-            &serde_json::json!({"email": email, "password": USER_PASSWORD}),
-        )
-        .await;
-    let token = login.assert_ok()["token"].as_str().unwrap().to_owned();
-    (id, token)
+    let client = app.user(email, role).await;
+    (client.id, client.token)
 }
+
+/// A client acting as one logged-in account: every request carries its session.
+#[derive(Clone)]
+pub struct Client {
+    pub id: uuid::Uuid,
+    pub token: String,
+    address: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A request with this account's session, to add headers or a body to.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.address, path))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> TestResponse {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> TestResponse {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// A new API key of this account.
+    pub async fn new_key(&self) -> String {
+        let response = self
+            .post("/myapi/keys", serde_json::json!({"name": "test key"}))
+            .await;
+        response.assert_ok()["key"].as_str().unwrap().to_owned()
+    }
+}
+
+impl TestApp {
+    /// Inserts an account (`role` is `user` or `admin`) with `USER_PASSWORD` and logs it in
+    /// through the API. The app must hash with `cheap_hashing`'s parameters.
+    pub async fn user(&self, email: &str, role: &str) -> Client {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(email)
+        .bind(argon2_hash(USER_PASSWORD, 64, 1))
+        .bind(role)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        let login = serde_json::json!({"email": email, "password": USER_PASSWORD});
+        let response = self.post_json("/myapi/auth/login", &login).await;
+        let token = response.assert_ok()["token"].as_str().unwrap().to_owned();
+        self.client_as(id, token)
+    }
+
+    /// A client acting as the account `id` with the session `token`.
+    pub fn client_as(&self, id: uuid::Uuid, token: String) -> Client {
+        Client {
+            id,
+            token,
+            address: self.address.clone(),
+            http: self.client.clone(),
+        }
+    }
+
+    /// The number of rows of `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        let query = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
+        sqlx::query_scalar(query)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// An admin grant of `amount` credits to `user_id`.
+    pub async fn fund(&self, admin: &Client, user_id: uuid::Uuid, amount: i64) {
+        let path = format!("/myapi/admin/users/{user_id}/credits");
+        let body = serde_json::json!({"amount": amount, "reason": "test funds"});
+        admin.post(&path, body).await.assert_ok();
+    }
+
+    /// Sets the limits of the free plan, which applies to every account without a plan.
+    pub async fn set_free_limits(
+        &self,
+        admin: &Client,
+        rps: i64,
+        rph: i64,
+        monthly_quota: Option<i64>,
+    ) {
+        let free: i64 = sqlx::query_scalar("SELECT id FROM plans WHERE plan_type = 'free'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let body = serde_json::json!({"name": "Free", "plan_type": "free", "amount_cents": 0,
+            "rps_limit": rps, "rph_limit": rph, "monthly_quota": monthly_quota});
+        admin
+            .put(&format!("/myapi/admin/plans/{free}"), body)
+            .await
+            .assert_ok();
+    }
+}
+
+/// Decodes quoted-printable text (soft line breaks joined, `=XX` bytes restored), which is how
+/// a mail client shows the links and codes of a mail.
+pub fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The token of the reset link in a (decoded) reset mail.
+pub fn reset_token(mail: &str) -> String {
+    let at = mail.find("reset-password?token=").expect("a reset link") + 21;
+    mail[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+pub mod scene;
 
 impl TestConfig {
     /// Argon2 parameters cheap enough for tests (and matching `create_user`'s hashes).
