@@ -34,6 +34,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub redis_url: Option<SecretString>,
     pub smtp_url: Option<SecretString>,
+    /// `SMTP_CA_FILE`, read at startup: PEM certificates trusted for the SMTP server's TLS on
+    /// top of the built-in roots (a private CA or a self-signed server).
+    pub smtp_ca_pem: Option<String>,
     pub mail_from: String,
     pub stripe_secret_key: Option<SecretString>,
     pub stripe_webhook_secret: Option<SecretString>,
@@ -189,6 +192,9 @@ impl Settings {
         let smtp_url = get("SMTP_URL")
             .map(|value| validate_scheme("SMTP_URL", &value, &["smtp", "smtps"]))
             .transpose()?;
+        let smtp_ca_pem = get("SMTP_CA_FILE")
+            .map(|path| read_ca_file("SMTP_CA_FILE", &path))
+            .transpose()?;
 
         let mail_from = get("MAIL_FROM").unwrap_or_else(|| String::from("no-reply@localhost"));
         if !mail_from.contains('@') {
@@ -334,6 +340,7 @@ impl Settings {
             data_dir: PathBuf::from(get("DATA_DIR").unwrap_or_else(|| String::from(".data"))),
             redis_url,
             smtp_url,
+            smtp_ca_pem,
             mail_from,
             stripe_secret_key: get("STRIPE_SECRET_KEY").map(SecretString::from),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
@@ -440,6 +447,20 @@ fn validate_scheme(
     Ok(SecretString::from(value.to_owned()))
 }
 
+/// Reads a PEM file of certificates now, so a wrong path stops startup instead of failing the
+/// first email.
+fn read_ca_file(variable: &'static str, path: &str) -> Result<String, ConfigError> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|error| invalid(variable, format!("cannot read {path:?}: {error}")))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(
+            variable,
+            format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        ));
+    }
+    Ok(pem)
+}
+
 /// A malformed `DATABASE_URL` is named without echoing its password.
 fn validate_database_url(value: &str) -> Result<(), ConfigError> {
     let url = Url::parse(value).map_err(|_| {
@@ -502,6 +523,7 @@ mod tests {
         assert_eq!(settings.mail_from, "no-reply@localhost");
         assert_eq!(settings.stripe_api_base.as_str(), "https://api.stripe.com/");
         assert!(settings.redis_url.is_none() && settings.smtp_url.is_none());
+        assert!(settings.smtp_ca_pem.is_none());
     }
 
     #[test]
@@ -646,6 +668,30 @@ mod tests {
         .unwrap_err();
         assert_eq!(error.variable, "SMTP_URL");
         assert!(settings(&[("APP_ENV", "development")]).is_ok());
+    }
+
+    #[test]
+    fn the_smtp_ca_file_is_read_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let error = settings(&[("SMTP_CA_FILE", missing.to_str().unwrap())]).unwrap_err();
+        assert_eq!(error.variable, "SMTP_CA_FILE");
+        let text = error.to_string();
+        assert!(
+            text.contains("SMTP_CA_FILE") && text.contains("missing.pem"),
+            "{text}"
+        );
+
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let error = settings(&[("SMTP_CA_FILE", not_pem.to_str().unwrap())]).unwrap_err();
+        assert_eq!(error.variable, "SMTP_CA_FILE");
+
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, pem).unwrap();
+        let settings = settings(&[("SMTP_CA_FILE", ca.to_str().unwrap())]).unwrap();
+        assert_eq!(settings.smtp_ca_pem.as_deref(), Some(pem));
     }
 
     #[test]

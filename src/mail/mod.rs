@@ -1,7 +1,7 @@
 //! Outgoing email: lettre's async SMTP transport for `SMTP_URL` (STARTTLS by default, implicit
-//! TLS with `smtps://`, none with `?tls=none`), or `.eml` files under `DATA_DIR/mail` when it is
-//! unset. Every message has a subject, a text part and an HTML part rendered from
-//! `templates/email/<name>/<lang>/`.
+//! TLS with `smtps://`, none with `?tls=none`; `SMTP_CA_FILE` adds trusted roots), or `.eml`
+//! files under `DATA_DIR/mail` when it is unset. Every message has a subject, a text part and
+//! an HTML part rendered from `templates/email/<name>/<lang>/`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::context;
 use percent_encoding::percent_decode_str;
@@ -78,7 +79,11 @@ impl Mailer {
             .map_err(|_| anyhow::anyhow!("MAIL_FROM is not a valid address"))?;
         let timeout = settings.mail_timeout;
         let transport = match &settings.smtp_url {
-            Some(url) => Transport::Smtp(smtp_transport(url.expose_secret(), timeout)?),
+            Some(url) => Transport::Smtp(smtp_transport(
+                url.expose_secret(),
+                settings.smtp_ca_pem.as_deref(),
+                timeout,
+            )?),
             None => {
                 let dir = settings.data_dir.join("mail");
                 std::fs::create_dir_all(&dir)
@@ -154,8 +159,11 @@ impl Mailer {
 
 /// `smtp://user:pass@host:port` (STARTTLS required, port 587 by default),
 /// `smtps://user:pass@host:port` (implicit TLS, 465), `smtp://host:port?tls=none` (plain, 25).
+/// TLS checks the server's certificate against the URL's host, trusting the built-in roots plus
+/// the certificates of `SMTP_CA_FILE` (`ca_pem`).
 fn smtp_transport(
     value: &str,
+    ca_pem: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
     let url = Url::parse(value).context("SMTP_URL is not a URL")?;
@@ -163,15 +171,27 @@ fn smtp_transport(
     let plain = url
         .query_pairs()
         .any(|(key, value)| key == "tls" && value == "none");
+    let tls = || -> anyhow::Result<TlsParameters> {
+        let mut parameters = TlsParameters::builder(host.to_owned());
+        if let Some(pem) = ca_pem {
+            let certificates = Certificate::from_pem(pem.as_bytes())
+                .context("SMTP_CA_FILE: the PEM certificates cannot be parsed")?;
+            parameters = parameters.add_root_certificate(certificates);
+        }
+        parameters.build().context("SMTP_URL: TLS setup failed")
+    };
+    // `builder_dangerous` is only lettre's name for "no TLS yet": both TLS modes set it below,
+    // as its `relay` and `starttls_relay` do, but with our roots.
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host);
     let builder = match (url.scheme(), plain) {
-        ("smtps", _) => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-            .context("SMTP_URL: TLS setup failed")?
-            .port(url.port().unwrap_or(465)),
-        ("smtp", true) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(url.port().unwrap_or(25)),
-        ("smtp", false) => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-            .context("SMTP_URL: TLS setup failed")?
-            .port(url.port().unwrap_or(587)),
+        ("smtps", _) => builder
+            .port(url.port().unwrap_or(465))
+            .tls(Tls::Wrapper(tls()?)),
+        ("smtp", true) => builder.port(url.port().unwrap_or(25)),
+        // `Required`: no credentials or mail go out unless the STARTTLS upgrade succeeds.
+        ("smtp", false) => builder
+            .port(url.port().unwrap_or(587))
+            .tls(Tls::Required(tls()?)),
         (other, _) => anyhow::bail!("SMTP_URL: unsupported scheme {other}"),
     };
     let builder = if url.username().is_empty() {

@@ -1,13 +1,21 @@
 //! An SMTP server inside the tests: it speaks enough of RFC 5321 for lettre's client (EHLO,
 //! MAIL, RCPT, DATA, RSET, NOOP, QUIT), keeps what it receives, and can be told to refuse mail
-//! or to hang.
+//! or to hang. A secure sink also speaks TLS, by STARTTLS (RFC 3207) or from the first byte
+//! (smtps), with a self-signed certificate for `localhost` made here, and AUTH PLAIN and LOGIN
+//! (RFC 4954) once the connection is encrypted.
 
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -18,37 +26,33 @@ pub enum Mode {
     Hang,
 }
 
+/// How a sink's connections are secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// No TLS: `smtp://...?tls=none`.
+    Plain,
+    /// Plain until the client sends `STARTTLS`: `smtp://`.
+    StartTls,
+    /// TLS from the first byte: `smtps://`.
+    ImplicitTls,
+}
+
 #[derive(Clone, Debug)]
 pub struct Mail {
     pub to: Vec<String>,
     /// The whole message as sent (headers and MIME body).
     pub data: String,
+    /// Whether the message came over TLS.
+    pub tls: bool,
+    /// The user the client authenticated as, if it did.
+    pub user: Option<String>,
 }
 
 impl Mail {
     /// The message with quoted-printable parts decoded (soft line breaks joined, `=XX` bytes
     /// restored), which is how a mail client shows links and codes.
     pub fn decoded(&self) -> String {
-        let joined = self.data.replace("=\n", "");
-        let bytes = joined.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'=', Some(byte)) => {
-                    out.push(byte);
-                    i += 3;
-                }
-                (byte, _) => {
-                    out.push(byte);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        super::decode_quoted_printable(&self.data)
     }
 
     /// The `Subject` header, with RFC 2047 base64 words decoded.
@@ -74,20 +78,77 @@ impl Mail {
     }
 }
 
+/// The server's TLS: an acceptor and the PEM of its self-signed certificate, which is its own
+/// CA.
+struct Tls {
+    acceptor: TlsAcceptor,
+    ca_pem: String,
+}
+
+impl Tls {
+    /// A fresh self-signed certificate for `localhost` and 127.0.0.1, served with ring (the
+    /// provider lettre's rustls uses, so no process-wide default is needed).
+    fn self_signed() -> Tls {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let certified = rcgen::generate_simple_self_signed(names).unwrap();
+        let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+        let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+        let config = ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certified.cert.der().clone()],
+                PrivateKeyDer::Pkcs8(key),
+            )
+            .unwrap();
+        Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            ca_pem: certified.cert.pem(),
+        }
+    }
+}
+
+/// One connection's stream, plain or TLS, so STARTTLS can swap one for the other.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = BufReader<Box<dyn Io>>;
+
+/// What a connection has established so far; STARTTLS starts it over, as RFC 3207 asks.
+#[derive(Default)]
+struct Session {
+    tls: bool,
+    user: Option<String>,
+    to: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct SmtpSink {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
     mode: Arc<Mutex<Mode>>,
+    security: Security,
+    /// When set, `MAIL` needs a successful `AUTH` with this user and password first.
+    credentials: Option<(String, String)>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl SmtpSink {
+    /// A plain sink that takes mail without authentication.
     pub async fn start() -> SmtpSink {
+        SmtpSink::start_secure(Security::Plain, None).await
+    }
+
+    /// A sink with `security`; with `credentials`, only that user and password may send.
+    pub async fn start_secure(security: Security, credentials: Option<(&str, &str)>) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sink = SmtpSink {
             port: listener.local_addr().unwrap().port(),
             mails: Arc::default(),
             mode: Arc::new(Mutex::new(Mode::Accept)),
+            security,
+            credentials: credentials.map(|(user, pass)| (user.to_owned(), pass.to_owned())),
+            tls: (security != Security::Plain).then(|| Arc::new(Tls::self_signed())),
         };
         let server = sink.clone();
         tokio::spawn(async move {
@@ -99,9 +160,31 @@ impl SmtpSink {
         sink
     }
 
-    /// The `SMTP_URL` that points the service here, without TLS.
+    /// The `SMTP_URL` that points the service here: without TLS for a plain sink, else
+    /// `smtp://` (STARTTLS) or `smtps://` to `localhost`, the name in the certificate, with the
+    /// sink's credentials.
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+        let userinfo = match &self.credentials {
+            Some((user, pass)) => format!("{user}:{pass}@"),
+            None => String::new(),
+        };
+        match self.security {
+            Security::Plain => format!("smtp://127.0.0.1:{}?tls=none", self.port),
+            Security::StartTls => format!("smtp://{userinfo}localhost:{}", self.port),
+            Security::ImplicitTls => format!("smtps://{userinfo}localhost:{}", self.port),
+        }
+    }
+
+    /// The PEM of the certificate a secure sink serves (self-signed, so it is its own CA).
+    pub fn ca_pem(&self) -> &str {
+        &self.tls.as_ref().expect("a secure sink").ca_pem
+    }
+
+    /// A temporary file with `ca_pem`, for `SMTP_CA_FILE`; it is removed when dropped.
+    pub fn ca_file(&self) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(self.ca_pem().as_bytes()).unwrap();
+        file
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -121,18 +204,21 @@ impl SmtpSink {
     }
 
     async fn serve(&self, stream: TcpStream) {
-        let (reader, mut writer) = stream.into_split();
-        let mut lines = BufReader::new(reader).lines();
-        let reply = |text: &'static str| text.as_bytes();
-        if writer
-            .write_all(reply("220 sink ESMTP ready\r\n"))
-            .await
-            .is_err()
-        {
+        let mut session = Session::default();
+        let mut stream: Stream = match (self.security, &self.tls) {
+            (Security::ImplicitTls, Some(tls)) => match tls.acceptor.accept(stream).await {
+                Ok(stream) => {
+                    session.tls = true;
+                    BufReader::new(Box::new(stream))
+                }
+                Err(_) => return,
+            },
+            _ => BufReader::new(Box::new(stream)),
+        };
+        if !reply(&mut stream, "220 sink ESMTP ready").await {
             return;
         }
-        let mut to = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
+        while let Some(line) = read_line(&mut stream).await {
             if *self.mode.lock().unwrap() == Mode::Hang {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
@@ -142,15 +228,44 @@ impl SmtpSink {
                 .next()
                 .unwrap_or_default()
                 .to_ascii_uppercase();
-            let answer: &[u8] = match verb.as_str() {
-                "EHLO" => reply("250-sink greets you\r\n250 8BITMIME\r\n"),
-                "HELO" | "RSET" | "NOOP" => reply("250 OK\r\n"),
+            let answer: String = match verb.as_str() {
+                "EHLO" => self.ehlo(&session),
+                "HELO" | "RSET" | "NOOP" => "250 OK".into(),
+                "STARTTLS" if self.security == Security::StartTls && !session.tls => {
+                    let tls = self.tls.as_ref().expect("a secure sink");
+                    if !reply(&mut stream, "220 2.0.0 ready to start TLS").await {
+                        return;
+                    }
+                    // Whatever the client sent before the handshake is dropped with the
+                    // buffer, and the session starts over encrypted.
+                    match tls.acceptor.accept(stream.into_inner()).await {
+                        Ok(encrypted) => stream = BufReader::new(Box::new(encrypted)),
+                        Err(_) => return,
+                    }
+                    session = Session {
+                        tls: true,
+                        ..Session::default()
+                    };
+                    continue;
+                }
+                "AUTH" if !session.tls => "538 5.7.11 encryption required".into(),
+                "AUTH" => match self.auth(&mut stream, &line).await {
+                    Some(Ok(user)) => {
+                        session.user = Some(user);
+                        "235 2.7.0 authenticated".into()
+                    }
+                    Some(Err(answer)) => answer.into(),
+                    None => return,
+                },
                 "MAIL" if *self.mode.lock().unwrap() == Mode::Refuse => {
-                    reply("550 5.7.1 refused by the test\r\n")
+                    "550 5.7.1 refused by the test".into()
+                }
+                "MAIL" if self.credentials.is_some() && session.user.is_none() => {
+                    "530 5.7.0 authentication required".into()
                 }
                 "MAIL" => {
-                    to.clear();
-                    reply("250 OK\r\n")
+                    session.to.clear();
+                    "250 OK".into()
                 }
                 "RCPT" => {
                     let address = line
@@ -158,15 +273,15 @@ impl SmtpSink {
                         .and_then(|(_, rest)| rest.split_once('>'))
                         .map(|(address, _)| address.to_owned())
                         .unwrap_or_default();
-                    to.push(address);
-                    reply("250 OK\r\n")
+                    session.to.push(address);
+                    "250 OK".into()
                 }
                 "DATA" => {
-                    if writer.write_all(reply("354 end with .\r\n")).await.is_err() {
+                    if !reply(&mut stream, "354 end with .").await {
                         return;
                     }
                     let mut data = String::new();
-                    while let Ok(Some(line)) = lines.next_line().await {
+                    while let Some(line) = read_line(&mut stream).await {
                         if line == "." {
                             break;
                         }
@@ -174,20 +289,125 @@ impl SmtpSink {
                         data.push('\n');
                     }
                     self.mails.lock().unwrap().push(Mail {
-                        to: to.clone(),
+                        to: session.to.clone(),
                         data,
+                        tls: session.tls,
+                        user: session.user.clone(),
                     });
-                    reply("250 queued\r\n")
+                    "250 queued".into()
                 }
                 "QUIT" => {
-                    let _ = writer.write_all(reply("221 bye\r\n")).await;
+                    reply(&mut stream, "221 bye").await;
                     return;
                 }
-                _ => reply("502 not implemented\r\n"),
+                _ => "502 not implemented".into(),
             };
-            if writer.write_all(answer).await.is_err() {
+            if !reply(&mut stream, &answer).await {
                 return;
             }
         }
     }
+
+    /// The EHLO answer: STARTTLS while it can still be used, AUTH only over TLS.
+    fn ehlo(&self, session: &Session) -> String {
+        let mut lines = vec!["sink greets you", "8BITMIME"];
+        if self.security == Security::StartTls && !session.tls {
+            lines.push("STARTTLS");
+        }
+        if session.tls {
+            lines.push("AUTH PLAIN LOGIN");
+        }
+        let last = lines.len() - 1;
+        let lines: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| format!("250{}{line}", if i == last { ' ' } else { '-' }))
+            .collect();
+        lines.join("\r\n")
+    }
+
+    /// Runs `AUTH PLAIN` or `AUTH LOGIN` (with or without an initial response): the user when
+    /// the credentials are the sink's (any, when it has none), else the error answer; `None`
+    /// when the connection is gone.
+    async fn auth(&self, stream: &mut Stream, line: &str) -> Option<Result<String, &'static str>> {
+        let mut words = line.split_whitespace().skip(1);
+        let mechanism = words.next().unwrap_or_default().to_ascii_uppercase();
+        let initial = words.next().map(str::to_owned);
+        let decode = |text: &str| {
+            BASE64
+                .decode(text.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+        };
+        let (user, pass) = match mechanism.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(response) => response,
+                    None => challenge(stream, "").await?,
+                };
+                // authorization identity NUL user NUL password
+                let Some(decoded) = decode(&response) else {
+                    return Some(Err("501 5.5.2 not base64"));
+                };
+                let mut parts = decoded.split('\0').skip(1);
+                match (parts.next(), parts.next()) {
+                    (Some(user), Some(pass)) => (user.to_owned(), pass.to_owned()),
+                    _ => return Some(Err("501 5.5.2 malformed PLAIN response")),
+                }
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(user) => user,
+                    None => challenge(stream, &BASE64.encode("Username:")).await?,
+                };
+                let pass = challenge(stream, &BASE64.encode("Password:")).await?;
+                match (decode(&user), decode(&pass)) {
+                    (Some(user), Some(pass)) => (user, pass),
+                    _ => return Some(Err("501 5.5.2 not base64")),
+                }
+            }
+            _ => return Some(Err("504 5.5.4 unknown mechanism")),
+        };
+        let accepted = self
+            .credentials
+            .as_ref()
+            .is_none_or(|(expected_user, expected_pass)| {
+                *expected_user == user && *expected_pass == pass
+            });
+        Some(if accepted {
+            Ok(user)
+        } else {
+            Err("535 5.7.8 authentication credentials invalid")
+        })
+    }
+}
+
+/// Writes one answer line; false when the client is gone.
+async fn reply(stream: &mut Stream, text: &str) -> bool {
+    stream
+        .write_all(format!("{text}\r\n").as_bytes())
+        .await
+        .is_ok()
+        && stream.flush().await.is_ok()
+}
+
+/// The next line without its line ending; `None` at the end of the connection.
+async fn read_line(stream: &mut Stream) -> Option<String> {
+    let mut line = String::new();
+    match stream.read_line(&mut line).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            let end = line.trim_end_matches(['\r', '\n']).len();
+            line.truncate(end);
+            Some(line)
+        }
+    }
+}
+
+/// Sends a `334` challenge and reads the client's answer to it.
+async fn challenge(stream: &mut Stream, text: &str) -> Option<String> {
+    if !reply(stream, &format!("334 {text}")).await {
+        return None;
+    }
+    read_line(stream).await
 }
