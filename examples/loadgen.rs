@@ -21,7 +21,10 @@ async fn main() -> anyhow::Result<()> {
         Some("hash") if args.len() == 3 => {
             let settings = meterapi::Settings::from_lookup(|_| None)?;
             let passwords = Passwords::new(&settings.auth).await?;
-            let hash = passwords.hash(&SecretString::from(args[2].clone())).await;
+            let hash = passwords
+                .for_client("loadgen")
+                .hash(&SecretString::from(args[2].clone()))
+                .await;
             println!("{}", hash.map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())
         }
@@ -37,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
 async fn argon2(samples: usize) -> anyhow::Result<()> {
     let settings = meterapi::Settings::from_lookup(|_| None)?;
     let passwords = Passwords::new(&settings.auth).await?;
+    let passwords = passwords.for_client("loadgen");
     let password = SecretString::from(String::from("correct horse battery staple"));
     let stored = passwords
         .hash(&password)

@@ -947,9 +947,15 @@ mod command_line {
     /// Runs the service binary with `args` and a test environment, and waits for it to end:
     /// a command that started a server instead would never end (the wait has a deadline).
     async fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+        run_in(&std::env::current_dir().unwrap(), args, envs).await
+    }
+
+    /// `run` from the working directory `dir`, where the service looks for its `.env`.
+    async fn run_in(dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
         let data_dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_meterapi"));
         command
+            .current_dir(dir)
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -1006,6 +1012,50 @@ mod command_line {
         support::drop_test_database(&database).await;
     }
 
+    /// A `.env` in the working directory supplies what the environment does not set, and
+    /// never overrides what it does.
+    #[tokio::test]
+    async fn a_dot_env_file_configures_what_the_environment_leaves_unset() {
+        let (from_file, file_url) = support::empty_database().await;
+        let (from_env, env_url) = support::empty_database().await;
+        let dir = tempfile::tempdir().unwrap();
+        let dot_env = format!("# comments are fine\nDATABASE_URL={file_url}\n");
+        std::fs::write(dir.path().join(".env"), dot_env).unwrap();
+
+        let migrated = run_in(dir.path(), &["migrate"], &[]).await;
+        assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+        let overridden = run_in(dir.path(), &["migrate"], &[("DATABASE_URL", &env_url)]).await;
+        assert!(overridden.status.success(), "{}", text(&overridden.stderr));
+
+        let plans = |url: String| async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM plans")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            count
+        };
+        assert!(
+            plans(file_url).await >= 1,
+            "the .env's database was migrated"
+        );
+        assert!(
+            plans(env_url).await >= 1,
+            "the environment's database was migrated"
+        );
+        support::drop_test_database(&from_file).await;
+        support::drop_test_database(&from_env).await;
+
+        // The environment wins: a .env naming a database that does not exist is not used.
+        let unused = "postgres://postgres@127.0.0.1:1/never";
+        std::fs::write(dir.path().join(".env"), format!("DATABASE_URL={unused}\n")).unwrap();
+        let (database, url) = support::empty_database().await;
+        let migrated = run_in(dir.path(), &["migrate"], &[("DATABASE_URL", &url)]).await;
+        assert!(migrated.status.success(), "{}", text(&migrated.stderr));
+        support::drop_test_database(&database).await;
+    }
+
     #[tokio::test]
     async fn admin_grant_and_revoke_change_an_existing_accounts_role() {
         let app = support::spawn_app_with(support::TestConfig::default().cheap_hashing()).await;
@@ -1045,4 +1095,177 @@ mod command_line {
             text(&nobody.stderr)
         );
     }
+}
+
+/// Mail over TLS with a login, as the contract's `smtp://user:pass@` (STARTTLS) and `smtps://`
+/// URLs send it, to a server whose self-signed certificate is trusted through `SMTP_CA_FILE`.
+mod mail_security {
+    use serde_json::json;
+
+    use super::support::smtp::{Security, SmtpSink};
+    use super::support::{TestApp, TestConfig, TestResponse, spawn_app_with};
+
+    /// An app whose mail goes to `smtp_url`, trusting `smtp`'s certificate when `trusted`.
+    async fn app_sending_to(smtp: &SmtpSink, smtp_url: String, trusted: bool) -> TestApp {
+        let ca_file = smtp.ca_file();
+        let mut config = TestConfig::default()
+            .var("CAPTCHA_TEST_CODE", "pass")
+            .var("SMTP_URL", smtp_url);
+        if trusted {
+            config = config.var("SMTP_CA_FILE", ca_file.path().to_str().unwrap());
+        }
+        spawn_app_with(config).await
+    }
+
+    async fn request_code(app: &TestApp, email: &str) -> TestResponse {
+        let captcha = app.get("/myapi/auth/captcha").await;
+        let captcha_id = captcha.assert_ok()["captcha_id"].clone();
+        let body = json!({"email": email, "captcha_id": captcha_id, "captcha": "pass"});
+        app.post_json("/myapi/auth/email-code", &body).await
+    }
+
+    #[tokio::test]
+    async fn starttls_with_a_login_delivers_over_tls_as_the_user() {
+        let smtp = SmtpSink::start_secure(Security::StartTls, Some(("mailer", "s3cret"))).await;
+        assert!(smtp.url().starts_with("smtp://mailer:s3cret@localhost:"));
+        let app = app_sending_to(&smtp, smtp.url(), true).await;
+        request_code(&app, "tls@example.com").await.assert_ok();
+        let mails = smtp.mails_to("tls@example.com");
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].tls, "the mail came in clear");
+        assert_eq!(mails[0].user.as_deref(), Some("mailer"));
+        assert!(mails[0].decoded().contains("verification code is "));
+    }
+
+    #[tokio::test]
+    async fn smtps_with_a_login_delivers_over_tls_as_the_user() {
+        let smtp = SmtpSink::start_secure(Security::ImplicitTls, Some(("mailer", "s3cret"))).await;
+        assert!(smtp.url().starts_with("smtps://mailer:s3cret@localhost:"));
+        let app = app_sending_to(&smtp, smtp.url(), true).await;
+        request_code(&app, "smtps@example.com").await.assert_ok();
+        let mails = smtp.mails_to("smtps@example.com");
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].tls, "the mail came in clear");
+        assert_eq!(mails[0].user.as_deref(), Some("mailer"));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_answers_50011_and_sends_nothing() {
+        let smtp = SmtpSink::start_secure(Security::StartTls, Some(("mailer", "s3cret"))).await;
+        let url = format!("smtp://mailer:wrong@localhost:{}", smtp.port);
+        let app = app_sending_to(&smtp, url, true).await;
+        request_code(&app, "denied@example.com")
+            .await
+            .assert_error(500, Some(50011));
+        assert!(smtp.mails().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_answers_50011_and_sends_nothing() {
+        let smtp = SmtpSink::start_secure(Security::StartTls, Some(("mailer", "s3cret"))).await;
+        let app = app_sending_to(&smtp, smtp.url(), false).await;
+        request_code(&app, "untrusted@example.com")
+            .await
+            .assert_error(500, Some(50011));
+        assert!(smtp.mails().is_empty());
+    }
+}
+
+/// Every timestamp the API answers is RFC 3339 in UTC (`Z`), whichever endpoint wrote it.
+#[tokio::test]
+async fn timestamps_are_rfc3339_in_utc() {
+    let scene = support::scene::Scene::start().await;
+    scene.fund(5).await;
+    scene.new_key().await;
+    let plan = serde_json::json!({"name": "Pack", "plan_type": "one_time", "amount_cents": 500,
+        "credits": 50, "rps_limit": 1, "rph_limit": 1});
+    let plan = scene.admin().post("/myapi/admin/plans", plan).await;
+    let plan_id = plan.assert_ok()["id"].as_i64().unwrap();
+    let order = serde_json::json!({"plan_id": plan_id});
+    scene.user().post("/myapi/orders", order).await.assert_ok();
+
+    let mut seen = 0;
+    for (path, fields) in [
+        ("/myapi/user/profile", &["created_at"][..]),
+        ("/myapi/keys", &["items.created_at"][..]),
+        ("/myapi/credits/ledger", &["items.created_at"][..]),
+        (
+            "/myapi/orders",
+            &["items.created_at", "items.expires_at"][..],
+        ),
+    ] {
+        let data = scene.user().get(path).await.assert_ok().clone();
+        for field in fields {
+            let values: Vec<&serde_json::Value> = match field.split_once('.') {
+                Some((list, name)) => data[list]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| &item[name])
+                    .collect(),
+                None => vec![&data[*field]],
+            };
+            assert!(!values.is_empty(), "{path} {field}");
+            for value in values {
+                let text = value
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{path} {field}: {value}"));
+                let parsed = chrono::DateTime::parse_from_rfc3339(text)
+                    .unwrap_or_else(|error| panic!("{path} {field}: {text}: {error}"));
+                assert_eq!(
+                    parsed.offset().local_minus_utc(),
+                    0,
+                    "{path} {field}: {text}"
+                );
+                assert!(text.ends_with('Z'), "{path} {field}: {text}");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 5);
+}
+
+/// Under root, a checkout in a directory only root can enter (root's home, a fresh `mktemp -d`)
+/// still gets its private cluster: it lives where the `postgres` user can reach it, and the
+/// checkout's permissions stay as they were.
+#[tokio::test]
+async fn the_private_cluster_runs_from_a_directory_only_root_can_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        support::skip(
+            "the_private_cluster_runs_from_a_directory_only_root_can_enter",
+            "only root runs PostgreSQL as another user",
+        );
+        return;
+    }
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let asked = private.path().join("checkout/.data/postgres");
+    let cluster = meterapi::db::EmbeddedCluster::new(&asked).unwrap();
+    let location = cluster.data_dir().to_path_buf();
+    assert_ne!(location, asked, "moved out of the private directory");
+    let guard = support::ClusterGuard(cluster);
+    guard.0.start().await.expect("the cluster starts");
+    guard.0.ensure_database("reachable").await.unwrap();
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect_with(&guard.0.connect_options("reachable"))
+        .await
+        .unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    drop(connection);
+
+    // The same checkout finds the same cluster again, and its own directory is untouched.
+    let again = meterapi::db::EmbeddedCluster::new(&asked).unwrap();
+    assert_eq!(again.data_dir(), location);
+    let mode = std::fs::metadata(private.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    drop(guard);
+    std::fs::remove_dir_all(location.parent().unwrap()).unwrap();
 }

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use super::captcha;
 use super::error::AuthError;
-use super::password::Passwords;
+use super::password::ClientPasswords;
 use super::register::LoggedIn;
 use super::session;
 use super::users;
@@ -27,7 +27,7 @@ pub struct LoginAttempt<'a> {
 
 pub async fn login(
     context: &AppState,
-    passwords: &Passwords,
+    passwords: &ClientPasswords<'_>,
     attempt: LoginAttempt<'_>,
 ) -> Result<LoggedIn, AuthError> {
     let now = context.clock.now();

@@ -2,6 +2,7 @@
 //! (nice 19), so a login flood queues here and the kernel runs the gateway's threads first:
 //! hashing takes the CPU the rest of the service leaves.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -20,9 +21,14 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Hashes waiting for a thread beyond this answer 503 instead of queueing without end.
 const MAX_QUEUED: usize = 1024;
 
+/// The most hashes one client may have queued or running: past it, that client's next hash
+/// answers 503 while every other client still gets a place.
+const MAX_QUEUED_PER_CLIENT: usize = 32;
+
 pub struct Passwords {
     params: Params,
     jobs: SyncSender<Job>,
+    shares: Arc<ClientShares>,
     /// Verified against when the email is unknown, so that answer takes as long as a wrong
     /// password for a real account.
     dummy_hash: String,
@@ -56,24 +62,42 @@ impl Passwords {
         let mut passwords = Passwords {
             params,
             jobs,
+            shares: Arc::new(ClientShares::new(MAX_QUEUED_PER_CLIENT)),
             dummy_hash: String::new(),
         };
         let dummy = SecretString::from(String::from("dummy password for unknown users"));
-        passwords.dummy_hash = passwords.hash(&dummy).await?;
+        passwords.dummy_hash = passwords.for_client("startup").hash(&dummy).await?;
         Ok(passwords)
+    }
+
+    /// Hashing on behalf of `client` (its throttle key), which holds at most its share of the
+    /// queue.
+    pub fn for_client(&self, client: impl Into<String>) -> ClientPasswords<'_> {
+        ClientPasswords {
+            passwords: self,
+            client: client.into(),
+        }
     }
 
     fn argon2(params: Params) -> Argon2<'static> {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
+}
 
+/// The hashing of one client's request.
+pub struct ClientPasswords<'a> {
+    passwords: &'a Passwords,
+    client: String,
+}
+
+impl ClientPasswords<'_> {
     /// A PHC string (`$argon2id$v=19$m=...`) with a fresh salt.
     pub async fn hash(&self, password: &SecretString) -> Result<String, AuthError> {
         let password = password.clone();
-        let params = self.params.clone();
+        let params = self.passwords.params.clone();
         self.on_blocking_pool(move || {
             let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-            Self::argon2(params)
+            Passwords::argon2(params)
                 .hash_password(password.expose_secret().as_bytes(), &salt)
                 .map(|hash| hash.to_string())
                 .map_err(|error| AuthError::Internal(anyhow::anyhow!("hashing failed: {error}")))
@@ -89,9 +113,9 @@ impl Passwords {
         stored: Option<&str>,
     ) -> Result<Verified, AuthError> {
         let known = stored.is_some();
-        let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
+        let stored = stored.unwrap_or(&self.passwords.dummy_hash).to_owned();
         let password = password.clone();
-        let current = self.params.clone();
+        let current = self.passwords.params.clone();
         self.on_blocking_pool(move || {
             let parsed = PasswordHash::new(&stored).map_err(|error| {
                 AuthError::Internal(anyhow::anyhow!("bad stored hash: {error}"))
@@ -114,12 +138,20 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
     ) -> Result<T, AuthError> {
+        // The place is given back when the job has run (or was refused), not when this
+        // request goes away: a client that hangs up cannot queue more than its share.
+        let place = self
+            .passwords
+            .shares
+            .claim(&self.client)
+            .ok_or(AuthError::Busy)?;
         let (done, result) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move || {
             let _ = done.send(span.in_scope(work));
+            drop(place);
         });
-        match self.jobs.try_send(job) {
+        match self.passwords.jobs.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(AuthError::Busy);
@@ -133,6 +165,53 @@ impl Passwords {
         result
             .await
             .map_err(|_| AuthError::Internal(anyhow::anyhow!("a hashing job was lost")))?
+    }
+}
+
+/// How many hashes each client has queued or running.
+struct ClientShares {
+    limit: usize,
+    held: Mutex<HashMap<String, usize>>,
+}
+
+/// One client's place in the queue, given back when dropped.
+struct Place {
+    shares: Arc<ClientShares>,
+    client: String,
+}
+
+impl ClientShares {
+    fn new(limit: usize) -> ClientShares {
+        ClientShares {
+            limit,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for `client`, or None when it already holds its share.
+    fn claim(self: &Arc<Self>, client: &str) -> Option<Place> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let count = held.entry(client.to_owned()).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Place {
+            shares: self.clone(),
+            client: client.to_owned(),
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut held = self.shares.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -200,5 +279,33 @@ fn hash_worker(queue: &Mutex<Receiver<Job>>) {
             Ok(job) => job(),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::ClientShares;
+
+    #[test]
+    fn a_client_holds_at_most_its_share_and_others_still_get_places() {
+        let shares = Arc::new(ClientShares::new(3));
+        let flood: Vec<_> = (0..3).map(|_| shares.claim("ip:1").unwrap()).collect();
+        assert!(shares.claim("ip:1").is_none(), "past its share");
+        let other = shares
+            .claim("ip:2")
+            .expect("another client still gets a place");
+        let mut flood = flood;
+        flood.pop();
+        assert!(
+            shares.claim("ip:1").is_some(),
+            "a finished hash frees a place"
+        );
+        drop(other);
+        assert!(
+            !shares.held.lock().unwrap().contains_key("ip:2"),
+            "no entry is kept"
+        );
     }
 }

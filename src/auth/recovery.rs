@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::cooldown::{self, Purpose};
 use super::error::AuthError;
-use super::password::Passwords;
+use super::password::ClientPasswords;
 use super::session::{self, CurrentSession};
 use super::{token, users};
 use crate::api::Lang;
@@ -76,7 +76,7 @@ pub async fn forgot(context: &AppState, email: &str, lang: Lang) -> Result<Reset
 /// Sets a new password with a reset token and ends every session of the account.
 pub async fn reset(
     context: &AppState,
-    passwords: &Passwords,
+    passwords: &ClientPasswords<'_>,
     reset_token: &SecretString,
     password: &SecretString,
     lang: Lang,
@@ -121,7 +121,7 @@ pub async fn reset(
 /// Changes the password of the logged-in user, who proves the old one; ends the other sessions.
 pub async fn change(
     context: &AppState,
-    passwords: &Passwords,
+    passwords: &ClientPasswords<'_>,
     session: &CurrentSession,
     old_password: &SecretString,
     new_password: &SecretString,

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::cooldown::{self, Purpose};
 use super::error::AuthError;
-use super::password::Passwords;
+use super::password::ClientPasswords;
 use super::session::{self, NewSession};
 use super::users::{self, Profile, Role};
 use crate::api::Lang;
@@ -110,7 +110,7 @@ pub async fn send_code(context: &AppState, email: &str, lang: Lang) -> Result<Co
 /// Creates the account when `code` is the live code of `email`.
 pub async fn register(
     context: &AppState,
-    passwords: &Passwords,
+    passwords: &ClientPasswords<'_>,
     email: &str,
     password: &SecretString,
     code: &str,

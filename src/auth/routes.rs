@@ -165,7 +165,7 @@ pub async fn register(
     // for an address that was free when it was sent; one taken since is 40003 at the insert.)
     Ok(ok(register::register(
         &context,
-        &passwords,
+        &passwords.for_client(client_key(&context, &req)),
         email.as_str(),
         &body.password,
         &body.email_code,
@@ -198,6 +198,7 @@ pub async fn login(
         captcha: body.captcha.as_deref(),
         ip: &ip,
     };
+    let passwords = passwords.for_client(ip.clone());
     Ok(ok(login::login(&context, &passwords, attempt).await?))
 }
 
@@ -244,12 +245,13 @@ pub async fn forgot_password(
 pub async fn reset_password(
     context: Context,
     passwords: web::Data<Passwords>,
+    req: HttpRequest,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     check_password(&body.password)?;
     recovery::reset(
         &context,
-        &passwords,
+        &passwords.for_client(client_key(&context, &req)),
         &body.token,
         &body.password,
         request_context().lang,
@@ -294,7 +296,7 @@ pub async fn change_password(
     let lang = request_context().lang;
     let changed = recovery::change(
         &context,
-        &passwords,
+        &passwords.for_client(subjects[1].clone()),
         &session,
         &body.old_password,
         &body.new_password,

@@ -1,7 +1,9 @@
 //! The private PostgreSQL cluster used when `DATABASE_URL` is unset: created with `initdb`,
 //! started with `pg_ctl` from the machine's PostgreSQL binaries, listening only on a Unix socket,
 //! and reused by the next run. PostgreSQL refuses to run as root, so under root the cluster
-//! belongs to the `postgres` system user (or `nobody`), as a packaged PostgreSQL does.
+//! belongs to the `postgres` system user (or `nobody`), as a packaged PostgreSQL does; when that
+//! user cannot reach the data directory (a checkout under root's private home), the cluster
+//! lives under `/var/lib/meterapi` instead, and no permission of the user's directories changes.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{DirBuilderExt, chown};
@@ -29,27 +31,26 @@ pub struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
-    /// Describes the cluster in `data_dir` (nothing is started yet). Fails when no PostgreSQL
-    /// binaries can be found.
+    /// Describes the cluster in `data_dir` (nothing is started yet), or, under root, in a
+    /// place of its own when the unprivileged owner cannot reach `data_dir` (see
+    /// [`EmbeddedCluster::data_dir`]). Fails when no PostgreSQL binaries can be found.
     pub fn new(data_dir: &Path) -> anyhow::Result<EmbeddedCluster> {
         let bin_dir = find_postgres_binaries()?;
         let data_dir = std::path::absolute(data_dir)
             .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
-        let socket_dir = if data_dir.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
-            data_dir.clone()
-        } else {
-            let digest = data_dir
-                .to_string_lossy()
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                });
-            std::env::temp_dir().join(format!("meterapi-pg-{digest:016x}"))
-        };
         let owner = if Uid::effective().is_root() {
             Some(unprivileged_owner()?)
         } else {
             None
+        };
+        let data_dir = match owner {
+            Some((uid, gid)) => reachable_location(data_dir, uid, gid)?,
+            None => data_dir,
+        };
+        let socket_dir = if data_dir.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
+            data_dir.clone()
+        } else {
+            std::env::temp_dir().join(format!("meterapi-pg-{:016x}", path_digest(&data_dir)))
         };
         Ok(EmbeddedCluster {
             bin_dir,
@@ -57,6 +58,11 @@ impl EmbeddedCluster {
             socket_dir,
             owner,
         })
+    }
+
+    /// Where the cluster's files are: the directory asked for, or the one it was moved to.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// Creates the cluster when it does not exist and starts it when it is not running.
@@ -285,6 +291,75 @@ fn find_postgres_binaries() -> anyhow::Result<PathBuf> {
             "no PostgreSQL binaries (initdb, pg_ctl) found on PATH or under \
              /usr/lib/postgresql/<version>/bin: install PostgreSQL or set DATABASE_URL"
         )
+    })
+}
+
+/// A stable short name for a path (FNV-1a), for directories derived from it.
+fn path_digest(path: &Path) -> u64 {
+    path.to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// Where a cluster asked for at `data_dir` can live when its files belong to `uid`: there, if
+/// `uid` can pass through every directory above it; else under `/var/lib/meterapi` (or the
+/// temporary directory without one), in a directory named after `data_dir` so the next run
+/// finds it again. Root's own directories keep their permissions.
+fn reachable_location(data_dir: PathBuf, uid: Uid, gid: Gid) -> anyhow::Result<PathBuf> {
+    let parent = data_dir
+        .parent()
+        .ok_or_else(|| anyhow!("the data dir has no parent"))?;
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    if can_pass_through(parent, uid, gid) {
+        return Ok(data_dir);
+    }
+    let name = format!("{:016x}", path_digest(&data_dir));
+    let home = [
+        PathBuf::from("/var/lib/meterapi"),
+        std::env::temp_dir().join("meterapi"),
+    ]
+    .into_iter()
+    .find(|base| {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(base)
+            .is_ok()
+    })
+    .ok_or_else(|| anyhow!("cannot create /var/lib/meterapi or a temporary directory"))?;
+    let moved = home.join(name).join("postgres");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(moved.parent().unwrap_or(&home))
+        .with_context(|| format!("cannot create {}", moved.display()))?;
+    tracing::warn!(
+        asked = %data_dir.display(),
+        location = %moved.display(),
+        "the postgres user cannot reach the data directory; the private cluster lives elsewhere"
+    );
+    Ok(moved)
+}
+
+/// Whether `uid` (with primary group `gid`) may search every directory from `/` to `dir`, by
+/// the permission bits (a supplementary group or an ACL that would allow it is not counted, so
+/// at worst the cluster moves when it need not).
+fn can_pass_through(dir: &Path, uid: Uid, gid: Gid) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    dir.ancestors().all(|ancestor| {
+        let Ok(meta) = fs::metadata(ancestor) else {
+            return false;
+        };
+        let bit = if meta.uid() == uid.as_raw() {
+            0o100
+        } else if meta.gid() == gid.as_raw() {
+            0o010
+        } else {
+            0o001
+        };
+        meta.mode() & bit != 0
     })
 }
 
