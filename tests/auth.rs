@@ -321,6 +321,50 @@ async fn a_failed_send_answers_50011_and_blocks_nothing() {
 }
 
 #[tokio::test]
+async fn a_failed_reset_email_answers_50011_and_starts_no_cooldown() {
+    let accounts = accounts().await;
+    let email = "reset.fail@example.com";
+    accounts.register(email, PASSWORD).await;
+    accounts.smtp.set_mode(Mode::Refuse);
+    forgot(&accounts, email)
+        .await
+        .assert_error(500, Some(50011));
+    assert_eq!(accounts.count("password_reset_tokens").await, 0);
+    assert_eq!(
+        accounts
+            .count("mail_cooldowns WHERE purpose <> 'email_code'")
+            .await,
+        0
+    );
+
+    // At once, not a cooldown later, the next request sends the link.
+    accounts.smtp.set_mode(Mode::Accept);
+    forgot(&accounts, email).await.assert_ok();
+    assert!(!reset_token(&accounts, email).is_empty());
+}
+
+#[tokio::test]
+async fn failed_logins_stop_asking_for_a_captcha_fifteen_minutes_later() {
+    let accounts = accounts().await;
+    let email = "window@example.com";
+    accounts.register(email, PASSWORD).await;
+    for _ in 0..3 {
+        accounts
+            .login(email, "wrong password")
+            .await
+            .assert_error(401, Some(40111));
+    }
+    let clock = accounts.app.clock();
+    clock.advance(Span::minutes(14) + Span::seconds(50));
+    accounts
+        .login(email, PASSWORD)
+        .await
+        .assert_error(400, Some(40002));
+    clock.advance(Span::seconds(11));
+    accounts.login(email, PASSWORD).await.assert_ok();
+}
+
+#[tokio::test]
 async fn a_hanging_mail_server_answers_50011_within_the_timeout() {
     let accounts = accounts_with(TestConfig::default().var("MAIL_TIMEOUT_SECS", "1")).await;
     accounts.smtp.set_mode(Mode::Hang);

@@ -988,3 +988,198 @@ async fn a_failing_provider_is_cut_off_then_probed() {
         "only the two served calls are charged"
     );
 }
+
+/// The quota comes back with the next UTC month, and `Retry-After` says when.
+#[tokio::test]
+async fn an_exhausted_quota_says_to_retry_at_the_start_of_the_next_month() {
+    use chrono::{Datelike, TimeZone};
+    let gw = gateway().await;
+    gw.fund(100).await;
+    gw.set_limits(1000, 100_000, Some(2)).await;
+    let key = gw.new_key().await;
+    let clock = gw.app.clock();
+    let now = clock.now();
+    let (year, month) = match now.month() {
+        12 => (now.year() + 1, 1),
+        month => (now.year(), month + 1),
+    };
+    let next_month = chrono::Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .unwrap();
+    clock.advance(next_month - now - chrono::Duration::seconds(100));
+
+    for _ in 0..2 {
+        call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    }
+    let refused = call(&gw.app, &key, "/api/v1/echo/x").await;
+    refused.assert_error(429, Some(42903));
+    let wait: i64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (90..=100).contains(&wait),
+        "the month ends in ~100 s: {wait}"
+    );
+
+    clock.advance(chrono::Duration::seconds(wait));
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+}
+
+/// Limits before credits before the global protection: an account out of both limits and
+/// credits hears about its limits; a broke account hears about credits even when the gateway
+/// as a whole is at its limit.
+#[tokio::test]
+async fn refusals_follow_the_contracts_order_of_checks() {
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_GLOBAL_RPS", "1")).await;
+    gw.fund(2).await;
+    gw.set_limits(1000, 100_000, Some(2)).await;
+    let key = gw.new_key().await;
+    for _ in 0..2 {
+        // One call a second for the whole gateway: a call may have to wait for its second.
+        support::eventually(Duration::from_secs(5), "a call is served", || async {
+            let answer = call(&gw.app, &key, "/api/v1/echo/x").await;
+            (answer.status == 200).then_some(())
+        })
+        .await;
+    }
+    // Out of credits and out of quota: the quota is named.
+    call(&gw.app, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(429, Some(42903));
+    gw.set_limits(1000, 100_000, None).await;
+    let broke = support::eventually(
+        Duration::from_secs(15),
+        "the lifted quota reaches the gateway",
+        || async {
+            let answer = call(&gw.app, &key, "/api/v1/echo/x").await;
+            (answer.status != 429).then_some(answer)
+        },
+    )
+    .await;
+    broke.assert_error(402, Some(40201));
+
+    // A funded account spends the gateway's one call a second; the broke one still hears 40201,
+    // the funded one 50301 (tried a few times, as a slow machine may let a second pass).
+    let rich = gw.app.user("rich@example.com", "user").await;
+    gw.app.fund(gw.admin(), rich.id, 100).await;
+    let rich_key = rich.new_key().await;
+    let mut saw_global_limit = false;
+    for _ in 0..10 {
+        let first = call(&gw.app, &rich_key, "/api/v1/echo/x").await;
+        let poor = call(&gw.app, &key, "/api/v1/echo/x").await;
+        poor.assert_error(402, Some(40201));
+        let second = call(&gw.app, &rich_key, "/api/v1/echo/x").await;
+        if first.status == 200 && second.status == 503 {
+            second.assert_error(503, Some(50301));
+            assert!(second.header("retry-after").is_some());
+            saw_global_limit = true;
+            break;
+        }
+    }
+    assert!(
+        saw_global_limit,
+        "GATEWAY_GLOBAL_RPS=1 refused a second call"
+    );
+    let served = gw.upstream.hits() as i64;
+    let rich_balance = support::settled_balance(&gw.app.pool, rich.id, 100 - (served - 2)).await;
+    assert_eq!(
+        rich_balance,
+        100 - (served - 2),
+        "only served calls are charged; a 50301 is not"
+    );
+}
+
+/// Usage per hour in a range: buckets start on the hour (RFC 3339 UTC), `from` and `to` cut.
+#[tokio::test]
+async fn usage_is_bucketed_by_hour_within_from_and_to() {
+    let gw = gateway().await;
+    gw.fund(100).await;
+    gw.set_limits(1000, 100_000, None).await;
+    let key = gw.new_key().await;
+    let clock = gw.app.clock();
+    let first_hour = clock.now();
+    for _ in 0..2 {
+        call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    }
+    gw.settled_balance(98).await;
+    clock.advance(chrono::Duration::hours(2));
+    for _ in 0..3 {
+        call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    }
+    assert_eq!(gw.settled_balance(95).await, 95);
+
+    let hour = |at: chrono::DateTime<chrono::Utc>| {
+        use chrono::Timelike;
+        at.with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap()
+    };
+    let from = hour(first_hour);
+    let to = hour(clock.now()) + chrono::Duration::hours(1);
+    let usage = |from: chrono::DateTime<chrono::Utc>| {
+        let path = format!(
+            "/myapi/usage?granularity=hour&from={}&to={}",
+            from.format("%Y-%m-%dT%H:%M:%SZ"),
+            to.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        let user = gw.user().clone();
+        async move { user.get(&path).await }
+    };
+    let buckets = support::eventually(Duration::from_secs(5), "both hours' usage", || async {
+        let answer = usage(from).await;
+        let items = answer.assert_ok()["items"].as_array().unwrap().clone();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    assert_eq!(
+        buckets[0]["start"],
+        from.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    );
+    assert_eq!(buckets[0]["calls"], 2);
+    assert_eq!(
+        buckets[1]["start"],
+        (from + chrono::Duration::hours(2))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    );
+    assert_eq!(buckets[1]["calls"], 3);
+    assert_eq!(buckets[1]["credits"], 3);
+    assert_eq!(buckets[1]["provider"], "echo");
+
+    let later = usage(from + chrono::Duration::hours(1)).await;
+    let items = later.assert_ok()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "`from` leaves the first hour out");
+    assert_eq!(items[0]["calls"], 3);
+}
+
+/// A body larger than any buffer, with a length or chunked, reaches the client byte for byte.
+#[tokio::test]
+async fn large_and_chunked_upstream_bodies_stream_through_whole() {
+    use sha2::Digest;
+    let gw = gateway().await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    let size = 8 * 1024 * 1024 + 17;
+    let expected = sha2::Sha256::digest(support::upstream::body_bytes(size));
+    for chunked in [false, true] {
+        gw.upstream.set(Behaviour::Body { size, chunked });
+        let response = gw
+            .app
+            .request(Method::GET, "/api/v1/echo/big")
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let length = response.headers().get("content-length").cloned();
+        let encoding = response.headers().get("transfer-encoding").cloned();
+        if chunked {
+            assert_eq!(encoding.unwrap(), "chunked");
+        } else {
+            assert_eq!(length.unwrap(), size.to_string().as_str());
+        }
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), size, "chunked: {chunked}");
+        assert_eq!(sha2::Sha256::digest(&body), expected, "chunked: {chunked}");
+    }
+    assert_eq!(gw.settled_balance(8).await, 8);
+}

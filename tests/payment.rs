@@ -739,6 +739,113 @@ async fn active_subscription(shop: &Scene) -> (String, String) {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_belongs_to_one_user() {
+    let shop = shop().await;
+    let plan_id = shop.one_time_plan().await;
+    let other = shop.app.user("other.buyer@example.com", "user").await;
+    let create = |buyer: &support::Client| {
+        send(
+            buyer
+                .request(Method::POST, "/myapi/orders")
+                .header("Idempotency-Key", "shared-key")
+                .json(&json!({"plan_id": plan_id})),
+        )
+    };
+    let mine = create(shop.user()).await;
+    let theirs = create(&other).await;
+    let mine = mine.assert_ok()["order_no"].clone();
+    let theirs = theirs.assert_ok()["order_no"].clone();
+    assert_ne!(mine, theirs, "another user's key never returns my order");
+    // Each user still gets their own order back on a retry.
+    assert_eq!(create(&other).await.assert_ok()["order_no"], theirs);
+    let owners: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT user_id) FROM orders WHERE order_no = ANY($1)")
+            .bind(vec![
+                mine.as_str().unwrap().to_owned(),
+                theirs.as_str().unwrap().to_owned(),
+            ])
+            .fetch_one(&shop.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(owners, 2);
+}
+
+#[tokio::test]
+async fn a_renewal_delivered_many_times_at_once_grants_once() {
+    let shop = shop().await;
+    let (order_no, subscription) = active_subscription(&shop).await;
+    assert_eq!(shop.status_credits().await, 5000);
+    let renewal = invoice(
+        "in_concurrent",
+        &subscription,
+        &order_no,
+        "subscription_cycle",
+        chrono::Utc::now().timestamp() + 5_184_000,
+    );
+    // Stripe retries one event and may also send the same invoice under a second event id.
+    let same_event = event("invoice.paid", renewal.clone());
+    let other_event = event("invoice.paid", renewal);
+    let deliveries = (0..12).map(|i| {
+        let event = if i % 3 == 0 {
+            &other_event
+        } else {
+            &same_event
+        };
+        shop.deliver(event)
+    });
+    for answer in futures_util::future::join_all(deliveries).await {
+        answer.assert_ok();
+    }
+    assert_eq!(shop.status_credits().await, 10_000);
+    let grants: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledger_entries WHERE user_id = $1 AND amount = 5000",
+    )
+    .bind(shop.user().id)
+    .fetch_one(&shop.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(grants, 2, "the checkout's grant and one renewal");
+    assert_ledger_consistent(&shop.app.pool).await;
+}
+
+/// The gateway applies the limits of the plan the account subscribes to, not the free plan's.
+#[tokio::test]
+async fn gateway_calls_follow_the_subscriptions_limits() {
+    let shop = shop().await;
+    shop.set_limits(3, 1000, Some(10)).await;
+    let key = shop.new_key().await;
+    let call = || {
+        send(
+            shop.app
+                .request(Method::GET, "/api/v1/echo/x")
+                .header("X-API-Key", &key),
+        )
+    };
+    shop.fund(100).await;
+    let free = call().await;
+    assert_eq!(free.status, 200, "{}", free.text);
+    assert_eq!(free.header("x-ratelimit-limit"), Some("3"));
+
+    // The Pro plan: 20 a second, 50,000 an hour, 100,000 a month.
+    active_subscription(&shop).await;
+    let subscribed = support::eventually(
+        std::time::Duration::from_secs(15),
+        "the subscription's limits reach the gateway",
+        || async {
+            let answer = call().await;
+            (answer.header("x-ratelimit-limit") == Some("20")).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(subscribed.status, 200, "{}", subscribed.text);
+    // Past the free plan's monthly 10, calls go on under the subscription's quota.
+    for _ in 0..12 {
+        let answer = call().await;
+        assert_ne!(answer.status, 429, "{}", answer.text);
+    }
+}
+
+#[tokio::test]
 async fn a_subscription_activates_renews_and_falls_back_to_free_when_deleted() {
     let shop = shop().await;
     let free = shop.user().call(Method::GET, "/myapi/status", None).await;

@@ -21,7 +21,7 @@ pub enum GatewayError {
     #[error("per-hour limit")]
     PerHour { retry_after_secs: u64 },
     #[error("monthly quota")]
-    MonthlyQuota,
+    MonthlyQuota { retry_after_secs: u64 },
     #[error("not enough credits")]
     InsufficientCredits,
     #[error("global protection limit")]
@@ -57,8 +57,9 @@ impl From<GatewayError> for ApiError {
             GatewayError::PerHour { retry_after_secs } => {
                 return ApiError::new(Code::RPH_LIMIT_EXCEEDED).with_retry_after(*retry_after_secs);
             }
-            GatewayError::MonthlyQuota => {
-                return ApiError::new(Code::MONTHLY_QUOTA_EXCEEDED).with_retry_after(3600);
+            GatewayError::MonthlyQuota { retry_after_secs } => {
+                return ApiError::new(Code::MONTHLY_QUOTA_EXCEEDED)
+                    .with_retry_after(*retry_after_secs);
             }
             GatewayError::InsufficientCredits => Code::INSUFFICIENT_BALANCE,
             GatewayError::Overloaded => {

@@ -30,3 +30,41 @@ pub fn month_of(now: chrono::DateTime<chrono::Utc>) -> u32 {
     use chrono::Datelike;
     now.year() as u32 * 100 + now.month()
 }
+
+/// Whole seconds from `now` to the first instant of the next UTC month, when an exhausted
+/// monthly quota comes back: what a refused caller should wait (`Retry-After`).
+pub fn secs_until_next_month(now: chrono::DateTime<chrono::Utc>) -> u64 {
+    use chrono::{Datelike, TimeZone};
+    let (year, month) = match now.month() {
+        12 => (now.year() + 1, 1),
+        month => (now.year(), month + 1),
+    };
+    let next = chrono::Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .expect("the first of a month at midnight UTC exists");
+    let wait = next - now;
+    // Rounded up, so a caller that waits exactly this long is in the new month.
+    let secs = wait.num_seconds() + i64::from(wait.subsec_nanos() > 0);
+    secs.max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn the_quota_comes_back_at_the_start_of_the_next_utc_month() {
+        let at = |y, m, d, h, min, s| chrono::Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap();
+        assert_eq!(secs_until_next_month(at(2026, 11, 30, 23, 59, 0)), 60);
+        assert_eq!(secs_until_next_month(at(2026, 12, 31, 23, 0, 0)), 3600);
+        assert_eq!(
+            secs_until_next_month(at(2027, 2, 1, 0, 0, 0)),
+            28 * 24 * 3600
+        );
+        let fraction = at(2026, 11, 30, 23, 59, 58) + chrono::Duration::milliseconds(500);
+        assert_eq!(secs_until_next_month(fraction), 2);
+    }
+}

@@ -16,7 +16,7 @@ use super::GatewayState;
 use super::directory::Account;
 use super::error::GatewayError;
 use super::keys::{authenticate, presented_key};
-use super::limits::month_of;
+use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
 use crate::api::{ApiError, ErrorBody, Rendered};
 use crate::limits::Exceeded;
@@ -144,7 +144,8 @@ pub async fn forward(
     let held = gateway.meter.hold(&account, cost).await?;
     let permit = gateway.in_flight.clone().try_acquire_owned().ok();
     let rates = limits.rates();
-    let bundle = account.limit_bundle(limits, &rates, month_of(context.clock.now()));
+    let now = context.clock.now();
+    let bundle = account.limit_bundle(limits, &rates, month_of(now));
     let verdict = context
         .limiter
         .check_bundle(&bundle, held.is_some() && permit.is_some())
@@ -160,7 +161,9 @@ pub async fn forward(
         Some(Exceeded::Rate { retry_after, .. }) => Some(GatewayError::PerHour {
             retry_after_secs: secs(retry_after),
         }),
-        Some(Exceeded::Quota) => Some(GatewayError::MonthlyQuota),
+        Some(Exceeded::Quota) => Some(GatewayError::MonthlyQuota {
+            retry_after_secs: secs_until_next_month(now),
+        }),
         None if held.is_none() => Some(GatewayError::InsufficientCredits),
         None if permit.is_none() => Some(GatewayError::Overloaded),
         None => None,

@@ -15,6 +15,17 @@ pub enum Behaviour {
     Status(u16),
     /// Waits this long before answering.
     Stall(Duration),
+    /// Answers `size` bytes of `body_bytes(size)`: with a `Content-Length`, or when `chunked`
+    /// as a stream of 64 KiB chunks without one (`Transfer-Encoding: chunked`).
+    Body {
+        size: usize,
+        chunked: bool,
+    },
+}
+
+/// The bytes of a `Behaviour::Body` answer: a pattern that shows a lost or moved chunk.
+pub fn body_bytes(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
 }
 
 #[derive(Clone)]
@@ -102,6 +113,17 @@ async fn answer(upstream: web::Data<Upstream>, req: HttpRequest, body: web::Byte
         Behaviour::Stall(wait) => {
             tokio::time::sleep(wait).await;
             HttpResponse::Ok().json(json!({"stalled": true}))
+        }
+        Behaviour::Body { size, chunked } => {
+            let body = body_bytes(size);
+            if !chunked {
+                return HttpResponse::Ok().body(body);
+            }
+            let chunks: Vec<Result<web::Bytes, std::io::Error>> = body
+                .chunks(64 * 1024)
+                .map(|chunk| Ok(web::Bytes::copy_from_slice(chunk)))
+                .collect();
+            HttpResponse::Ok().streaming(futures_util::stream::iter(chunks))
         }
     }
 }
