@@ -519,6 +519,12 @@ async fn admins_find_accounts_by_email() {
         .call(Method::POST, &nobody, None)
         .await
         .assert_error(404, None);
+    let herself = format!("/myapi/admin/users/{}/freeze", gw.admin().id);
+    gw.admin()
+        .call(Method::POST, &herself, None)
+        .await
+        .assert_error(400, None);
+    gw.admin().get("/myapi/user/profile").await.assert_ok();
 }
 
 #[tokio::test]

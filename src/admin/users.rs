@@ -81,14 +81,22 @@ async fn set_status(
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/freeze", tag = "admin",
     params(("id" = Uuid, Path, description = "The user's id.")),
     security(("session" = [])), responses((status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 400, description = "An admin's own account.", body = ErrorBody),
     (status = 403, description = "Not an admin.", body = ErrorBody),
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn freeze(
     state: web::Data<AppState>,
     gateway: web::Data<GatewayState>,
-    Authorized(_admin, path): Authorized<AdminUser, web::Path<Uuid>>,
+    Authorized(AdminUser(admin), path): Authorized<AdminUser, web::Path<Uuid>>,
 ) -> Result<HttpResponse, ApiError> {
-    set_status(&state, &gateway, path.into_inner(), UserStatus::Frozen).await
+    let user_id = path.into_inner();
+    // A frozen admin could not unfreeze itself: the last admin would lock everyone out.
+    if user_id == admin.id {
+        return Err(ApiError::bad_request(
+            "An admin cannot freeze their own account.",
+        ));
+    }
+    set_status(&state, &gateway, user_id, UserStatus::Frozen).await
 }
 
 #[utoipa::path(post, path = "/myapi/admin/users/{id}/unfreeze", tag = "admin",
