@@ -1189,3 +1189,89 @@ async fn large_and_chunked_upstream_bodies_stream_through_whole() {
     }
     assert_eq!(gw.settled_balance(8).await, 8);
 }
+
+/// A provider's body is bounded: it must start within its idle time, keep coming, end by its
+/// deadline and stay under its maximum. A body that fails before the client heard anything is
+/// a 50201, not charged; one that fails later is cut, and the client never sees it whole.
+#[tokio::test]
+async fn slow_or_oversized_upstream_bodies_are_ended() {
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+    let provider = json!({"slug": "bounded", "base_url": gw.upstream.base_url, "cost": 1,
+        "timeout_ms": 2000, "body_idle_ms": 300, "body_deadline_ms": 1500,
+        "max_response_bytes": 100_000});
+    let created = gw.admin().post("/myapi/admin/providers", provider).await;
+    assert_eq!(created.assert_ok()["body_idle_ms"], 300);
+    let fetch = || async {
+        let response = gw
+            .app
+            .request(Method::GET, "/api/v1/bounded/x")
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.bytes().await)
+    };
+    let trickle = |first_after: u64, every: u64, chunks: usize| Behaviour::Trickle {
+        first_after: Duration::from_millis(first_after),
+        every: Duration::from_millis(every),
+        chunks,
+    };
+
+    // Nothing within the idle time, or a length above the maximum: 50201 before any byte.
+    gw.upstream.set(trickle(3000, 0, 1));
+    let (status, _) = fetch().await;
+    assert_eq!(status, 502);
+    gw.upstream.set(Behaviour::Body {
+        size: 200_000,
+        chunked: false,
+    });
+    call(&gw.app, &key, "/api/v1/bounded/x")
+        .await
+        .assert_error(502, Some(50201));
+    assert_eq!(gw.settled_balance(100).await, 100, "neither is charged");
+
+    // Started, then stalled; started, then trickling past the deadline; started, then grown
+    // past the maximum: each is cut, never seen complete, and charged once (it answered).
+    let cut = [
+        trickle(0, 3000, 3),
+        trickle(0, 100, 100),
+        Behaviour::Body {
+            size: 200_000,
+            chunked: true,
+        },
+    ];
+    for (charged, behaviour) in cut.into_iter().enumerate() {
+        gw.upstream.set(behaviour);
+        let started = Instant::now();
+        let (status, body) = fetch().await;
+        assert_eq!(status, 200, "{behaviour:?}");
+        assert!(body.is_err(), "{behaviour:?} was cut");
+        assert!(started.elapsed() < Duration::from_secs(3), "{behaviour:?}");
+        let expected = 100 - (charged as i64 + 1);
+        assert_eq!(gw.settled_balance(expected).await, expected);
+    }
+
+    // Within every limit the body arrives whole.
+    gw.upstream.set(trickle(0, 50, 10));
+    let (status, body) = fetch().await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap().len(), 10 * 1024);
+    // An update without the limits keeps them.
+    let update = json!({"slug": "bounded", "base_url": gw.upstream.base_url, "cost": 1,
+        "timeout_ms": 2000});
+    let kept = gw
+        .admin()
+        .put("/myapi/admin/providers/bounded", update)
+        .await;
+    assert_eq!(kept.assert_ok()["max_response_bytes"], 100_000);
+    let bad = json!({"slug": "worse", "base_url": gw.upstream.base_url, "cost": 1,
+        "timeout_ms": 2000, "body_idle_ms": 0});
+    gw.admin()
+        .post("/myapi/admin/providers", bad)
+        .await
+        .assert_error(400, None);
+}

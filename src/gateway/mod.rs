@@ -2,6 +2,7 @@
 //! and the account status that sums them up.
 //! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301.
 
+mod body;
 mod breaker;
 mod directory;
 mod error;

@@ -30,7 +30,30 @@ pub struct Provider {
     pub auth_value: Option<SecretString>,
     pub cost: i64,
     pub timeout_ms: i32,
+    pub body: BodyLimits,
     pub enabled: bool,
+}
+
+/// How long and how large a provider's response body may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct BodyLimits {
+    /// The longest wait for the next chunk of the body.
+    pub body_idle_ms: i32,
+    /// The longest a call may take, from the request to the body's last byte.
+    pub body_deadline_ms: i32,
+    /// The largest body passed on.
+    pub max_response_bytes: i64,
+}
+
+impl Default for BodyLimits {
+    /// The columns' defaults.
+    fn default() -> BodyLimits {
+        BodyLimits {
+            body_idle_ms: 30_000,
+            body_deadline_ms: 300_000,
+            max_response_bytes: 100 * 1024 * 1024,
+        }
+    }
 }
 
 /// A provider as the admin sees it: the secret masked.
@@ -43,6 +66,8 @@ pub struct ProviderView {
     pub auth_value: Option<String>,
     pub cost: i64,
     pub timeout_ms: i32,
+    #[serde(flatten)]
+    pub body: BodyLimits,
     pub enabled: bool,
 }
 
@@ -58,6 +83,7 @@ impl From<&Provider> for ProviderView {
                 .map(|value| mask(value.expose_secret())),
             cost: provider.cost,
             timeout_ms: provider.timeout_ms,
+            body: provider.body,
             enabled: provider.enabled,
         }
     }
@@ -107,7 +133,8 @@ impl ProviderTable {
 
 async fn load_all(pool: &PgPool) -> Result<Vec<Provider>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"SELECT slug, base_url, auth_header, auth_value, cost, timeout_ms, enabled
+        r#"SELECT slug, base_url, auth_header, auth_value, cost, timeout_ms, enabled,
+                  body_idle_ms, body_deadline_ms, max_response_bytes
            FROM providers ORDER BY slug"#
     )
     .fetch_all(pool)
@@ -122,6 +149,11 @@ async fn load_all(pool: &PgPool) -> Result<Vec<Provider>, sqlx::Error> {
                 auth_value: row.auth_value.map(SecretString::from),
                 cost: row.cost,
                 timeout_ms: row.timeout_ms,
+                body: BodyLimits {
+                    body_idle_ms: row.body_idle_ms,
+                    body_deadline_ms: row.body_deadline_ms,
+                    max_response_bytes: row.max_response_bytes,
+                },
                 enabled: row.enabled,
             })
         })
@@ -136,7 +168,15 @@ pub struct ProviderInput {
     pub auth_value: Option<String>,
     /// Credits per call.
     pub cost: i64,
+    /// The longest wait for the response's headers.
     pub timeout_ms: i32,
+    /// 1 to 600000; 30000 by default (an update without it keeps the stored value).
+    pub body_idle_ms: Option<i32>,
+    /// 1 to 3600000; 300000 by default (an update without it keeps the stored value).
+    pub body_deadline_ms: Option<i32>,
+    /// 1 to 17179869184 (16 GiB); 104857600 (100 MiB) by default (an update without it keeps
+    /// the stored value).
+    pub max_response_bytes: Option<i64>,
     pub enabled: Option<bool>,
 }
 
@@ -197,6 +237,28 @@ impl ProviderInput {
         if !(1..=600_000).contains(&self.timeout_ms) {
             return Err(ApiError::bad_request("field `timeout_ms`: 1 to 600000."));
         }
+        if self
+            .body_idle_ms
+            .is_some_and(|ms| !(1..=600_000).contains(&ms))
+        {
+            return Err(ApiError::bad_request("field `body_idle_ms`: 1 to 600000."));
+        }
+        if self
+            .body_deadline_ms
+            .is_some_and(|ms| !(1..=3_600_000).contains(&ms))
+        {
+            return Err(ApiError::bad_request(
+                "field `body_deadline_ms`: 1 to 3600000.",
+            ));
+        }
+        if self
+            .max_response_bytes
+            .is_some_and(|bytes| !(1..=16 * 1024 * 1024 * 1024).contains(&bytes))
+        {
+            return Err(ApiError::bad_request(
+                "field `max_response_bytes`: 1 to 17179869184.",
+            ));
+        }
         Ok(ValidProvider {
             base_url: url.to_string(),
             auth_header: auth_header.map(str::to_owned),
@@ -228,16 +290,25 @@ pub async fn create(
     Authorized(_admin, ApiJson(input)): Authorized<AdminUser, ApiJson<ProviderInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let valid = input.validate()?;
+    let defaults = BodyLimits::default();
     let inserted = sqlx::query!(
-        r#"INSERT INTO providers (slug, base_url, auth_header, auth_value, cost, timeout_ms, enabled)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)"#,
+        r#"INSERT INTO providers (slug, base_url, auth_header, auth_value, cost, timeout_ms, enabled,
+                                 body_idle_ms, body_deadline_ms, max_response_bytes)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
         input.slug,
         valid.base_url,
         valid.auth_header,
         input.auth_value,
         input.cost,
         input.timeout_ms,
-        input.enabled.unwrap_or(true)
+        input.enabled.unwrap_or(true),
+        input.body_idle_ms.unwrap_or(defaults.body_idle_ms),
+        input
+            .body_deadline_ms
+            .unwrap_or(defaults.body_deadline_ms),
+        input
+            .max_response_bytes
+            .unwrap_or(defaults.max_response_bytes)
     )
     .execute(&context.pool)
     .await;
@@ -274,7 +345,9 @@ pub async fn update(
     let updated = sqlx::query!(
         r#"UPDATE providers SET base_url = $2, auth_header = $3,
                   auth_value = COALESCE($4, auth_value), cost = $5, timeout_ms = $6,
-                  enabled = $7
+                  enabled = $7, body_idle_ms = COALESCE($8, body_idle_ms),
+                  body_deadline_ms = COALESCE($9, body_deadline_ms),
+                  max_response_bytes = COALESCE($10, max_response_bytes)
            WHERE slug = $1"#,
         input.slug,
         valid.base_url,
@@ -282,7 +355,10 @@ pub async fn update(
         input.auth_value,
         input.cost,
         input.timeout_ms,
-        input.enabled.unwrap_or(true)
+        input.enabled.unwrap_or(true),
+        input.body_idle_ms,
+        input.body_deadline_ms,
+        input.max_response_bytes
     )
     .execute(&context.pool)
     .await?;
@@ -337,6 +413,7 @@ mod tests {
             auth_value: Some(SecretString::from("provider-secret-value")),
             cost: 1,
             timeout_ms: 1000,
+            body: BodyLimits::default(),
             enabled: true,
         };
         assert!(!format!("{provider:?}").contains("provider-secret-value"));

@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret;
 
 use super::GatewayState;
+use super::body::{self, StartedBody};
 use super::directory::Account;
 use super::error::GatewayError;
 use super::keys::{authenticate, presented_key};
@@ -113,6 +114,7 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let started = tokio::time::Instant::now();
     let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
     let (key_entry, account) = authenticate(&context, &gateway, &req, &key).await?;
     let limits = account.limits();
@@ -191,24 +193,23 @@ pub async fn forward(
         actix_web::rt::spawn(async move { gateway.meter.prefetch(&account, cost).await });
     }
 
-    let answer = if gateway.breakers.admit(&provider.slug) {
-        let answer = send_upstream(&req, payload, &provider, tail).await;
-        let succeeded = matches!(&answer, Ok(upstream) if upstream.status().as_u16() < 500);
-        gateway.breakers.record(&provider.slug, succeeded);
-        Some(answer)
+    let outcome = if gateway.breakers.admit(&provider.slug) {
+        let outcome = call_provider(&req, payload, &provider, tail, started).await;
+        gateway.breakers.record(&provider.slug, outcome.is_ok());
+        outcome
     } else {
-        None
+        Err(format!("{}: its circuit breaker is open", provider.slug))
     };
-    match answer {
-        Some(Ok(upstream)) if upstream.status().as_u16() < 500 => {
+    match outcome {
+        Ok(body) => {
             if let Some(held) = held {
                 held.charge(key_entry.key_id, &provider.slug);
             }
             drop(permit);
             meters.credits = visible_credits(&account);
-            Ok(respond(upstream, &meters))
+            Ok(respond(body, &meters))
         }
-        outcome => {
+        Err(reason) => {
             // Not charged, and not counted towards the month's quota; the rate slots stay
             // spent, so a failing provider is not driven harder than the limits allow.
             drop(held);
@@ -217,14 +218,27 @@ pub async fn forward(
                 .meter
                 .count_error(&account, key_entry.key_id, &provider.slug);
             meters.credits = visible_credits(&account);
-            let reason = match outcome {
-                Some(Ok(upstream)) => format!("{} answered {}", provider.slug, upstream.status()),
-                Some(Err(error)) => format!("{}: {error}", provider.slug),
-                None => format!("{}: its circuit breaker is open", provider.slug),
-            };
             Err(meters.on_error(GatewayError::Upstream(reason)))
         }
     }
+}
+
+/// Forwards the call and waits for the head and the first chunk of the body: an answer below
+/// 500 whose body started within the provider's limits, or why not.
+async fn call_provider(
+    req: &HttpRequest,
+    payload: web::Payload,
+    provider: &Provider,
+    tail: &str,
+    started: tokio::time::Instant,
+) -> Result<StartedBody, String> {
+    let upstream = send_upstream(req, payload, provider, tail)
+        .await
+        .map_err(|error| format!("{}: {error}", provider.slug))?;
+    if upstream.status().as_u16() >= 500 {
+        return Err(format!("{} answered {}", provider.slug, upstream.status()));
+    }
+    body::start(upstream, provider.body, started, &provider.slug).await
 }
 
 fn secs(wait: Duration) -> u64 {
@@ -340,7 +354,8 @@ fn named_in_connection(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
+fn respond(started: StartedBody, meters: &Meters) -> HttpResponse {
+    let upstream = &started.response;
     let mut response = HttpResponse::build(upstream.status());
     let dropped_by_connection = named_in_connection(upstream.headers());
     for (name, value) in upstream.headers() {
@@ -358,9 +373,10 @@ fn respond(upstream: awc::ClientResponse, meters: &Meters) -> HttpResponse {
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
+    let body = started.into_body();
     let mut response = match length {
-        Some(length) => response.body(SizedStream::new(length, upstream)),
-        None => response.body(BodyStream::new(upstream)),
+        Some(length) => response.body(SizedStream::new(length, body)),
+        None => response.body(BodyStream::new(body)),
     };
     meters.apply(response.headers_mut());
     // The upstream's own 4xx body is the answer, not something to wrap in our envelope.

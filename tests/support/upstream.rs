@@ -21,6 +21,13 @@ pub enum Behaviour {
         size: usize,
         chunked: bool,
     },
+    /// Sends its head at once, then `chunks` chunks of 1 KiB without a length: the first after
+    /// `first_after`, each next one `every` later.
+    Trickle {
+        first_after: Duration,
+        every: Duration,
+        chunks: usize,
+    },
 }
 
 /// The bytes of a `Behaviour::Body` answer: a pattern that shows a lost or moved chunk.
@@ -124,6 +131,21 @@ async fn answer(upstream: web::Data<Upstream>, req: HttpRequest, body: web::Byte
                 .map(|chunk| Ok(web::Bytes::copy_from_slice(chunk)))
                 .collect();
             HttpResponse::Ok().streaming(futures_util::stream::iter(chunks))
+        }
+        Behaviour::Trickle {
+            first_after,
+            every,
+            chunks,
+        } => {
+            let body = futures_util::stream::unfold(0, move |sent| async move {
+                if sent == chunks {
+                    return None;
+                }
+                tokio::time::sleep(if sent == 0 { first_after } else { every }).await;
+                let chunk = web::Bytes::from(vec![b'x'; 1024]);
+                Some((Ok::<_, std::io::Error>(chunk), sent + 1))
+            });
+            HttpResponse::Ok().streaming(body)
         }
     }
 }
