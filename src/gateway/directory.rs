@@ -1,8 +1,8 @@
 //! What the gateway knows about keys and accounts, kept in memory so a call needs no query:
 //! a key's digest leads to its entry and its account (status, plan limits, limit state and
-//! credit wallet). A refresher reloads revocations and account status every half second, so a
-//! revoked key or a frozen account is refused on every instance within a second; plan limits
-//! are reloaded every few seconds.
+//! credit wallet). Changes arrive as notifications (`signals.rs`) within milliseconds; a
+//! refresher still reloads revocations and account status every half second and plan limits
+//! every few seconds, in case a notification was lost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -41,6 +41,8 @@ pub struct Account {
     pub wallet: Mutex<Wallet>,
     /// Held while credits are being reserved from PostgreSQL, so one call does it for all.
     pub top_up: tokio::sync::Mutex<()>,
+    /// Woken when more credits became available (a top-up, a lease given back).
+    pub credits_arrived: tokio::sync::Notify,
 }
 
 impl Account {
@@ -208,9 +210,31 @@ impl Directory {
             month_seed: AtomicI64::new(month_calls),
             wallet: Mutex::new(Wallet::default()),
             top_up: tokio::sync::Mutex::new(()),
+            credits_arrived: tokio::sync::Notify::new(),
         });
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         Ok(accounts.entry(user_id).or_insert(account).clone())
+    }
+
+    /// The account if this instance has it in memory.
+    pub fn cached_account(&self, user_id: Uuid) -> Option<Arc<Account>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&user_id)
+            .cloned()
+    }
+
+    /// Reloads one cached account's status and plan limits (a freeze, a subscription).
+    pub async fn refresh_account(&self, user_id: Uuid) -> Result<(), sqlx::Error> {
+        let Some(account) = self.cached_account(user_id) else {
+            return Ok(());
+        };
+        let frozen = users::is_frozen(&self.pool, user_id).await?.unwrap_or(true);
+        let limits = plan_limits(&self.pool, user_id).await?;
+        account.frozen.store(frozen, Ordering::Relaxed);
+        *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        Ok(())
     }
 
     pub fn cached_accounts(&self) -> Vec<Arc<Account>> {

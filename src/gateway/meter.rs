@@ -24,8 +24,11 @@ use super::wallet::{UsageDelta, UsageKey, Wallet};
 use crate::clock::Clock;
 use crate::ledger;
 
-/// After a reservation found no credits, calls answer 40201 without asking again for this long.
+/// After a reservation found no credits, calls answer 40201 without asking again for this long,
+/// unless a notification says credits arrived before.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a call waits for other instances to give back credits it needs.
+const RECLAIM_WAIT: Duration = Duration::from_millis(500);
 /// A wallet idle for this many ticks gives its unspent reserve back.
 const IDLE_TICKS: u32 = 2;
 
@@ -96,14 +99,73 @@ impl Meter {
         if try_hold(account, cost) {
             return Ok(Some(held()));
         }
+        // A reservation that found nothing is believed until credits arrive (a notification
+        // clears it) or briefly at most, so a broke account's calls do not each ask PostgreSQL.
         if lock(account)
             .empty_until
             .is_some_and(|until| Instant::now() < until)
         {
             return Ok(None);
         }
+        let others_hold = self.reserve_block(account, cost).await?;
+        if try_hold(account, cost) {
+            return Ok(Some(held()));
+        }
+        if others_hold == 0 {
+            return Ok(None);
+        }
+        // Other instances hold the account's credits in their leases: ask them to give back
+        // what their calls do not hold, wait (briefly) for it, and reserve again.
+        let arrived = account.credits_arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        super::signals::request_reclaim(&self.pool, account.user_id).await?;
+        let _ = tokio::time::timeout(RECLAIM_WAIT, arrived).await;
         self.reserve_block(account, cost).await?;
         Ok(try_hold(account, cost).then(held))
+    }
+
+    /// Credits became available: the next call reserves again instead of believing the last
+    /// empty reservation, and calls waiting for a reclaim go on.
+    pub fn credits_arrived(&self, account: &Account) {
+        lock(account).empty_until = None;
+        account.credits_arrived.notify_waiters();
+    }
+
+    /// Gives back the part of this instance's lease that no call holds, because another
+    /// instance needs it: the lease shrinks by that much and the reserve with it.
+    pub async fn give_back_unused(&self, account: &Account) -> Result<(), ledger::LedgerError> {
+        let (lease_id, unused) = {
+            let mut wallet = lock(account);
+            let unused = wallet.remaining();
+            let Some(lease_id) = wallet.lease_id.filter(|_| unused > 0) else {
+                return Ok(());
+            };
+            // Taken out at once, so no call holds it while it goes back.
+            wallet.granted -= unused;
+            (lease_id, unused)
+        };
+        let returned = async {
+            let mut transaction = self.pool.begin().await?;
+            ledger::lock_account(&mut transaction, account.user_id).await?;
+            let shrunk = sqlx::query!(
+                "UPDATE credit_leases SET amount = amount - $2 WHERE id = $1 AND amount - settled >= $2",
+                lease_id,
+                unused
+            )
+            .execute(&mut *transaction)
+            .await?;
+            if shrunk.rows_affected() == 1 {
+                ledger::unreserve(&mut transaction, account.user_id, unused).await?;
+            }
+            transaction.commit().await?;
+            Ok::<_, ledger::LedgerError>(())
+        }
+        .await;
+        if returned.is_err() {
+            lock(account).granted += unused;
+        }
+        returned
     }
 
     /// Whether the lease is running low while the account has plenty beyond it: then a
@@ -130,9 +192,14 @@ impl Meter {
         }
     }
 
-    /// Reserves about two ticks' worth of credits (at least ten calls) into the lease.
+    /// Reserves about two ticks' worth of credits (at least ten calls) into the lease, and
+    /// answers how many of the account's credits other instances' leases hold unsettled.
     /// Callers hold `account.top_up`.
-    async fn reserve_block(&self, account: &Account, cost: i64) -> Result<(), ledger::LedgerError> {
+    async fn reserve_block(
+        &self,
+        account: &Account,
+        cost: i64,
+    ) -> Result<i64, ledger::LedgerError> {
         let (wanted, lease_id) = {
             let wallet = lock(account);
             let pace = wallet.spent_last_tick.max(wallet.spent_this_tick);
@@ -165,6 +232,14 @@ impl Meter {
         .fetch_one(&mut *transaction)
         .await?
         .unwrap_or(0);
+        let others_hold = sqlx::query_scalar!(
+            r#"SELECT COALESCE(sum(amount - settled), 0)::bigint AS "held!" FROM credit_leases
+               WHERE user_id = $1 AND instance_id <> $2"#,
+            account.user_id,
+            self.instance_id
+        )
+        .fetch_one(&mut *transaction)
+        .await?;
         transaction.commit().await?;
 
         let mut wallet = lock(account);
@@ -176,7 +251,7 @@ impl Meter {
             wallet.granted += granted;
             wallet.empty_until = None;
         }
-        Ok(())
+        Ok(others_hold)
     }
 
     /// Charges a held call and counts it.
@@ -251,7 +326,11 @@ impl Meter {
             (
                 wallet.lease_id,
                 to_settle,
-                std::mem::take(&mut wallet.usage),
+                PendingUsage {
+                    account,
+                    usage: std::mem::take(&mut wallet.usage),
+                    written: false,
+                },
                 give_back,
             )
         };
@@ -259,7 +338,7 @@ impl Meter {
             // Without a lease: the usage of free and failed calls, and what calls spent while
             // the last lease was being given back (they held credits of a lease that then went
             // back): that is charged from the balance, never below zero.
-            if usage.is_empty() && to_settle == 0 {
+            if usage.usage.is_empty() && to_settle == 0 {
                 return Ok(());
             }
             let mut transaction = self.pool.begin().await?;
@@ -278,8 +357,9 @@ impl Meter {
                         "calls that raced a lease's return could not all be charged");
                 }
             }
-            write_usage(&mut transaction, account.user_id, &usage).await?;
+            write_usage(&mut transaction, account.user_id, &usage.usage).await?;
             transaction.commit().await?;
+            usage.written();
             lock(account).settled += to_settle;
             return Ok(());
         };
@@ -325,7 +405,7 @@ impl Meter {
                     "a lease expired before it was settled");
             }
         }
-        write_usage(&mut transaction, account.user_id, &usage).await?;
+        write_usage(&mut transaction, account.user_id, &usage.usage).await?;
         let returned = match (&lease, give_back) {
             (Some(lease), true) => {
                 let unspent = lease.amount - lease.settled;
@@ -339,6 +419,7 @@ impl Meter {
             _ => false,
         };
         transaction.commit().await?;
+        usage.written();
 
         let mut wallet = lock(account);
         wallet.settled += to_settle;
@@ -427,6 +508,35 @@ impl Meter {
         }
         if let Err(error) = self.flush_last_used(directory).await {
             tracing::warn!(error = %error, "writing last_used_at on shutdown failed");
+        }
+    }
+}
+
+/// Usage taken out of a wallet to be written; unless it was, it goes back into the wallet when
+/// dropped (a failed settlement), to be written with the next one.
+struct PendingUsage<'a> {
+    account: &'a Account,
+    usage: HashMap<UsageKey, UsageDelta>,
+    written: bool,
+}
+
+impl PendingUsage<'_> {
+    fn written(mut self) {
+        self.written = true;
+    }
+}
+
+impl Drop for PendingUsage<'_> {
+    fn drop(&mut self) {
+        if self.written || self.usage.is_empty() {
+            return;
+        }
+        let mut wallet = lock(self.account);
+        for (key, delta) in self.usage.drain() {
+            let kept = wallet.usage.entry(key).or_default();
+            kept.calls += delta.calls;
+            kept.credits += delta.credits;
+            kept.errors += delta.errors;
         }
     }
 }

@@ -11,6 +11,7 @@ mod limits;
 mod meter;
 mod providers;
 mod proxy;
+mod signals;
 mod status;
 mod usage;
 mod wallet;
@@ -61,9 +62,17 @@ impl GatewayState {
         })
     }
 
-    /// The background work: status every half second; settlement, providers and
-    /// `last_used_at` every tick; plan limits and expired leases every five seconds.
+    /// The background work: the notifications of `signals.rs`; and, periodically, status every
+    /// half second; settlement, providers and `last_used_at` every tick; plan limits and
+    /// expired leases every five seconds.
     pub async fn run_background(self: Arc<Self>, pool: PgPool, tick: Duration) {
+        tokio::join!(
+            self.clone().listen(pool.clone()),
+            self.run_periodic(pool, tick)
+        );
+    }
+
+    async fn run_periodic(self: Arc<Self>, pool: PgPool, tick: Duration) {
         let mut status = tokio::time::interval(Duration::from_millis(500));
         let mut settle = tokio::time::interval(tick);
         let mut slow = tokio::time::interval(Duration::from_secs(5));
