@@ -1412,3 +1412,41 @@ async fn new_limits_reach_every_instance_at_once() {
     )
     .await;
 }
+
+/// An account loaded in one month with calls already counted starts the next month from zero
+/// in the shared (Redis) counter too.
+#[tokio::test]
+async fn a_new_month_starts_the_shared_quota_from_zero() {
+    use chrono::{Datelike, TimeZone};
+    let Some(redis) = support::redis_url("a_new_month_starts_the_shared_quota_from_zero") else {
+        return;
+    };
+    let shared = TestConfig::default().var("REDIS_URL", redis).var(
+        "REDIS_KEY_PREFIX",
+        format!("test-{}", Uuid::new_v4().simple()),
+    );
+    let gw = gateway_with(shared).await;
+    gw.fund(100).await;
+    gw.set_limits(1000, 100_000, Some(2)).await;
+    let key = gw.new_key().await;
+    for _ in 0..2 {
+        call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    }
+    assert_eq!(gw.settled_balance(98).await, 98);
+    // A second instance loads the account now: the month's two calls are its seed.
+    let other = gw.app.another_instance(TestConfig::default()).await;
+    call(&other, &key, "/api/v1/echo/x")
+        .await
+        .assert_error(429, Some(42903));
+    let clock = other.clock();
+    let now = clock.now();
+    let (year, month) = match now.month() {
+        12 => (now.year() + 1, 1),
+        month => (now.year(), month + 1),
+    };
+    let next_month = chrono::Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 1)
+        .unwrap();
+    clock.advance(next_month - now);
+    call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
+}

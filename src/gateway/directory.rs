@@ -36,8 +36,10 @@ pub struct Account {
     /// Names the account's limits in the shared limiter.
     pub limit_key: String,
     pub limit_state: Mutex<LocalCells>,
-    /// The month's charged calls that PostgreSQL knew of when the account was loaded.
+    /// The month's charged calls that PostgreSQL knew of when the account was loaded, and that
+    /// month (a later month starts from zero).
     pub month_seed: AtomicI64,
+    pub seed_month: u32,
     pub wallet: Mutex<Wallet>,
     /// Held while credits are being reserved from PostgreSQL, so one call does it for all.
     pub top_up: tokio::sync::Mutex<()>,
@@ -68,7 +70,11 @@ impl Account {
             quota: Some(Quota {
                 limit: limits.monthly_quota,
                 period: month,
-                seed: self.month_seed.load(Ordering::Relaxed),
+                seed: if month == self.seed_month {
+                    self.month_seed.load(Ordering::Relaxed)
+                } else {
+                    0
+                },
                 ttl: MONTH_COUNTER_TTL,
             }),
             cells: &self.limit_state,
@@ -208,6 +214,7 @@ impl Directory {
             limit_key: user_id.to_string(),
             limit_state: Mutex::new(LocalCells::seeded(month, month_calls)),
             month_seed: AtomicI64::new(month_calls),
+            seed_month: month,
             wallet: Mutex::new(Wallet::default()),
             top_up: tokio::sync::Mutex::new(()),
             credits_arrived: tokio::sync::Notify::new(),
