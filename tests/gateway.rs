@@ -1450,3 +1450,49 @@ async fn a_new_month_starts_the_shared_quota_from_zero() {
     clock.advance(next_month - now);
     call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
 }
+
+/// Many accounts served in the same ticks are settled together, each exactly: every call
+/// charged once to its own account, every usage row counted.
+#[tokio::test]
+async fn many_accounts_settle_together_and_exactly() {
+    let config = TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "1000");
+    let gw = gateway_with(config).await;
+    gw.set_limits(1000, 100_000, None).await;
+    let mut callers = Vec::new();
+    for i in 0..120 {
+        let user = gw.app.user(&format!("many{i}@example.com"), "user").await;
+        gw.app.fund(gw.admin(), user.id, 10).await;
+        let key = user.new_key().await;
+        callers.push((user.id, key));
+    }
+    let app = &gw.app;
+    let calls = callers
+        .iter()
+        .flat_map(|(_, key)| (0..3).map(move |_| call(app, key, "/api/v1/echo/x")));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|answer| answer.status == 200));
+    for (user_id, _) in &callers {
+        assert_eq!(support::settled_balance(&gw.app.pool, *user_id, 7).await, 7);
+    }
+    let counted: i64 = support::eventually(Duration::from_secs(5), "all usage written", || {
+        let pool = &gw.app.pool;
+        async move {
+            let calls: i64 =
+                sqlx::query_scalar("SELECT COALESCE(sum(calls), 0)::bigint FROM usage_hourly")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            (calls >= 360).then_some(calls)
+        }
+    })
+    .await;
+    assert_eq!(counted, 360);
+    let charged: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(-sum(amount), 0)::bigint FROM ledger_entries WHERE reason = 'usage'",
+    )
+    .fetch_one(&gw.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(charged, 360, "each call charged once");
+    assert_eq!(gw.upstream.hits(), 360);
+}

@@ -27,6 +27,8 @@ use crate::ledger;
 /// After a reservation found no credits, calls answer 40201 without asking again for this long,
 /// unless a notification says credits arrived before.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(250);
+/// Accounts settled together in one transaction.
+const SETTLE_BATCH: usize = 1000;
 /// How long a call waits for other instances to give back credits it needs.
 const RECLAIM_WAIT: Duration = Duration::from_millis(500);
 /// A wallet idle for this many ticks gives its unspent reserve back.
@@ -288,12 +290,26 @@ impl Meter {
             .unwrap_or(now)
     }
 
-    /// One tick: settles every wallet's spending and usage, gives idle reserves back, renews
-    /// this instance's leases and writes `last_used_at`.
+    /// One tick: settles every wallet's spending and usage (the busy ones together, in a few
+    /// set-based transactions), gives idle reserves back, renews this instance's leases and
+    /// writes `last_used_at`. Its cost follows the accounts that were served, not those known.
     pub async fn tick(&self, directory: &Directory) -> Result<(), sqlx::Error> {
+        let mut batch = Vec::new();
         for account in directory.cached_accounts() {
-            if let Err(error) = self.settle(&account, false).await {
+            let taken = take(&account, false);
+            if taken.lease_id.is_some() && !taken.give_back {
+                if taken.to_settle != 0 || !taken.usage.usage.is_empty() {
+                    batch.push((account.clone(), taken));
+                }
+            } else if let Err(error) = self.settle_taken(&account, taken).await {
                 tracing::warn!(user_id = %account.user_id, error = %error, "settling usage failed");
+            }
+        }
+        while !batch.is_empty() {
+            let chunk: Vec<_> = batch.drain(..batch.len().min(SETTLE_BATCH)).collect();
+            let accounts = chunk.len();
+            if let Err(error) = self.settle_batch(chunk).await {
+                tracing::warn!(accounts, error = %error, "settling a batch of accounts failed");
             }
         }
         sqlx::query!(
@@ -307,33 +323,125 @@ impl Meter {
         self.flush_last_used(directory).await
     }
 
+    /// Settles the spending and usage of accounts that keep their leases, in one transaction:
+    /// their leases, their ledger entries and their usage rows each in one statement. A lease
+    /// that expired meanwhile is charged what is still available, one account at a time. On
+    /// failure nothing is written and every account keeps what it had to settle.
+    async fn settle_batch(
+        &self,
+        batch: Vec<(Arc<Account>, Taken)>,
+    ) -> Result<(), ledger::LedgerError> {
+        let now = self.clock.now();
+        let spending: Vec<_> = batch
+            .iter()
+            .filter(|(_, taken)| taken.to_settle > 0)
+            .filter_map(|(account, taken)| Some((account, taken, taken.lease_id?)))
+            .collect();
+        let lease_ids: Vec<Uuid> = spending.iter().map(|(_, _, lease)| *lease).collect();
+        let amounts: Vec<i64> = spending
+            .iter()
+            .map(|(_, taken, _)| taken.to_settle)
+            .collect();
+        let users: Vec<Uuid> = spending
+            .iter()
+            .map(|(account, _, _)| account.user_id)
+            .collect();
+
+        let mut transaction = self.pool.begin().await?;
+        // Only the accounts whose credits move are locked; usage rows need no account lock.
+        let mut settled = std::collections::HashSet::new();
+        if !spending.is_empty() {
+            ledger::lock_accounts(&mut transaction, &users).await?;
+            settled = sqlx::query_scalar!(
+                r#"UPDATE credit_leases l SET settled = l.settled + d.amount
+                   FROM unnest($1::uuid[], $2::bigint[]) AS d(id, amount)
+                   WHERE l.id = d.id AND l.settled + d.amount <= l.amount
+                   RETURNING l.id"#,
+                &lease_ids,
+                &amounts
+            )
+            .fetch_all(&mut *transaction)
+            .await?
+            .into_iter()
+            .collect();
+        }
+        let mut charges = Vec::with_capacity(spending.len());
+        for (account, taken, lease_id) in &spending {
+            let settled_after = lock(account).settled + taken.to_settle;
+            if settled.contains(lease_id) {
+                charges.push(ledger::ReservedCharge {
+                    user_id: account.user_id,
+                    spent: taken.to_settle,
+                    key: format!("usage:{lease_id}:{settled_after}"),
+                });
+            } else {
+                let key = format!("usage:{lease_id}:{settled_after}:late");
+                self.charge_late(&mut transaction, account, taken.to_settle, &key, now)
+                    .await?;
+            }
+        }
+        if !charges.is_empty() {
+            ledger::charge_reserved_many(&mut transaction, &charges, "gateway", now).await?;
+        }
+        let usage = batch
+            .iter()
+            .map(|(account, taken)| (account.user_id, &taken.usage.usage));
+        write_usage(&mut transaction, usage).await?;
+        transaction.commit().await?;
+        for (account, taken) in batch {
+            lock(&account).settled += taken.to_settle;
+            taken.usage.written();
+        }
+        Ok(())
+    }
+
+    /// What calls spent from a lease that expired under this instance (it stalled): the
+    /// reserve went back, so what is still available is charged and the rest is an under-charge.
+    async fn charge_late(
+        &self,
+        transaction: &mut sqlx::PgConnection,
+        account: &Account,
+        owed: i64,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ledger::LedgerError> {
+        let movement = ledger::Movement {
+            user_id: account.user_id,
+            amount: -owed,
+            reason: "usage",
+            reference: Some("gateway"),
+            key,
+        };
+        let taken = ledger::take_up_to(transaction, movement, now).await?;
+        tracing::warn!(user_id = %account.user_id, owed, taken,
+            "a lease expired before it was settled");
+        Ok(())
+    }
+
     /// Writes what `account` spent since the last settlement; with `closing`, or when the
     /// wallet has been idle, also gives the unspent reserve back and ends the lease.
     pub async fn settle(
         &self,
-        account: &Account,
+        account: &Arc<Account>,
         closing: bool,
     ) -> Result<(), ledger::LedgerError> {
+        let taken = take(account, closing);
+        self.settle_taken(account, taken).await
+    }
+
+    /// Settles what was taken out of `account`'s wallet, alone in its transaction.
+    async fn settle_taken(
+        &self,
+        account: &Account,
+        taken: Taken,
+    ) -> Result<(), ledger::LedgerError> {
         let now = self.clock.now();
-        let (lease_id, to_settle, usage, give_back) = {
-            let mut wallet = lock(account);
-            let quiet = wallet.spent_this_tick == 0 && wallet.held == 0;
-            wallet.idle_ticks = if quiet { wallet.idle_ticks + 1 } else { 0 };
-            wallet.spent_last_tick = wallet.spent_this_tick;
-            wallet.spent_this_tick = 0;
-            let give_back = (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0;
-            let to_settle = wallet.spent - wallet.settled;
-            (
-                wallet.lease_id,
-                to_settle,
-                PendingUsage {
-                    account,
-                    usage: std::mem::take(&mut wallet.usage),
-                    written: false,
-                },
-                give_back,
-            )
-        };
+        let Taken {
+            lease_id,
+            to_settle,
+            usage,
+            give_back,
+        } = taken;
         let Some(lease_id) = lease_id else {
             // Without a lease: the usage of free and failed calls, and what calls spent while
             // the last lease was being given back (they held credits of a lease that then went
@@ -357,7 +465,7 @@ impl Meter {
                         "calls that raced a lease's return could not all be charged");
                 }
             }
-            write_usage(&mut transaction, account.user_id, &usage.usage).await?;
+            write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
             transaction.commit().await?;
             usage.written();
             lock(account).settled += to_settle;
@@ -390,22 +498,12 @@ impl Meter {
             }
             Some(_) => {}
             None => {
-                // The lease expired under us (this instance stalled): its reserve went back, so
-                // charge what is still available and accept the rest as an under-charge.
                 let key = format!("usage:{lease_id}:{settled_after}:late");
-                let movement = ledger::Movement {
-                    user_id: account.user_id,
-                    amount: -to_settle,
-                    reason: "usage",
-                    reference: Some("gateway"),
-                    key: &key,
-                };
-                let taken = ledger::take_up_to(&mut transaction, movement, now).await?;
-                tracing::warn!(user_id = %account.user_id, owed = to_settle, taken,
-                    "a lease expired before it was settled");
+                self.charge_late(&mut transaction, account, to_settle, &key, now)
+                    .await?;
             }
         }
-        write_usage(&mut transaction, account.user_id, &usage.usage).await?;
+        write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
         let returned = match (&lease, give_back) {
             (Some(lease), true) => {
                 let unspent = lease.amount - lease.settled;
@@ -512,26 +610,55 @@ impl Meter {
     }
 }
 
+/// What a settlement takes out of a wallet.
+struct Taken {
+    lease_id: Option<Uuid>,
+    /// Spent and not yet settled.
+    to_settle: i64,
+    usage: PendingUsage,
+    /// The unspent reserve goes back and the lease ends.
+    give_back: bool,
+}
+
+/// Takes what `account` has to settle out of its wallet, and moves its tick counters on.
+fn take(account: &Arc<Account>, closing: bool) -> Taken {
+    let mut wallet = lock(account);
+    let quiet = wallet.spent_this_tick == 0 && wallet.held == 0;
+    wallet.idle_ticks = if quiet { wallet.idle_ticks + 1 } else { 0 };
+    wallet.spent_last_tick = wallet.spent_this_tick;
+    wallet.spent_this_tick = 0;
+    Taken {
+        lease_id: wallet.lease_id,
+        to_settle: wallet.spent - wallet.settled,
+        give_back: (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0,
+        usage: PendingUsage {
+            account: account.clone(),
+            usage: std::mem::take(&mut wallet.usage),
+            written: false,
+        },
+    }
+}
+
 /// Usage taken out of a wallet to be written; unless it was, it goes back into the wallet when
 /// dropped (a failed settlement), to be written with the next one.
-struct PendingUsage<'a> {
-    account: &'a Account,
+struct PendingUsage {
+    account: Arc<Account>,
     usage: HashMap<UsageKey, UsageDelta>,
     written: bool,
 }
 
-impl PendingUsage<'_> {
+impl PendingUsage {
     fn written(mut self) {
         self.written = true;
     }
 }
 
-impl Drop for PendingUsage<'_> {
+impl Drop for PendingUsage {
     fn drop(&mut self) {
         if self.written || self.usage.is_empty() {
             return;
         }
-        let mut wallet = lock(self.account);
+        let mut wallet = lock(&self.account);
         for (key, delta) in self.usage.drain() {
             let kept = wallet.usage.entry(key).or_default();
             kept.calls += delta.calls;
@@ -558,29 +685,45 @@ fn try_hold(account: &Account, cost: i64) -> bool {
     }
 }
 
-async fn write_usage(
+/// Adds the usage of every account given to `usage_hourly`, in one statement.
+async fn write_usage<'a>(
     connection: &mut sqlx::PgConnection,
-    user_id: Uuid,
-    usage: &HashMap<UsageKey, UsageDelta>,
+    usage: impl IntoIterator<Item = (Uuid, &'a HashMap<UsageKey, UsageDelta>)>,
 ) -> Result<(), sqlx::Error> {
-    for ((key_id, provider, hour), delta) in usage {
-        sqlx::query!(
-            r#"INSERT INTO usage_hourly (user_id, key_id, provider, hour, calls, credits, errors)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               ON CONFLICT (user_id, hour, key_id, provider) DO UPDATE
-               SET calls = usage_hourly.calls + EXCLUDED.calls,
-                   credits = usage_hourly.credits + EXCLUDED.credits,
-                   errors = usage_hourly.errors + EXCLUDED.errors"#,
-            user_id,
-            key_id,
-            provider,
-            hour,
-            delta.calls,
-            delta.credits,
-            delta.errors
-        )
-        .execute(&mut *connection)
-        .await?;
+    let (mut users, mut keys, mut providers, mut hours) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut calls, mut credits, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    for (user_id, deltas) in usage {
+        for ((key_id, provider, hour), delta) in deltas {
+            users.push(user_id);
+            keys.push(*key_id);
+            providers.push(provider.clone());
+            hours.push(*hour);
+            calls.push(delta.calls);
+            credits.push(delta.credits);
+            errors.push(delta.errors);
+        }
     }
+    if users.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"INSERT INTO usage_hourly (user_id, key_id, provider, hour, calls, credits, errors)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],
+                                $5::bigint[], $6::bigint[], $7::bigint[])
+           ON CONFLICT (user_id, hour, key_id, provider) DO UPDATE
+           SET calls = usage_hourly.calls + EXCLUDED.calls,
+               credits = usage_hourly.credits + EXCLUDED.credits,
+               errors = usage_hourly.errors + EXCLUDED.errors"#,
+        &users,
+        &keys,
+        &providers as &[String],
+        &hours,
+        &calls,
+        &credits,
+        &errors
+    )
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }

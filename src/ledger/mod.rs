@@ -247,6 +247,67 @@ pub async fn charge_reserved(
     Ok(Applied::Recorded { balance_after })
 }
 
+/// One account's charge of reserved credits in a batch.
+pub struct ReservedCharge {
+    pub user_id: Uuid,
+    pub spent: i64,
+    /// The entry's idempotency key.
+    pub key: String,
+}
+
+/// `charge_reserved` for many accounts in one statement: one usage entry each, balance and
+/// reserve falling together. The caller holds every account's lock (`lock_accounts`); a charge
+/// whose key was recorded before is skipped, and none takes more than its account reserved.
+pub async fn charge_reserved_many(
+    connection: &mut PgConnection,
+    charges: &[ReservedCharge],
+    reference: &str,
+    now: DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    let users: Vec<Uuid> = charges.iter().map(|charge| charge.user_id).collect();
+    let spent: Vec<i64> = charges.iter().map(|charge| charge.spent).collect();
+    let keys: Vec<String> = charges.iter().map(|charge| charge.key.clone()).collect();
+    sqlx::query!(
+        r#"WITH charge AS (
+               SELECT a.user_id, LEAST(d.spent, a.reserved) AS spent, d.key
+               FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS d(user_id, spent, key)
+               JOIN credit_accounts a ON a.user_id = d.user_id
+               WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.idempotency_key = d.key)
+           ), moved AS (
+               UPDATE credit_accounts a
+               SET balance = a.balance - c.spent, reserved = a.reserved - c.spent
+               FROM charge c WHERE a.user_id = c.user_id AND c.spent > 0
+               RETURNING a.user_id, a.balance AS balance_after, c.spent, c.key
+           )
+           INSERT INTO ledger_entries
+               (user_id, amount, balance_after, reason, reference, idempotency_key, created_at)
+           SELECT user_id, -spent, balance_after, 'usage', $4, key, $5 FROM moved"#,
+        &users,
+        &spent,
+        &keys as &[String],
+        reference,
+        now
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Locks the credit accounts of `users` in one order (by id), so that batches and single
+/// movements never wait on each other in a cycle.
+pub async fn lock_accounts(
+    connection: &mut PgConnection,
+    users: &[Uuid],
+) -> Result<(), LedgerError> {
+    sqlx::query!(
+        "SELECT user_id FROM credit_accounts WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        users
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 pub async fn balance(pool: &PgPool, user_id: Uuid) -> Result<i64, sqlx::Error> {
     let balance = sqlx::query_scalar!(
         "SELECT balance FROM credit_accounts WHERE user_id = $1",
