@@ -6,6 +6,7 @@
 #   bench/run.sh          the full run (a few minutes)
 #   bench/run.sh --quick  one short round of everything, as a smoke test
 #   ARMS="nginx gateway" THROUGHPUT_ONLY=1 bench/run.sh --quick   just those arms' throughput
+#   ACCOUNTS_ONLY=1 bench/run.sh   only the many-accounts arm (N = 1, 200, 2,000, 10,000)
 #   PROFILE=1 bench/run.sh   also samples the gateway arm with perf (linux-perf) and writes
 #                            the hottest functions to $WORK/profile.txt
 #
@@ -151,6 +152,66 @@ INSERT INTO api_keys (user_id, name, prefix, key_hash)
   VALUES ('$USER_ID', 'bench', left('$KEY', 11), sha256(convert_to('$KEY', 'UTF8')));
 SQL
 sleep 1.5 # the gateways reload providers every second
+
+# --- Many accounts ----------------------------------------------------------------------
+# Issue 18's arm: every call with the key of an account drawn at random from N funded
+# accounts (each its own key), against the in-process gateway; requests/s at each N as a
+# share of N = 1, and how long after the load stopped the charges were all settled.
+accounts_arm() {
+  local max=10000
+  psql "$DBURL" -v ON_ERROR_STOP=1 -q <<SQL >/dev/null
+INSERT INTO users (id, email, password_hash)
+  SELECT ('00000000-0000-0000-0001-' || lpad(to_hex(i), 12, '0'))::uuid, 'acct' || i || '@example.com', '$HASH'
+  FROM generate_series(1, $max) AS i;
+INSERT INTO credit_accounts (user_id, balance)
+  SELECT ('00000000-0000-0000-0001-' || lpad(to_hex(i), 12, '0'))::uuid, $FUNDS FROM generate_series(1, $max) AS i;
+INSERT INTO ledger_entries (user_id, amount, balance_after, reason, idempotency_key)
+  SELECT ('00000000-0000-0000-0001-' || lpad(to_hex(i), 12, '0'))::uuid, $FUNDS, $FUNDS, 'adjustment', 'bench-acct-' || i
+  FROM generate_series(1, $max) AS i;
+INSERT INTO api_keys (user_id, name, prefix, key_hash)
+  SELECT ('00000000-0000-0000-0001-' || lpad(to_hex(i), 12, '0'))::uuid, 'acct',
+         left('mk_acct' || lpad(i::text, 39, '0'), 11),
+         sha256(convert_to('mk_acct' || lpad(i::text, 39, '0'), 'UTF8'))
+  FROM generate_series(1, $max) AS i;
+SQL
+  : > "$WORK/accounts.tsv"
+  local total_ok=0 base_rps=""
+  for n in 1 200 2000 10000; do
+    seq 1 "$n" | awk '{ printf "mk_acct%039d\n", $1 }' > "$WORK/keys-$n.txt"
+    log "many accounts: N=$n"
+    read -r rps ok other < <("$LOADGEN" accounts "$(url_of gateway)" "$WORK/keys-$n.txt" "$ACCOUNT_SECS" 32)
+    local stop_ns
+    stop_ns=$(date +%s%N)
+    total_ok=$((total_ok + ok))
+    # Settled when every successful call of these accounts is charged.
+    local lag_ms=""
+    for _ in $(seq 1 1200); do
+      local charged
+      charged=$(psql "$DBURL" -tAc "SELECT COALESCE(-sum(amount), 0) FROM ledger_entries
+        WHERE reason = 'usage' AND user_id::text LIKE '00000000-0000-0000-0001-%'")
+      if [ "$charged" -ge "$total_ok" ]; then
+        lag_ms=$(( ($(date +%s%N) - stop_ns) / 1000000 ))
+        break
+      fi
+      sleep 0.05
+    done
+    base_rps=${base_rps:-$rps}
+    printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$n" "$rps" \
+      "$(python3 -c "print(f'{$rps / $base_rps:.2f}')")" "${lag_ms:-none}" "$ok" "$other" >> "$WORK/accounts.tsv"
+  done
+  charged=$(psql "$DBURL" -tAc "SELECT COALESCE(-sum(amount), 0) FROM ledger_entries
+    WHERE reason = 'usage' AND user_id::text LIKE '00000000-0000-0000-0001-%'")
+  echo "accounts: successful=$total_ok charged=$charged" > "$WORK/accounts-exactness.txt"
+  { printf "N\trequests/s\tshare of N=1\tsettled after (ms)\tok\tother\n"; cat "$WORK/accounts.tsv"; } \
+    | column -t -s $'\t' >&2
+  cat "$WORK/accounts-exactness.txt" >&2
+}
+ACCOUNT_SECS=${ACCOUNT_SECS:-15}
+if [ "${ACCOUNTS_ONLY:-0}" = 1 ]; then
+  sleep 1.5 # the gateways reload providers every second
+  accounts_arm
+  exit 0
+fi
 
 # --- Measuring --------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
