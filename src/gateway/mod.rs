@@ -11,6 +11,7 @@ mod limits;
 mod meter;
 mod providers;
 mod proxy;
+mod settlement;
 mod signals;
 mod status;
 mod usage;
