@@ -133,6 +133,11 @@ impl Meter {
     /// Gives back the part of this instance's lease that no call holds, because another
     /// instance needs it: the lease shrinks by that much and the reserve with it.
     pub async fn give_back_unused(&self, account: &Account) -> Result<(), ledger::LedgerError> {
+        // A reservation under way means this instance is short itself; and the two must not
+        // race over the same lease.
+        let Ok(_reserving) = account.top_up.try_lock() else {
+            return Ok(());
+        };
         let (lease_id, unused) = {
             let mut wallet = lock(account);
             let unused = wallet.remaining();

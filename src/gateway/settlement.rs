@@ -26,8 +26,12 @@ impl Meter {
     pub async fn tick(&self, directory: &Directory) -> Result<(), sqlx::Error> {
         let mut batch = Vec::new();
         for account in directory.cached_accounts() {
-            let taken = take(&account, false);
+            // A lease goes back only while no reservation runs for the account (they would
+            // race over the same lease); a wallet busy reserving is not idle anyway.
+            let reserving = account.top_up.try_lock().ok();
+            let taken = take(&account, false, reserving.is_some());
             if taken.lease_id.is_some() && !taken.give_back {
+                drop(reserving);
                 if taken.to_settle != 0 || !taken.usage.usage.is_empty() {
                     batch.push((account.clone(), taken));
                 }
@@ -155,7 +159,8 @@ impl Meter {
         account: &Arc<Account>,
         closing: bool,
     ) -> Result<(), ledger::LedgerError> {
-        let taken = take(account, closing);
+        let _reserving = account.top_up.lock().await;
+        let taken = take(account, closing, true);
         self.settle_taken(account, taken).await
     }
 
@@ -350,17 +355,25 @@ struct Taken {
     give_back: bool,
 }
 
-/// Takes what `account` has to settle out of its wallet, and moves its tick counters on.
-fn take(account: &Arc<Account>, closing: bool) -> Taken {
+/// Takes what `account` has to settle out of its wallet, and moves its tick counters on. When
+/// the lease is to go back (`closing`, or idle, and `may_give_back`: the caller holds the
+/// account's reservation lock), what it has left leaves the wallet at once, so that no call
+/// holds credits of a lease while it is being returned.
+fn take(account: &Arc<Account>, closing: bool, may_give_back: bool) -> Taken {
     let mut wallet = lock(account);
     let quiet = wallet.spent_this_tick == 0 && wallet.held == 0;
     wallet.idle_ticks = if quiet { wallet.idle_ticks + 1 } else { 0 };
     wallet.spent_last_tick = wallet.spent_this_tick;
     wallet.spent_this_tick = 0;
+    let give_back =
+        may_give_back && (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0;
+    if give_back {
+        wallet.granted = wallet.spent;
+    }
     Taken {
         lease_id: wallet.lease_id,
         to_settle: wallet.spent - wallet.settled,
-        give_back: (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0,
+        give_back,
         usage: PendingUsage {
             account: account.clone(),
             usage: std::mem::take(&mut wallet.usage),
