@@ -179,7 +179,8 @@ SQL
   for n in 1 200 2000 10000; do
     seq 1 "$n" | awk '{ printf "mk_acct%039d\n", $1 }' > "$WORK/keys-$n.txt"
     log "many accounts: N=$n"
-    read -r rps ok other < <("$LOADGEN" accounts "$(url_of gateway)" "$WORK/keys-$n.txt" "$ACCOUNT_SECS" 32)
+    read -r rps ok other < <("$LOADGEN" accounts "http://127.0.0.1:$GW/api/v1/bench/data.json" \
+      "$WORK/keys-$n.txt" "$ACCOUNT_SECS" 32)
     local stop_ns
     stop_ns=$(date +%s%N)
     total_ok=$((total_ok + ok))
