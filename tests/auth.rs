@@ -348,12 +348,7 @@ async fn failed_logins_stop_asking_for_a_captcha_fifteen_minutes_later() {
     let accounts = accounts().await;
     let email = "window@example.com";
     accounts.register(email, PASSWORD).await;
-    for _ in 0..3 {
-        accounts
-            .login(email, "wrong password")
-            .await
-            .assert_error(401, Some(40111));
-    }
+    three_wrong_logins(&accounts, email).await;
     let clock = accounts.app.clock();
     clock.advance(Span::minutes(14) + Span::seconds(50));
     accounts
@@ -417,12 +412,7 @@ async fn three_failed_logins_require_a_captcha() {
     let accounts = accounts().await;
     let email = "kate@example.com";
     accounts.register(email, PASSWORD).await;
-    for _ in 0..3 {
-        accounts
-            .login(email, "wrong password")
-            .await
-            .assert_error(401, Some(40111));
-    }
+    three_wrong_logins(&accounts, email).await;
     accounts
         .login(email, PASSWORD)
         .await
@@ -591,6 +581,16 @@ async fn sessions_end_on_logout_expiry_and_user_deletion() {
         .get_as(&third, "/myapi/user/profile")
         .await
         .assert_error(404, Some(40402));
+}
+
+/// Three wrong passwords for `email`, each answered 40111: what makes login ask for a captcha.
+async fn three_wrong_logins(accounts: &Scene, email: &str) {
+    for _ in 0..3 {
+        accounts
+            .login(email, "wrong password")
+            .await
+            .assert_error(401, Some(40111));
+    }
 }
 
 /// The reset token of the last reset mail sent to `email`.

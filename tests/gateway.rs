@@ -21,6 +21,26 @@ async fn gateway() -> Scene {
     gateway_with(TestConfig::default()).await
 }
 
+/// Settings that share limits through `redis`, under a prefix of this test's own.
+fn sharing_redis(redis: String) -> TestConfig {
+    TestConfig::default().var("REDIS_URL", redis).var(
+        "REDIS_KEY_PREFIX",
+        format!("test-{}", Uuid::new_v4().simple()),
+    )
+}
+
+/// The first instant of the UTC month after `now`'s, computed here apart from the service.
+fn start_of_next_month(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Datelike, TimeZone};
+    let (year, month) = match now.month() {
+        12 => (now.year() + 1, 1),
+        month => (now.year(), month + 1),
+    };
+    chrono::Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .unwrap()
+}
+
 async fn call(app: &TestApp, key: &str, path: &str) -> TestResponse {
     send(app.request(Method::GET, path).header("X-API-Key", key)).await
 }
@@ -662,11 +682,7 @@ async fn limits_hold_across_two_instances_sharing_redis() {
     let Some(redis) = support::redis_url("limits_hold_across_two_instances_sharing_redis") else {
         return;
     };
-    let shared = TestConfig::default().var("REDIS_URL", redis).var(
-        "REDIS_KEY_PREFIX",
-        format!("test-{}", Uuid::new_v4().simple()),
-    );
-    let gw = gateway_with(shared).await;
+    let gw = gateway_with(sharing_redis(redis)).await;
     gw.fund(10_000).await;
     gw.set_limits(5, 100_000, Some(40)).await;
     let key = gw.new_key().await;
@@ -998,21 +1014,13 @@ async fn a_failing_provider_is_cut_off_then_probed() {
 /// The quota comes back with the next UTC month, and `Retry-After` says when.
 #[tokio::test]
 async fn an_exhausted_quota_says_to_retry_at_the_start_of_the_next_month() {
-    use chrono::{Datelike, TimeZone};
     let gw = gateway().await;
     gw.fund(100).await;
     gw.set_limits(1000, 100_000, Some(2)).await;
     let key = gw.new_key().await;
     let clock = gw.app.clock();
     let now = clock.now();
-    let (year, month) = match now.month() {
-        12 => (now.year() + 1, 1),
-        month => (now.year(), month + 1),
-    };
-    let next_month = chrono::Utc
-        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
-        .unwrap();
-    clock.advance(next_month - now - chrono::Duration::seconds(100));
+    clock.advance(start_of_next_month(now) - now - chrono::Duration::seconds(100));
 
     for _ in 0..2 {
         call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
@@ -1417,15 +1425,10 @@ async fn new_limits_reach_every_instance_at_once() {
 /// in the shared (Redis) counter too.
 #[tokio::test]
 async fn a_new_month_starts_the_shared_quota_from_zero() {
-    use chrono::{Datelike, TimeZone};
     let Some(redis) = support::redis_url("a_new_month_starts_the_shared_quota_from_zero") else {
         return;
     };
-    let shared = TestConfig::default().var("REDIS_URL", redis).var(
-        "REDIS_KEY_PREFIX",
-        format!("test-{}", Uuid::new_v4().simple()),
-    );
-    let gw = gateway_with(shared).await;
+    let gw = gateway_with(sharing_redis(redis)).await;
     gw.fund(100).await;
     gw.set_limits(1000, 100_000, Some(2)).await;
     let key = gw.new_key().await;
@@ -1440,14 +1443,7 @@ async fn a_new_month_starts_the_shared_quota_from_zero() {
         .assert_error(429, Some(42903));
     let clock = other.clock();
     let now = clock.now();
-    let (year, month) = match now.month() {
-        12 => (now.year() + 1, 1),
-        month => (now.year(), month + 1),
-    };
-    let next_month = chrono::Utc
-        .with_ymd_and_hms(year, month, 1, 0, 0, 1)
-        .unwrap();
-    clock.advance(next_month - now);
+    clock.advance(start_of_next_month(now) - now + chrono::Duration::seconds(1));
     call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
 }
 
