@@ -28,6 +28,9 @@ pub struct UserRow {
     pub email: String,
     pub role: Role,
     pub status: UserStatus,
+    /// Why a frozen account is frozen: `admin` or `dispute` (a payment disputed at the bank;
+    /// a dispute won lifts it).
+    pub frozen_reason: Option<String>,
     pub credits: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -46,16 +49,17 @@ pub async fn list(
     }
     .resolve()?;
     let (profiles, total) = users::search(&state.pool, search.email.as_deref(), page).await?;
-    let ids: Vec<Uuid> = profiles.iter().map(|profile| profile.id).collect();
+    let ids: Vec<Uuid> = profiles.iter().map(|(profile, _)| profile.id).collect();
     let balances = ledger::balances(&state.pool, &ids).await?;
     let rows = profiles
         .into_iter()
-        .map(|profile| UserRow {
+        .map(|(profile, frozen_reason)| UserRow {
             credits: balances.get(&profile.id).copied().unwrap_or(0),
             id: profile.id,
             email: profile.email,
             role: profile.role,
             status: profile.status,
+            frozen_reason,
             created_at: profile.created_at,
         })
         .collect();

@@ -136,7 +136,7 @@ pub async fn search(
     pool: &PgPool,
     needle: Option<&str>,
     page: PageRequest,
-) -> Result<(Vec<Profile>, i64), sqlx::Error> {
+) -> Result<(Vec<(Profile, Option<String>)>, i64), sqlx::Error> {
     let pattern = needle.map(|needle| {
         let escaped = needle
             .trim()
@@ -146,9 +146,9 @@ pub async fn search(
             .replace('_', "\\_");
         format!("%{escaped}%")
     });
-    let profiles = sqlx::query_as!(
-        Profile,
-        r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at
+    let rows = sqlx::query!(
+        r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at,
+                  frozen_reason
            FROM users WHERE $1::text IS NULL OR lower(email) LIKE $1
            ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"#,
         pattern,
@@ -157,6 +157,19 @@ pub async fn search(
     )
     .fetch_all(pool)
     .await?;
+    let profiles = rows
+        .into_iter()
+        .map(|row| {
+            let profile = Profile {
+                id: row.id,
+                email: row.email,
+                role: row.role,
+                status: row.status,
+                created_at: row.created_at,
+            };
+            (profile, row.frozen_reason)
+        })
+        .collect();
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "total!" FROM users WHERE $1::text IS NULL OR lower(email) LIKE $1"#,
         pattern
@@ -175,14 +188,47 @@ pub async fn exists(pool: &PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
     .await
 }
 
-/// Sets an account's status; false when there is no such account.
+/// Freezes an active account because a payment of it is disputed (an admin's freeze stays the
+/// admin's).
+pub async fn freeze_for_dispute(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE users SET status = 'frozen', frozen_reason = 'dispute'
+           WHERE id = $1 AND status = 'active'"#,
+        user_id
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Lifts a freeze that a dispute made; an admin's freeze stays.
+pub async fn lift_dispute_freeze(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE users SET status = 'active', frozen_reason = NULL
+           WHERE id = $1 AND frozen_reason = 'dispute'"#,
+        user_id
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Sets an account's status (an admin's decision); false when there is no such account.
 pub async fn set_status(
     pool: &PgPool,
     user_id: Uuid,
     status: UserStatus,
 ) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query!(
-        "UPDATE users SET status = $2 WHERE id = $1",
+        r#"UPDATE users SET status = $2,
+                  frozen_reason = CASE WHEN $2 = 'frozen' THEN 'admin' END
+           WHERE id = $1"#,
         user_id,
         status as UserStatus
     )

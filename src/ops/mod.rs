@@ -54,6 +54,8 @@ pub struct ModuleRanges {
     pub purpose: &'static str,
     /// Inclusive `[from, to]` pairs.
     pub ranges: Vec<(u32, u32)>,
+    /// Where this service's own codes of the module (extensions) live.
+    pub extension_ranges: Vec<(u32, u32)>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -71,6 +73,7 @@ pub fn module_ranges() -> Vec<ModuleRanges> {
             title: module.title(),
             purpose: module.purpose(),
             ranges: module.ranges().to_vec(),
+            extension_ranges: module.extension_ranges().to_vec(),
         })
         .collect()
 }

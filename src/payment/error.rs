@@ -6,6 +6,8 @@ use crate::api::{ApiError, Code};
 pub enum PaymentError {
     #[error("the plan is unknown, inactive or free")]
     InvalidPlan,
+    #[error("the user already holds a live subscription")]
+    SubscriptionExists,
     #[error("subscriptions are paid by card only")]
     SubscriptionCardOnly,
     #[error("unknown payment method")]
@@ -54,6 +56,7 @@ impl From<PaymentError> for ApiError {
         let code = match &error {
             PaymentError::InvalidPlan => Code::INVALID_PLAN_TYPE,
             PaymentError::SubscriptionCardOnly => Code::SUBSCRIPTION_CARD_ONLY,
+            PaymentError::SubscriptionExists => Code::SUBSCRIPTION_EXISTS,
             PaymentError::UnsupportedPayment => {
                 return ApiError::new(Code::UNSUPPORTED_PAYMENT)
                     .with_detail("Use credit_card, alipay or wechat_pay.");

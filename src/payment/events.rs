@@ -7,9 +7,11 @@ use sqlx::PgConnection;
 
 use super::error::PaymentError;
 use super::event::StripeEvent;
+use super::fields::{boolean, id_of, number, text, timestamp};
 use super::grant::{grant_credits, settle_payment};
+use super::invoice::{self, NewInvoice};
 use super::order::{self, Order, OrderStatus, SubscriptionChange, SubscriptionStatus};
-use crate::ledger::{self, Movement};
+use super::reversal;
 
 pub async fn apply(
     connection: &mut PgConnection,
@@ -32,44 +34,16 @@ pub async fn apply(
         "customer.subscription.updated" | "customer.subscription.deleted" => {
             subscription_changed(connection, event, object).await
         }
-        "charge.refunded" => charge_refunded(connection, object, now).await,
+        "charge.refunded" => reversal::charge_refunded(connection, object, now).await,
+        "charge.dispute.created" => reversal::dispute_opened(connection, object, now).await,
+        "charge.dispute.closed" => reversal::dispute_closed(connection, object, now).await,
+        "charge.succeeded" => charge_succeeded(connection, object).await,
+        "invoice_payment.paid" => invoice_payment_paid(connection, object).await,
         other => {
             tracing::debug!(event_type = other, "Stripe event type needs nothing");
             Ok(())
         }
     }
-}
-
-fn text<'a>(value: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(value, |value, key| value.get(key))?
-        .as_str()
-        .filter(|s| !s.is_empty())
-}
-
-fn number(value: &Value, path: &[&str]) -> Option<i64> {
-    path.iter()
-        .try_fold(value, |value, key| value.get(key))?
-        .as_i64()
-}
-
-fn boolean(value: &Value, path: &[&str]) -> Option<bool> {
-    path.iter()
-        .try_fold(value, |value, key| value.get(key))?
-        .as_bool()
-}
-
-/// An id field that may be a plain id or an expanded object.
-fn id_of<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    match value.get(key)? {
-        Value::String(id) => Some(id.as_str()),
-        object @ Value::Object(_) => text(object, &["id"]),
-        _ => None,
-    }
-}
-
-fn timestamp(seconds: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(seconds, 0)
 }
 
 /// The amount and currency Stripe reports must be the order's, or nothing is granted.
@@ -160,7 +134,23 @@ async fn checkout_paid(
     }
     settle_payment(connection, &order, event.created_at(), now).await?;
     if order.is_subscription() {
+        // Its invoice is recorded by `invoice.paid`.
         order::activate_subscription(connection, order.id, event.created_at(), None).await?;
+    } else if let Some(payment_intent) = payment_intent {
+        let payment = NewInvoice {
+            order: &order,
+            stripe_invoice_id: None,
+            stripe_payment_intent_id: Some(payment_intent),
+            number: None,
+            amount_paid_cents: order.amount_cents,
+            currency: &order.currency,
+            period_start: None,
+            period_end: None,
+            hosted_invoice_url: None,
+            pdf_url: None,
+            created_at: event.created_at(),
+        };
+        invoice::record(connection, payment).await?;
     }
     Ok(())
 }
@@ -255,18 +245,67 @@ async fn invoice_paid(
         )
         .await?;
     }
-    // The paid period's end; it only ever moves forward.
-    let period_end = invoice
-        .get("lines")
-        .and_then(|lines| lines.get("data"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    // The paid period: its lines' (the invoice's own period is the one billed before).
+    let lines = || {
+        invoice
+            .get("lines")
+            .and_then(|lines| lines.get("data"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
+    let period_start = lines()
+        .filter_map(|line| number(line, &["period", "start"]))
+        .min()
+        .or_else(|| number(invoice, &["period_start"]))
+        .and_then(timestamp);
+    let period_end = lines()
         .filter_map(|line| number(line, &["period", "end"]))
         .max()
         .or_else(|| number(invoice, &["period_end"]))
         .and_then(timestamp);
+    let paid = NewInvoice {
+        order: &order,
+        stripe_invoice_id: Some(invoice_id),
+        stripe_payment_intent_id: id_of(invoice, "payment_intent"),
+        number: text(invoice, &["number"]),
+        amount_paid_cents: order.amount_cents,
+        currency: &order.currency,
+        period_start,
+        period_end,
+        hosted_invoice_url: text(invoice, &["hosted_invoice_url"]),
+        pdf_url: text(invoice, &["invoice_pdf"]),
+        created_at: event.created_at(),
+    };
+    invoice::record(connection, paid).await?;
+    // It only ever moves forward.
     order::extend_period(connection, order.id, period_end).await?;
+    Ok(())
+}
+
+/// Which invoice a payment intent paid: refunds and disputes name only the payment intent.
+async fn invoice_payment_paid(
+    connection: &mut PgConnection,
+    invoice_payment: &Value,
+) -> Result<(), PaymentError> {
+    let invoice_id = id_of(invoice_payment, "invoice");
+    let payment_intent = id_of(&invoice_payment["payment"], "payment_intent");
+    if let (Some(invoice_id), Some(payment_intent)) = (invoice_id, payment_intent) {
+        invoice::record_invoice_payment(connection, payment_intent, invoice_id).await?;
+    }
+    Ok(())
+}
+
+/// The receipt of a one-time payment.
+async fn charge_succeeded(
+    connection: &mut PgConnection,
+    charge: &Value,
+) -> Result<(), PaymentError> {
+    if let Some(payment_intent) = id_of(charge, "payment_intent") {
+        let receipt_url = text(charge, &["receipt_url"]);
+        let receipt_number = text(charge, &["receipt_number"]);
+        invoice::record_receipt(connection, payment_intent, receipt_url, receipt_number).await?;
+    }
     Ok(())
 }
 
@@ -332,62 +371,6 @@ async fn subscription_changed(
     if !order::apply_subscription_change(connection, order.id, change).await? {
         tracing::info!(order_no = %order.order_no, event_id = %event.id,
             "an older subscription event was ignored");
-    }
-    Ok(())
-}
-
-/// A refund takes back the refunded share of the order's credits, down to zero; what could not
-/// be taken is recorded on the order as a shortfall.
-async fn charge_refunded(
-    connection: &mut PgConnection,
-    charge: &Value,
-    now: DateTime<Utc>,
-) -> Result<(), PaymentError> {
-    let order_no = text(charge, &["metadata", "order_no"]);
-    let payment_intent = id_of(charge, "payment_intent");
-    let refers = OrderRef {
-        order_no,
-        subscription_id: None,
-        payment_intent_id: payment_intent,
-    };
-    let Some(order) = locked_order(connection, "charge", charge, refers).await? else {
-        return Ok(());
-    };
-    let (Some(charge_id), Some(amount), Some(refunded)) = (
-        text(charge, &["id"]),
-        number(charge, &["amount"]),
-        number(charge, &["amount_refunded"]),
-    ) else {
-        return Err(PaymentError::Internal(anyhow::anyhow!(
-            "a charge without id or amounts"
-        )));
-    };
-    let currency_matches = text(charge, &["currency"])
-        .is_some_and(|currency| currency.eq_ignore_ascii_case(&order.currency));
-    if !currency_matches || amount <= 0 {
-        tracing::error!(order_no = %order.order_no, "the refunded charge disagrees with the order");
-        return Ok(());
-    }
-    let share = i128::from(order.credits) * i128::from(refunded.min(amount)) / i128::from(amount);
-    let target = i64::try_from(share).unwrap_or(order.credits);
-    let owed = target - order.refunded_credits;
-    if owed > 0 {
-        let movement = Movement {
-            user_id: order.user_id,
-            amount: -owed,
-            reason: "refund",
-            reference: Some(&order.order_no),
-            key: &format!("refund:{charge_id}:{refunded}"),
-        };
-        let taken = ledger::take_up_to(connection, movement, now).await?;
-        if taken < owed {
-            tracing::warn!(order_no = %order.order_no, owed, taken,
-                "the refund took back fewer credits than were granted");
-        }
-        order::record_refund(connection, order.id, target, owed - taken).await?;
-    }
-    if boolean(charge, &["refunded"]).unwrap_or(refunded >= amount) {
-        order::mark_refunded(connection, order.id).await?;
     }
     Ok(())
 }

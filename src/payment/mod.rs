@@ -1,11 +1,16 @@
 //! Payment: orders paid through Stripe Checkout, subscriptions, the webhooks that settle them,
 //! cancellation, and manual orders. Codes 40007, 40021-40028, 40302, 40411, 50021-50023.
 
+mod billing_routes;
+mod customer;
 mod error;
 mod event;
 mod events;
+mod fields;
 mod grant;
+mod invoice;
 mod order;
+mod reversal;
 mod routes;
 pub mod signature;
 mod stripe_api;
@@ -39,13 +44,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/myapi/admin/orders",
             web::post().to(routes::admin_create_manual_order),
+        )
+        .route(
+            "/myapi/invoices",
+            web::get().to(billing_routes::list_invoices),
+        )
+        .route(
+            "/myapi/admin/invoices",
+            web::get().to(billing_routes::admin_list_invoices),
+        )
+        .route(
+            "/myapi/billing/portal",
+            web::post().to(billing_routes::billing_portal),
         );
 }
 
 #[derive(OpenApi)]
 #[openapi(
     paths(routes::create_order, routes::list_orders, routes::get_order, routes::checkout,
-        routes::cancel, routes::admin_create_manual_order, webhook::stripe_webhook),
+        routes::cancel, routes::admin_create_manual_order, webhook::stripe_webhook,
+        billing_routes::list_invoices, billing_routes::admin_list_invoices,
+        billing_routes::billing_portal),
     tags((name = "payment", description = "Orders, checkout, subscriptions and Stripe webhooks"))
 )]
 pub struct PaymentApi;

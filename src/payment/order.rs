@@ -2,7 +2,7 @@
 //! table (the order's column list is written once, in `order_query!`).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -14,12 +14,14 @@ use crate::api::PageRequest;
 macro_rules! stored_state {
     ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::Type)]
         #[serde(rename_all = "snake_case")]
         #[sqlx(type_name = "text", rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
     };
 }
+
+pub(super) use stored_state;
 
 stored_state!(
     /// Where an order is in its life.
@@ -329,7 +331,7 @@ pub async fn active_subscription(
                   cancel_at_period_end
            FROM orders
            WHERE user_id = $1 AND billing_mode = 'subscription'
-             AND subscription_status IN ('active', 'trialing')
+             AND subscription_status IN ('active', 'trialing') AND billing_hold IS NULL
            ORDER BY current_period_end DESC NULLS LAST, id DESC LIMIT 1"#,
         user_id
     )
@@ -344,6 +346,34 @@ pub async fn active_subscription(
         };
         (row.plan_id, view)
     }))
+}
+
+/// Whether the user holds a subscription Stripe still bills or may bill: active, trialing or
+/// past due. A second one would be billed too, so it cannot be bought.
+pub async fn has_live_subscription(
+    executor: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM orders
+             WHERE user_id = $1 AND billing_mode = 'subscription'
+               AND subscription_status IN ('active', 'trialing', 'past_due')) AS "exists!""#,
+        user_id
+    )
+    .fetch_one(executor)
+    .await
+}
+
+/// Expires a pending order at once (its price went stale or it is too old to re-open).
+pub async fn expire_pending(executor: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET status = 'expired', checkout_url = NULL
+           WHERE id = $1 AND status = 'pending'"#,
+        id
+    )
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// Stores a pending order's new Checkout Session and expiry; false when it is no longer pending.
@@ -556,7 +586,8 @@ pub async fn extend_period(
     Ok(())
 }
 
-/// Records the credits a refund took back so far and what it could not take.
+/// Adds to the credits refunds of the order's payments took back and to what they could not
+/// take.
 pub async fn record_refund(
     connection: &mut PgConnection,
     id: i64,
@@ -564,7 +595,8 @@ pub async fn record_refund(
     shortfall: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        r#"UPDATE orders SET refunded_credits = $2, refund_shortfall = refund_shortfall + $3
+        r#"UPDATE orders SET refunded_credits = refunded_credits + $2,
+                  refund_shortfall = refund_shortfall + $3
            WHERE id = $1"#,
         id,
         refunded_credits,
@@ -579,5 +611,62 @@ pub async fn mark_refunded(connection: &mut PgConnection, id: i64) -> Result<(),
     sqlx::query!("UPDATE orders SET status = 'refunded' WHERE id = $1", id)
         .execute(connection)
         .await?;
+    Ok(())
+}
+
+/// Locks an order by its id.
+pub async fn lock_by_id(connection: &mut PgConnection, id: i64) -> Result<Order, sqlx::Error> {
+    order_query!("SELECT", "FROM orders WHERE id = $1 FOR UPDATE", id)
+        .fetch_one(connection)
+        .await
+}
+
+/// Why a subscription no longer sets the account's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BillingHold {
+    /// Its payment was refunded in full.
+    Refunded,
+    /// Its payment is disputed at the bank.
+    Disputed,
+}
+
+impl BillingHold {
+    fn as_str(self) -> &'static str {
+        match self {
+            BillingHold::Refunded => "refunded",
+            BillingHold::Disputed => "disputed",
+        }
+    }
+}
+
+/// Puts a hold on an order's subscription (a refund's hold is not replaced by a dispute's).
+pub async fn set_billing_hold(
+    connection: &mut PgConnection,
+    id: i64,
+    hold: BillingHold,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE orders SET billing_hold = COALESCE(billing_hold, $2) WHERE id = $1",
+        id,
+        hold.as_str()
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Lifts a hold of this kind.
+pub async fn clear_billing_hold(
+    connection: &mut PgConnection,
+    id: i64,
+    hold: BillingHold,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE orders SET billing_hold = NULL WHERE id = $1 AND billing_hold = $2",
+        id,
+        hold.as_str()
+    )
+    .execute(connection)
+    .await?;
     Ok(())
 }

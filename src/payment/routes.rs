@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::customer;
 use super::error::PaymentError;
 use super::grant::settle_payment;
 use super::order::{
@@ -20,6 +21,7 @@ use crate::api::{
     ApiError, ApiJson, ApiQuery, Authorized, ErrorBody, IdempotencyKey, Page, PageQuery,
     PathAndBody, SuccessBody, ok,
 };
+use crate::auth::users::Profile;
 use crate::auth::{ActiveUser, AdminUser, users};
 use crate::db::is_violation_of;
 use crate::plans::{self, Plan, PlanType};
@@ -30,6 +32,10 @@ type Context = web::Data<AppState>;
 /// How long a pending order (and its Checkout Session) can be paid. Stripe accepts 30 minutes
 /// to 24 hours.
 const ORDER_TTL_MINUTES: i64 = 60;
+
+/// A pending order older than this cannot be re-opened: `/checkout` would otherwise keep an
+/// order (and its price) alive forever.
+const ORDER_MAX_AGE_HOURS: i64 = 24;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateOrder {
@@ -75,7 +81,8 @@ async fn buyable_plan(context: &AppState, plan_id: i64) -> Result<Plan, PaymentE
     security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<OrderView>)),
     (status = 400, description = "40007 unknown, inactive or free plan; 40023 subscriptions are \
-        card only; 40024 unknown payment method.", body = ErrorBody),
+        card only; 40024 unknown payment method; 40029 a subscription while another is active, \
+        trialing or past due (change plan instead).", body = ErrorBody),
     (status = 401, description = "40101 no valid session.", body = ErrorBody),
     (status = 500, description = "50021 the checkout session could not be created (the order \
         stays pending; retry with /checkout).", body = ErrorBody)))]
@@ -97,6 +104,11 @@ pub async fn create_order(
     let method = parse_method(body.payment_method.as_deref())?;
     if plan.plan_type == PlanType::Subscription && method != PaymentMethod::CreditCard {
         return Err(PaymentError::SubscriptionCardOnly.into());
+    }
+    if plan.plan_type == PlanType::Subscription
+        && order::has_live_subscription(&context.pool, user_id).await?
+    {
+        return Err(PaymentError::SubscriptionExists.into());
     }
     if !stripe.is_configured() {
         return Err(PaymentError::PaymentsNotConfigured.into());
@@ -128,18 +140,21 @@ pub async fn create_order(
         }
         Err(error) => return Err(error.into()),
     };
-    let order = open_checkout(&context, &stripe, order, &plan).await?;
+    let order = open_checkout(&context, &stripe, order, &plan, &session.user).await?;
     Ok(ok(order.view(now)))
 }
 
-/// Creates the next Checkout Session of a pending order and stores it with the order's new
-/// expiry. Stripe's failure leaves the order pending for `/checkout` to retry.
+/// Creates the next Checkout Session of a pending order, for the user's Stripe Customer, and
+/// stores it with the order's new expiry. Stripe's failure leaves the order pending for
+/// `/checkout` to retry.
 async fn open_checkout(
     context: &AppState,
     stripe: &StripeApi,
     order: Order,
     plan: &Plan,
+    user: &Profile,
 ) -> Result<Order, PaymentError> {
+    let customer = customer::ensure(context, stripe, user).await?;
     let now = context.clock.now();
     let attempt = order.checkout_attempts + 1;
     let expires_at = now + Duration::minutes(ORDER_TTL_MINUTES);
@@ -150,7 +165,9 @@ async fn open_checkout(
     if let Some(previous) = &order.checkout_session_id {
         stripe.expire_session(previous, &order.order_no).await?;
     }
-    let session = stripe.create_session(&draft, plan, attempt).await?;
+    let session = stripe
+        .create_session(&draft, plan, &customer, attempt)
+        .await?;
     let stored = order::set_checkout(
         &context.pool,
         order.id,
@@ -242,7 +259,9 @@ pub async fn get_order(
     params(("order_no" = String, Path, description = "The order's number.")),
     security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<OrderView>)),
-    (status = 400, description = "40021 the order expired; 40022 it is not pending.", body = ErrorBody),
+    (status = 400, description = "40021 the order expired, is older than a day, or its plan is \
+        no longer sold at the order's price (the order expires); 40022 it is not pending; 40029 \
+        a subscription order while another subscription is live.", body = ErrorBody),
     (status = 403, description = "40302 another user's order.", body = ErrorBody),
     (status = 404, description = "40411 no such order.", body = ErrorBody),
     (status = 500, description = "50021 Stripe failed.", body = ErrorBody)))]
@@ -258,11 +277,28 @@ pub async fn checkout(
         OrderStatus::Expired => return Err(PaymentError::OrderExpired.into()),
         _ => return Err(PaymentError::OrderNotPending.into()),
     }
-    let plan = plans::find(&context.pool, order.plan_id)
-        .await?
-        .ok_or(PaymentError::InvalidPlan)?;
-    let order = open_checkout(&context, &stripe, order, &plan).await?;
+    let plan = plans::find(&context.pool, order.plan_id).await?;
+    let Some(plan) = plan.filter(|plan| still_sold_as_ordered(&order, plan, now)) else {
+        // The order's price is no longer on sale, or the order is too old to re-open.
+        order::expire_pending(&context.pool, order.id).await?;
+        return Err(PaymentError::OrderExpired.into());
+    };
+    if order.is_subscription() && order::has_live_subscription(&context.pool, order.user_id).await?
+    {
+        return Err(PaymentError::SubscriptionExists.into());
+    }
+    let order = open_checkout(&context, &stripe, order, &plan, &session.user).await?;
     Ok(ok(order.view(now)))
+}
+
+/// Whether a pending order may be paid at the price it was made with: it is younger than
+/// a day, and its plan is still on sale for the same price, currency and credits.
+fn still_sold_as_ordered(order: &Order, plan: &Plan, now: chrono::DateTime<chrono::Utc>) -> bool {
+    now - order.created_at < Duration::hours(ORDER_MAX_AGE_HOURS)
+        && plan.active
+        && plan.amount_cents == order.amount_cents
+        && plan.currency.eq_ignore_ascii_case(&order.currency)
+        && plan.credits == order.credits
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -1,5 +1,5 @@
 //! The calls this service makes to Stripe, through async-stripe: Checkout Sessions for orders,
-//! and subscription cancellation. `STRIPE_API_BASE` points the client elsewhere (a local fake in
+//! the user's Customer, Billing Portal sessions and subscription cancellation. `STRIPE_API_BASE` points the client elsewhere (a local fake in
 //! tests). Every call carries an idempotency key derived from the order, so a retried request
 //! cannot create a second session.
 
@@ -77,6 +77,7 @@ impl StripeApi {
         &self,
         order: &Order,
         plan: &Plan,
+        customer: &str,
         attempt: i32,
     ) -> Result<Session, PaymentError> {
         let client = self.client()?;
@@ -120,6 +121,7 @@ impl StripeApi {
         let mut request = CreateCheckoutSession::new()
             .line_items(vec![line_item])
             .client_reference_id(order.order_no.clone())
+            .customer(customer)
             .metadata(metadata.clone())
             .success_url(page("success"))
             .cancel_url(page("cancel"))
@@ -183,6 +185,52 @@ impl StripeApi {
             .await
             .map(drop)
             .map_err(|error| PaymentError::CheckoutFailed(error.to_string()))
+    }
+
+    /// Creates the user's Customer; the idempotency key makes a retried or racing call return the
+    /// same one.
+    pub async fn create_customer(
+        &self,
+        user_id: uuid::Uuid,
+        email: &str,
+        idempotency: &str,
+    ) -> Result<String, PaymentError> {
+        let metadata = HashMap::from([(String::from("user_id"), user_id.to_string())]);
+        let customer = stripe_core::customer::CreateCustomer::new()
+            .email(email)
+            .metadata(metadata)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(idempotency_key(idempotency)?))
+            .send(self.client()?)
+            .await
+            .map_err(|error| PaymentError::CheckoutFailed(error.to_string()))?;
+        Ok(customer.id.to_string())
+    }
+
+    /// Sends a changed address to the user's Customer (receipts and invoices go there).
+    pub async fn update_customer_email(
+        &self,
+        customer_id: &str,
+        email: &str,
+    ) -> Result<(), PaymentError> {
+        stripe_core::customer::UpdateCustomer::new(customer_id)
+            .email(email)
+            .send(self.client()?)
+            .await
+            .map(drop)
+            .map_err(|error| PaymentError::CheckoutFailed(error.to_string()))
+    }
+
+    /// A Billing Portal session of the customer, returning to `{PUBLIC_URL}/billing`.
+    pub async fn portal_session(&self, customer_id: &str) -> Result<String, PaymentError> {
+        let return_url = self.public_url.join("billing").expect("a relative path");
+        let session = stripe_billing::billing_portal_session::CreateBillingPortalSession::new()
+            .customer(customer_id)
+            .return_url(return_url.to_string())
+            .send(self.client()?)
+            .await
+            .map_err(|error| PaymentError::CheckoutFailed(error.to_string()))?;
+        Ok(session.url)
     }
 
     /// Cancels a subscription at the end of its period, or at once.

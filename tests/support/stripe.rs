@@ -48,6 +48,7 @@ struct State {
     replies: HashMap<String, (String, Value)>,
     failing: bool,
     sessions: u32,
+    customers: u32,
 }
 
 #[derive(Clone)]
@@ -190,6 +191,64 @@ fn known_parameters(method: &str, segments: &[&str]) -> &'static [&'static str] 
             "trial_from_plan",
             "trial_settings",
         ],
+        ("POST", ["customers"]) => &[
+            "address",
+            "balance",
+            "business_name",
+            "cash_balance",
+            "description",
+            "email",
+            "expand",
+            "individual_name",
+            "invoice_prefix",
+            "invoice_settings",
+            "metadata",
+            "name",
+            "next_invoice_sequence",
+            "payment_method",
+            "phone",
+            "preferred_locales",
+            "shipping",
+            "source",
+            "tax",
+            "tax_exempt",
+            "tax_id_data",
+            "test_clock",
+            "validate",
+        ],
+        ("POST", ["customers", _]) => &[
+            "address",
+            "balance",
+            "business_name",
+            "cash_balance",
+            "default_source",
+            "description",
+            "email",
+            "expand",
+            "individual_name",
+            "invoice_prefix",
+            "invoice_settings",
+            "metadata",
+            "name",
+            "next_invoice_sequence",
+            "phone",
+            "preferred_locales",
+            "shipping",
+            "source",
+            "tax",
+            "tax_exempt",
+            "validate",
+        ],
+        ("POST", ["billing_portal", "sessions"]) => &[
+            "configuration",
+            "customer",
+            "customer_account",
+            "expand",
+            "flow_data",
+            "locale",
+            "on_behalf_of",
+            "return_url",
+        ],
         ("DELETE", ["subscriptions", _]) => {
             &["cancellation_details", "expand", "invoice_now", "prorate"]
         }
@@ -284,6 +343,27 @@ async fn handle(
             state.sessions += 1;
             checkout_session(&form, state.sessions)
         }
+        ("POST", ["customers"]) => {
+            state.customers += 1;
+            let mut customer = fixture("customer");
+            customer["id"] = json!(format!("cus_fake_{}", state.customers));
+            customer["email"] = json!(form.get("email"));
+            customer["metadata"] = json!({ "user_id": form.get("metadata[user_id]") });
+            customer
+        }
+        ("POST", ["customers", id]) => {
+            let mut customer = fixture("customer");
+            customer["id"] = json!(id);
+            customer["email"] = json!(form.get("email"));
+            customer
+        }
+        ("POST", ["billing_portal", "sessions"]) => {
+            let mut session = fixture("billing_portal.session");
+            session["customer"] = json!(form.get("customer"));
+            session["return_url"] = json!(form.get("return_url"));
+            session["url"] = json!("https://billing.stripe.com/p/session/test_fake");
+            session
+        }
         ("POST", ["checkout", "sessions", id, "expire"]) => {
             let mut session = fixture("checkout.session");
             session["id"] = json!(id);
@@ -324,6 +404,7 @@ fn checkout_session(form: &HashMap<String, String>, n: u32) -> Value {
     session["payment_status"] = json!("unpaid");
     session["mode"] = json!(form.get("mode"));
     session["client_reference_id"] = json!(form.get("client_reference_id"));
+    session["customer"] = json!(form.get("customer"));
     session["expires_at"] = json!(form.get("expires_at").and_then(|v| v.parse::<i64>().ok()));
     session["metadata"] = json!({
         "order_no": form.get("metadata[order_no]"),
