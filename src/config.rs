@@ -56,6 +56,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
     pub metrics_token: Option<SecretString>,
+    /// `BILLING_GRACE_DAYS`: how long a past-due subscription, or one whose period ended with no
+    /// renewal heard of, keeps its plan's limits before the account falls back to the free plan.
+    pub billing_grace: chrono::Duration,
 }
 
 /// Which browser origins may call the service from another origin.
@@ -312,6 +315,9 @@ impl Settings {
             .transpose()?
             .unwrap_or_default();
         let metrics_token = get("METRICS_TOKEN").map(SecretString::from);
+        let billing_grace = chrono::Duration::days(
+            i64::try_from(number("BILLING_GRACE_DAYS", 3, 0..=90)?).unwrap_or(3),
+        );
 
         // In production, defaults that would fail silently are refused: links in emails would
         // point at the listen address, and emails would go to files nobody reads.
@@ -355,6 +361,7 @@ impl Settings {
             cors,
             trusted_proxies,
             metrics_token,
+            billing_grace,
         })
     }
 

@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::db::Database;
 use crate::gateway::GatewayState;
 use crate::limits::Limiter;
-use crate::mail::Mailer;
+use crate::mail::{self, Mailer};
 use crate::payment::StripeApi;
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
@@ -37,6 +37,8 @@ pub struct Application {
     gateway: Arc<GatewayState>,
     background: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
+    mail_outbox: tokio::task::JoinHandle<()>,
+    billing_alerts: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -70,7 +72,7 @@ impl Application {
         let gateway_data = web::Data::from(gateway.clone());
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),
-            mailer: Mailer::from_settings(&settings)?,
+            mailer: Arc::new(Mailer::from_settings(&settings)?),
             limiter: Limiter::from_settings(&settings).await?,
             clock: clock.clone(),
             settings: Arc::new(settings),
@@ -81,6 +83,12 @@ impl Application {
             clock.clone(),
             state.settings.clone(),
         ));
+        let mail_outbox = tokio::spawn(mail::outbox::run(
+            database.pool.clone(),
+            state.mailer.clone(),
+            clock.clone(),
+        ));
+        let billing_alerts = tokio::spawn(payment::alerts::run(state.clone().into_inner()));
 
         let cors = api::cors(&state.settings.cors);
         let server = HttpServer::new(move || {
@@ -120,6 +128,8 @@ impl Application {
             gateway,
             background,
             housekeeping,
+            mail_outbox,
+            billing_alerts,
         })
     }
 
@@ -144,6 +154,9 @@ impl Application {
         // The in-flight calls are drained: settle what they spent and give the reserves back.
         self.background.abort();
         self.housekeeping.abort();
+        self.billing_alerts.abort();
+        // The outbox keeps what it could not send yet; the next start sends it.
+        self.mail_outbox.abort();
         self.gateway.meter.close(&self.gateway.directory).await;
         self.database.shut_down().await;
         served.context("the HTTP server failed")

@@ -15,6 +15,6 @@ pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub clock: Arc<Clock>,
-    pub mailer: Mailer,
+    pub mailer: Arc<Mailer>,
     pub limiter: Limiter,
 }

@@ -11,26 +11,36 @@ macro_rules! embedded_templates {
     };
 }
 
-const TEMPLATES: &[(&str, &str)] = embedded_templates![
-    "errors.html",
-    "email/email_code/en/subject.txt",
-    "email/email_code/en/body.txt",
-    "email/email_code/en/body.html",
-    "email/email_code/zh/subject.txt",
-    "email/email_code/zh/body.txt",
-    "email/email_code/zh/body.html",
-    "email/password_reset/en/subject.txt",
-    "email/password_reset/en/body.txt",
-    "email/password_reset/en/body.html",
-    "email/password_reset/zh/subject.txt",
-    "email/password_reset/zh/body.txt",
-    "email/password_reset/zh/body.html",
-    "email/password_changed/en/subject.txt",
-    "email/password_changed/en/body.txt",
-    "email/password_changed/en/body.html",
-    "email/password_changed/zh/subject.txt",
-    "email/password_changed/zh/body.txt",
-    "email/password_changed/zh/body.html",
+/// Each email's three parts (subject, text, HTML) in each language.
+macro_rules! embedded_emails {
+    ($($name:literal),* $(,)?) => {
+        &[$(
+            embedded_emails!(@part $name, "en", "subject.txt"),
+            embedded_emails!(@part $name, "en", "body.txt"),
+            embedded_emails!(@part $name, "en", "body.html"),
+            embedded_emails!(@part $name, "zh", "subject.txt"),
+            embedded_emails!(@part $name, "zh", "body.txt"),
+            embedded_emails!(@part $name, "zh", "body.html"),
+        )*]
+    };
+    (@part $name:literal, $lang:literal, $part:literal) => {
+        (
+            concat!("email/", $name, "/", $lang, "/", $part),
+            include_str!(concat!("../templates/email/", $name, "/", $lang, "/", $part)),
+        )
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = embedded_templates!["errors.html"];
+
+const EMAILS: &[(&str, &str)] = embedded_emails![
+    "email_code",
+    "password_reset",
+    "password_changed",
+    "payment_receipt",
+    "payment_failed",
+    "subscription_ending",
+    "low_balance",
 ];
 
 pub fn environment() -> &'static Environment<'static> {
@@ -38,7 +48,7 @@ pub fn environment() -> &'static Environment<'static> {
     ENVIRONMENT.get_or_init(|| {
         let mut environment = Environment::new();
         environment.add_filter("code", code_spans);
-        for (name, source) in TEMPLATES {
+        for (name, source) in TEMPLATES.iter().chain(EMAILS) {
             environment
                 .add_template(name, source)
                 .expect("every embedded template is valid");
@@ -73,7 +83,7 @@ mod tests {
     #[test]
     fn every_template_compiles() {
         let environment = super::environment();
-        for (name, _) in super::TEMPLATES {
+        for (name, _) in super::TEMPLATES.iter().chain(super::EMAILS) {
             assert!(environment.get_template(name).is_ok(), "{name}");
         }
     }

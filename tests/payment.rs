@@ -5,6 +5,8 @@ mod support;
 
 #[path = "payment/billing.rs"]
 mod billing;
+#[path = "payment/notices.rs"]
+mod notices;
 
 use chrono::Duration;
 use reqwest::Method;

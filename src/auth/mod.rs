@@ -35,14 +35,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/password/reset", web::post().to(routes::reset_password))
             .route("/password/change", web::post().to(routes::change_password)),
     )
-    .route("/myapi/user/profile", web::get().to(routes::profile));
+    .route("/myapi/user/profile", web::get().to(routes::profile))
+    .route(
+        "/myapi/user/profile",
+        web::patch().to(routes::change_profile),
+    );
 }
 
 #[derive(OpenApi)]
 #[openapi(
     paths(routes::issue_captcha, routes::send_email_code, routes::register, routes::login,
         routes::logout, routes::forgot_password, routes::reset_password, routes::change_password,
-        routes::profile),
+        routes::profile, routes::change_profile),
     tags((name = "auth", description = "Accounts, sessions and passwords"))
 )]
 pub struct AuthApi;

@@ -13,7 +13,7 @@ use super::password::Passwords;
 use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
-use super::users::Profile;
+use super::users::{self, Profile};
 use crate::api::{
     self, ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, ok, request_context,
 };
@@ -327,4 +327,61 @@ const FAILED_CHANGES_PER_MINUTE: u32 = 3;
     (status = 404, description = "40402 the session's user no longer exists.", body = ErrorBody)))]
 pub async fn profile(ActiveUser(session): ActiveUser) -> HttpResponse {
     ok(session.user)
+}
+
+/// The most credits an alert threshold may name.
+const MAX_ALERT_CREDITS: i64 = 1_000_000_000_000;
+
+#[derive(Deserialize, ToSchema)]
+pub struct ProfileChange {
+    /// Email the user once when the credits fall below this; null turns the alert off.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub low_balance_alert: Option<Option<i64>>,
+    /// The language of the emails: `en` or `zh`.
+    pub lang: Option<String>,
+}
+
+/// A field that is present (null included) is `Some`; an absent one stays `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Changes the email language and the low-balance alert; answers the profile.
+#[utoipa::path(patch, path = "/myapi/user/profile", tag = "auth", request_body = ProfileChange,
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<Profile>)),
+    (status = 400, description = "A language other than en or zh, or a threshold outside \
+        1..=10^12 credits.", body = ErrorBody),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody)))]
+pub async fn change_profile(
+    context: web::Data<AppState>,
+    Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<ProfileChange>>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(lang) = &body.lang
+        && !matches!(lang.as_str(), "en" | "zh")
+    {
+        return Err(ApiError::bad_request("`lang`: en or zh."));
+    }
+    if let Some(Some(alert)) = body.low_balance_alert
+        && !(1..=MAX_ALERT_CREDITS).contains(&alert)
+    {
+        return Err(ApiError::bad_request(
+            "`low_balance_alert`: from 1 to 1000000000000 credits, or null.",
+        ));
+    }
+    let user_id = session.user.id;
+    let preferences = users::Preferences {
+        lang: body.lang,
+        low_balance_alert: body.low_balance_alert,
+    };
+    users::set_preferences(&context.pool, user_id, preferences).await?;
+    let profile = users::find(&context.pool, user_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ok(profile))
 }

@@ -157,7 +157,8 @@ async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthErr
     let row = sqlx::query!(
         r#"SELECT s.id AS session_id, s.expires_at, s.revoked_at,
                   u.id AS "user_id?", u.email AS "email?", u.role AS "role?: Role",
-                  u.status AS "status?: UserStatus", u.created_at AS "created_at?"
+                  u.status AS "status?: UserStatus", u.created_at AS "created_at?",
+                  u.lang AS "lang?", u.low_balance_alert
            FROM sessions s LEFT JOIN users u ON u.id = s.user_id
            WHERE s.token_hash = $1"#,
         token::digest(token)
@@ -168,9 +169,14 @@ async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthErr
     if row.revoked_at.is_some() || row.expires_at <= context.clock.now() {
         return Err(AuthError::SessionInvalid);
     }
-    let (Some(id), Some(email), Some(role), Some(status), Some(created_at)) =
-        (row.user_id, row.email, row.role, row.status, row.created_at)
-    else {
+    let (Some(id), Some(email), Some(role), Some(status), Some(created_at), Some(lang)) = (
+        row.user_id,
+        row.email,
+        row.role,
+        row.status,
+        row.created_at,
+        row.lang,
+    ) else {
         return Err(AuthError::UserNotFound);
     };
     Ok(CurrentSession {
@@ -181,6 +187,8 @@ async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthErr
             role,
             status,
             created_at,
+            lang,
+            low_balance_alert: row.low_balance_alert,
         },
     })
 }

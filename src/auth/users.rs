@@ -45,6 +45,10 @@ pub struct Profile {
     pub role: Role,
     pub status: UserStatus,
     pub created_at: DateTime<Utc>,
+    /// The language of the emails: `en` or `zh`.
+    pub lang: String,
+    /// Credits under which the user is emailed once (null: never).
+    pub low_balance_alert: Option<i64>,
 }
 
 impl Profile {
@@ -62,7 +66,7 @@ pub struct Credentials {
 pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Credentials>, AuthError> {
     let row = sqlx::query!(
         r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at,
-                  password_hash
+                  lang, low_balance_alert, password_hash
            FROM users WHERE lower(email) = lower($1)"#,
         email
     )
@@ -75,9 +79,24 @@ pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Credenti
             role: row.role,
             status: row.status,
             created_at: row.created_at,
+            lang: row.lang,
+            low_balance_alert: row.low_balance_alert,
         },
         password_hash: row.password_hash,
     }))
+}
+
+/// An account's profile by id.
+pub async fn find(pool: &PgPool, user_id: Uuid) -> Result<Option<Profile>, sqlx::Error> {
+    sqlx::query_as!(
+        Profile,
+        r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at,
+                  lang, low_balance_alert
+           FROM users WHERE id = $1"#,
+        user_id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn email_taken(pool: &PgPool, email: &str) -> Result<bool, AuthError> {
@@ -101,7 +120,7 @@ pub async fn insert(
         Profile,
         r#"INSERT INTO users (email, password_hash, role) VALUES ($1, $2, $3)
            RETURNING id, email, role AS "role: Role", status AS "status: UserStatus",
-                     created_at"#,
+                     created_at, lang, low_balance_alert"#,
         email,
         password_hash,
         role as Role
@@ -148,7 +167,7 @@ pub async fn search(
     });
     let rows = sqlx::query!(
         r#"SELECT id, email, role AS "role: Role", status AS "status: UserStatus", created_at,
-                  frozen_reason
+                  lang, low_balance_alert, frozen_reason
            FROM users WHERE $1::text IS NULL OR lower(email) LIKE $1
            ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"#,
         pattern,
@@ -166,6 +185,8 @@ pub async fn search(
                 role: row.role,
                 status: row.status,
                 created_at: row.created_at,
+                lang: row.lang,
+                low_balance_alert: row.low_balance_alert,
             };
             (profile, row.frozen_reason)
         })
@@ -281,5 +302,90 @@ pub async fn lock(connection: &mut PgConnection, user_id: Uuid) -> Result<(), sq
     sqlx::query!("SELECT id FROM users WHERE id = $1 FOR UPDATE", user_id)
         .fetch_one(connection)
         .await?;
+    Ok(())
+}
+
+/// An account whose credits fell below its alert threshold.
+pub struct LowBalance {
+    pub email: String,
+    pub lang: String,
+    pub balance: i64,
+    pub threshold: i64,
+}
+
+/// Marks the active accounts now below their threshold as alerted, and returns them; rows that
+/// another instance is taking are skipped.
+pub async fn take_low_balance_crossings(
+    connection: &mut PgConnection,
+) -> Result<Vec<LowBalance>, sqlx::Error> {
+    sqlx::query_as!(
+        LowBalance,
+        r#"WITH crossed AS (
+               SELECT u.id, COALESCE(c.balance, 0) AS balance
+               FROM users u LEFT JOIN credit_accounts c ON c.user_id = u.id
+               WHERE u.low_balance_alert IS NOT NULL AND NOT u.low_balance_notified
+                 AND u.status = 'active' AND COALESCE(c.balance, 0) < u.low_balance_alert
+               FOR UPDATE OF u SKIP LOCKED)
+           UPDATE users u SET low_balance_notified = true FROM crossed
+           WHERE u.id = crossed.id
+           RETURNING u.email, u.lang, crossed.balance AS "balance!",
+                     u.low_balance_alert AS "threshold!""#
+    )
+    .fetch_all(connection)
+    .await
+}
+
+/// Re-arms the alert of the accounts back at or above their threshold.
+pub async fn rearm_low_balance_alerts(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE users u SET low_balance_notified = false FROM credit_accounts c
+           WHERE c.user_id = u.id AND u.low_balance_notified
+             AND (u.low_balance_alert IS NULL OR c.balance >= u.low_balance_alert)"#
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The address and language of an account, for the emails about it.
+pub async fn contact(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let row = sqlx::query!("SELECT email, lang FROM users WHERE id = $1", user_id)
+        .fetch_optional(connection)
+        .await?;
+    Ok(row.map(|row| (row.email, row.lang)))
+}
+
+/// What `PATCH /myapi/user/profile` changes; None leaves a field as it is.
+pub struct Preferences {
+    pub lang: Option<String>,
+    /// Some(None) clears the alert.
+    pub low_balance_alert: Option<Option<i64>>,
+}
+
+/// Sets the account's preferences; a new threshold re-arms the alert.
+pub async fn set_preferences(
+    pool: &PgPool,
+    user_id: Uuid,
+    preferences: Preferences,
+) -> Result<(), sqlx::Error> {
+    let (set_alert, alert) = match preferences.low_balance_alert {
+        Some(alert) => (true, alert),
+        None => (false, None),
+    };
+    sqlx::query!(
+        r#"UPDATE users SET lang = COALESCE($2, lang),
+                  low_balance_alert = CASE WHEN $3 THEN $4 ELSE low_balance_alert END,
+                  low_balance_notified = CASE WHEN $3 THEN false ELSE low_balance_notified END
+           WHERE id = $1"#,
+        user_id,
+        preferences.lang,
+        set_alert,
+        alert
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }

@@ -89,6 +89,8 @@ const MAX_NEGATIVE: usize = 100_000;
 pub struct Directory {
     pool: PgPool,
     clock: Arc<Clock>,
+    /// `BILLING_GRACE_DAYS`, for the plan that applies to an account.
+    billing_grace: chrono::Duration,
     keys: RwLock<HashMap<Vec<u8>, Arc<KeyEntry>>>,
     accounts: RwLock<HashMap<Uuid, Arc<Account>>>,
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
@@ -103,10 +105,11 @@ pub enum Lookup {
 }
 
 impl Directory {
-    pub fn new(pool: PgPool, clock: Arc<Clock>) -> Directory {
+    pub fn new(pool: PgPool, clock: Arc<Clock>, billing_grace: chrono::Duration) -> Directory {
         Directory {
             pool,
             clock,
+            billing_grace,
             keys: RwLock::default(),
             accounts: RwLock::default(),
             unknown: Mutex::default(),
@@ -204,7 +207,7 @@ impl Directory {
             return Ok(account);
         }
         let frozen = users::is_frozen(&self.pool, user_id).await?.unwrap_or(true);
-        let limits = plan_limits(&self.pool, user_id).await?;
+        let limits = plan_limits(self, user_id).await?;
         let month = month_of(self.clock.now());
         let month_calls = month_calls(&self.pool, user_id, self.clock.now()).await?;
         let account = Arc::new(Account {
@@ -238,7 +241,7 @@ impl Directory {
             return Ok(());
         };
         let frozen = users::is_frozen(&self.pool, user_id).await?.unwrap_or(true);
-        let limits = plan_limits(&self.pool, user_id).await?;
+        let limits = plan_limits(self, user_id).await?;
         account.frozen.store(frozen, Ordering::Relaxed);
         *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
         Ok(())
@@ -323,7 +326,7 @@ impl Directory {
     /// Reloads every cached account's plan limits.
     pub async fn refresh_limits(&self) -> Result<(), sqlx::Error> {
         for account in self.cached_accounts() {
-            let limits = plan_limits(&self.pool, account.user_id).await?;
+            let limits = plan_limits(self, account.user_id).await?;
             *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
         }
         Ok(())
@@ -331,8 +334,11 @@ impl Directory {
 }
 
 /// The limits of the account's plan; without any plan, one call a second and a hundred an hour.
-async fn plan_limits(pool: &PgPool, user_id: Uuid) -> Result<PlanLimits, sqlx::Error> {
-    let (plan, _) = crate::payment::account_plan(pool, user_id).await?;
+async fn plan_limits(directory: &Directory, user_id: Uuid) -> Result<PlanLimits, sqlx::Error> {
+    let now = directory.clock.now();
+    let (plan, _) =
+        crate::payment::account_plan(&directory.pool, user_id, now, directory.billing_grace)
+            .await?;
     Ok(plan.map_or(
         PlanLimits {
             rps: 1,

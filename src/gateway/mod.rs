@@ -48,7 +48,7 @@ impl GatewayState {
         let providers = ProviderTable::default();
         providers.reload(&pool).await?;
         Ok(GatewayState {
-            directory: Directory::new(pool.clone(), clock.clone()),
+            directory: Directory::new(pool.clone(), clock.clone(), settings.billing_grace),
             meter: Meter::new(pool, clock, settings.gateway.lease_ttl),
             providers,
             in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),

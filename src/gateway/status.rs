@@ -49,7 +49,9 @@ pub async fn status(
     caller: AccountCaller,
 ) -> Result<HttpResponse, ApiError> {
     let user_id = caller.user_id;
-    let (plan, subscription) = payment::account_plan(&context.pool, user_id).await?;
+    let now = context.clock.now();
+    let grace = context.settings.billing_grace;
+    let (plan, subscription) = payment::account_plan(&context.pool, user_id, now, grace).await?;
     let credits = ledger::balance(&context.pool, user_id).await?;
     let month_calls = month_calls(&context.pool, user_id, context.clock.now()).await?;
     let monthly_quota = plan.as_ref().and_then(|plan| plan.monthly_quota);

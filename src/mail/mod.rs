@@ -20,7 +20,12 @@ use crate::api::Lang;
 use crate::config::Settings;
 use crate::telemetry::mask_email;
 
-/// The messages the service sends.
+pub mod outbox;
+
+/// The messages the service sends. Serialised into the outbox (`outbox.rs`) when written inside
+/// a transaction.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "template", rename_all = "snake_case")]
 pub enum Email {
     /// The registration code.
     Code { code: String, minutes: i64 },
@@ -28,6 +33,21 @@ pub enum Email {
     PasswordReset { link: String, minutes: i64 },
     /// The notice that the password was changed or reset.
     PasswordChanged,
+    /// A payment arrived: an order, or a subscription's period.
+    PaymentReceipt {
+        order_no: String,
+        /// The amount as printed, `29.00 USD`.
+        amount: String,
+        credits: i64,
+        /// The invoice or receipt, when Stripe has one.
+        document_url: Option<String>,
+    },
+    /// A subscription's renewal could not be charged.
+    PaymentFailed { order_no: String, grace_days: i64 },
+    /// A subscription will end at the end of its period.
+    SubscriptionEnding { order_no: String, ends_on: String },
+    /// The credits fell below the threshold the user set.
+    LowBalance { credits: i64, threshold: i64 },
 }
 
 impl Email {
@@ -36,6 +56,10 @@ impl Email {
             Email::Code { .. } => "email_code",
             Email::PasswordReset { .. } => "password_reset",
             Email::PasswordChanged => "password_changed",
+            Email::PaymentReceipt { .. } => "payment_receipt",
+            Email::PaymentFailed { .. } => "payment_failed",
+            Email::SubscriptionEnding { .. } => "subscription_ending",
+            Email::LowBalance { .. } => "low_balance",
         }
     }
 
@@ -44,6 +68,18 @@ impl Email {
             Email::Code { code, minutes } => context! { code, minutes },
             Email::PasswordReset { link, minutes } => context! { link, minutes },
             Email::PasswordChanged => context! {},
+            Email::PaymentReceipt {
+                order_no,
+                amount,
+                credits,
+                document_url,
+            } => context! { order_no, amount, credits, document_url },
+            Email::PaymentFailed {
+                order_no,
+                grace_days,
+            } => context! { order_no, grace_days },
+            Email::SubscriptionEnding { order_no, ends_on } => context! { order_no, ends_on },
+            Email::LowBalance { credits, threshold } => context! { credits, threshold },
         }
     }
 }

@@ -12,12 +12,23 @@ use super::grant::{grant_credits, settle_payment};
 use super::invoice::{self, NewInvoice};
 use super::order::{self, Order, OrderStatus, SubscriptionChange, SubscriptionStatus};
 use super::reversal;
+use crate::api::Lang;
+use crate::auth::users;
+use crate::mail::{Email, outbox};
+
+/// What the effects need besides the event.
+pub struct Effects {
+    pub now: DateTime<Utc>,
+    /// `BILLING_GRACE_DAYS`, told in the failed-payment email.
+    pub grace_days: i64,
+}
 
 pub async fn apply(
     connection: &mut PgConnection,
     event: &StripeEvent,
-    now: DateTime<Utc>,
+    effects: &Effects,
 ) -> Result<(), PaymentError> {
+    let now = effects.now;
     let object = &event.data.object;
     match event.event_type.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
@@ -30,7 +41,9 @@ pub async fn apply(
             checkout_closed(connection, object, OrderStatus::Expired).await
         }
         "invoice.paid" => invoice_paid(connection, event, object, now).await,
-        "invoice.payment_failed" => invoice_failed(connection, event, object).await,
+        "invoice.payment_failed" => {
+            invoice_failed(connection, event, object, effects.grace_days).await
+        }
         "customer.subscription.updated" | "customer.subscription.deleted" => {
             subscription_changed(connection, event, object).await
         }
@@ -150,9 +163,43 @@ async fn checkout_paid(
             pdf_url: None,
             created_at: event.created_at(),
         };
-        invoice::record(connection, payment).await?;
+        if invoice::record(connection, payment).await? {
+            send_receipt(connection, &order, None).await?;
+        }
     }
     Ok(())
+}
+
+/// Emails the order's owner, in their language, once the transaction commits.
+async fn notify(
+    connection: &mut PgConnection,
+    order: &Order,
+    email: Email,
+) -> Result<(), PaymentError> {
+    if let Some((address, lang)) = users::contact(connection, order.user_id).await? {
+        let lang = Lang::parse(&lang).unwrap_or_default();
+        outbox::enqueue(connection, &address, lang, &email).await?;
+    }
+    Ok(())
+}
+
+async fn send_receipt(
+    connection: &mut PgConnection,
+    order: &Order,
+    document_url: Option<&str>,
+) -> Result<(), PaymentError> {
+    let receipt = Email::PaymentReceipt {
+        order_no: order.order_no.clone(),
+        amount: format!(
+            "{}.{:02} {}",
+            order.amount_cents / 100,
+            order.amount_cents % 100,
+            order.currency.to_uppercase()
+        ),
+        credits: order.credits,
+        document_url: document_url.map(str::to_owned),
+    };
+    notify(connection, order, receipt).await
 }
 
 async fn checkout_closed(
@@ -277,7 +324,10 @@ async fn invoice_paid(
         pdf_url: text(invoice, &["invoice_pdf"]),
         created_at: event.created_at(),
     };
-    invoice::record(connection, paid).await?;
+    let document = paid.hosted_invoice_url.or(paid.pdf_url);
+    if invoice::record(connection, paid).await? {
+        send_receipt(connection, &order, document).await?;
+    }
     // It only ever moves forward.
     order::extend_period(connection, order.id, period_end).await?;
     Ok(())
@@ -309,15 +359,24 @@ async fn charge_succeeded(
     Ok(())
 }
 
+/// A failed renewal: the subscription is past due (its limits last the grace period) and the
+/// customer is told.
 async fn invoice_failed(
     connection: &mut PgConnection,
     event: &StripeEvent,
     invoice: &Value,
+    grace_days: i64,
 ) -> Result<(), PaymentError> {
     let Some(order) = invoice_order(connection, invoice).await? else {
         return Ok(());
     };
-    order::mark_past_due(connection, order.id, event.created_at()).await?;
+    if order::mark_past_due(connection, order.id, event.created_at()).await? {
+        let failed = Email::PaymentFailed {
+            order_no: order.order_no.clone(),
+            grace_days,
+        };
+        notify(connection, &order, failed).await?;
+    }
     Ok(())
 }
 
@@ -371,6 +430,19 @@ async fn subscription_changed(
     if !order::apply_subscription_change(connection, order.id, change).await? {
         tracing::info!(order_no = %order.order_no, event_id = %event.id,
             "an older subscription event was ignored");
+        return Ok(());
+    }
+    let newly_ending = cancel_at_period_end && !order.cancel_at_period_end;
+    if newly_ending && status != SubscriptionStatus::Canceled {
+        let ends_on = period_end.or(order.current_period_end).map_or_else(
+            || String::from("-"),
+            |end| end.format("%Y-%m-%d").to_string(),
+        );
+        let ending = Email::SubscriptionEnding {
+            order_no: order.order_no.clone(),
+            ends_on,
+        };
+        notify(connection, &order, ending).await?;
     }
     Ok(())
 }

@@ -63,10 +63,13 @@ pub struct NewInvoice<'a> {
 }
 
 /// Records a paid invoice or payment once (a redelivery finds it), with the order's credits as
-/// what its grant gave. A subscription invoice takes the payment intent `invoice_payment.paid`
-/// reported, if that event came first.
-pub async fn record(connection: &mut PgConnection, new: NewInvoice<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+/// what its grant gave; false when it was recorded before. A subscription invoice takes the
+/// payment intent `invoice_payment.paid` reported, if that event came first.
+pub async fn record(
+    connection: &mut PgConnection,
+    new: NewInvoice<'_>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query!(
         r#"INSERT INTO invoices (order_id, user_id, stripe_invoice_id, stripe_payment_intent_id,
                                  number, status, amount_paid_cents, currency, period_start,
                                  period_end, hosted_invoice_url, pdf_url, credits_granted,
@@ -92,7 +95,7 @@ pub async fn record(connection: &mut PgConnection, new: NewInvoice<'_>) -> Resul
     )
     .execute(connection)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Remembers which invoice a payment intent paid (`invoice_payment.paid`).

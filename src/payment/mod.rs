@@ -1,6 +1,7 @@
 //! Payment: orders paid through Stripe Checkout, subscriptions, the webhooks that settle them,
 //! cancellation, and manual orders. Codes 40007, 40021-40028, 40302, 40411, 50021-50023.
 
+pub mod alerts;
 mod billing_routes;
 mod customer;
 mod error;

@@ -320,20 +320,26 @@ pub async fn count_for_user(
     .await
 }
 
-/// The account's active subscription that runs longest: its plan and its view.
+/// The account's live subscription that runs longest: its plan and its view. Live: active or
+/// trialing with a period that ended after `grace_start` (or no known end), or past due since
+/// after `grace_start`; and not refunded or disputed.
 pub async fn active_subscription(
     executor: impl PgExecutor<'_>,
     user_id: Uuid,
+    grace_start: DateTime<Utc>,
 ) -> Result<Option<(i64, SubscriptionView)>, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT order_no, plan_id,
                   subscription_status AS "status!: SubscriptionStatus", current_period_end,
                   cancel_at_period_end
            FROM orders
-           WHERE user_id = $1 AND billing_mode = 'subscription'
-             AND subscription_status IN ('active', 'trialing') AND billing_hold IS NULL
+           WHERE user_id = $1 AND billing_mode = 'subscription' AND billing_hold IS NULL
+             AND ((subscription_status IN ('active', 'trialing')
+                   AND (current_period_end IS NULL OR current_period_end > $2))
+               OR (subscription_status = 'past_due' AND subscription_state_at > $2))
            ORDER BY current_period_end DESC NULLS LAST, id DESC LIMIT 1"#,
-        user_id
+        user_id,
+        grace_start
     )
     .fetch_optional(executor)
     .await?;
@@ -493,23 +499,25 @@ pub async fn activate_subscription(
     Ok(())
 }
 
-/// A failed renewal makes the subscription past due, unless it was canceled or a newer event
-/// changed it.
+/// A failed renewal makes the subscription past due, unless it was canceled, is past due
+/// already (its grace runs from the first failure) or a newer event changed it; true when it
+/// became past due now.
 pub async fn mark_past_due(
     connection: &mut PgConnection,
     id: i64,
     at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query!(
         r#"UPDATE orders SET subscription_status = 'past_due', subscription_state_at = $2
            WHERE id = $1 AND subscription_status IS DISTINCT FROM 'canceled'
+             AND subscription_status IS DISTINCT FROM 'past_due'
              AND (subscription_state_at IS NULL OR subscription_state_at <= $2)"#,
         id,
         at
     )
     .execute(connection)
     .await?;
-    Ok(())
+    Ok(updated.rows_affected() == 1)
 }
 
 /// What `customer.subscription.updated` or `.deleted` says, applied unless an older event:

@@ -67,7 +67,11 @@ pub async fn process(context: &AppState, event: &StripeEvent) -> Result<(), Paym
         tracing::debug!(event_id = %event.id, "Stripe event already applied");
         return Ok(());
     }
-    events::apply(&mut transaction, event, context.clock.now()).await?;
+    let effects = events::Effects {
+        now: context.clock.now(),
+        grace_days: context.settings.billing_grace.num_days(),
+    };
+    events::apply(&mut transaction, event, &effects).await?;
     transaction.commit().await?;
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event applied");
     Ok(())

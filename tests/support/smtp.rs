@@ -55,26 +55,78 @@ impl Mail {
         super::decode_quoted_printable(&self.data)
     }
 
+    /// The `text/plain` part as a mail client shows it (lettre encodes it in base64 or
+    /// quoted-printable, whichever is shorter).
+    pub fn text(&self) -> String {
+        let Some(start) = self.data.find("Content-Type: text/plain") else {
+            return String::new();
+        };
+        let part = &self.data[start..];
+        let headers_end = part
+            .find("\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| part.find("\n\n").map(|i| i + 2));
+        let Some(headers_end) = headers_end else {
+            return String::new();
+        };
+        let (headers, rest) = part.split_at(headers_end);
+        let body = rest.split("\n--").next().unwrap_or_default();
+        if headers.contains("Content-Transfer-Encoding: base64") {
+            let joined: String = body.split_whitespace().collect();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(joined)
+                .unwrap_or_default();
+            String::from_utf8(bytes).unwrap_or_default()
+        } else {
+            super::decode_quoted_printable(body)
+        }
+    }
+
     /// The `Subject` header, with RFC 2047 base64 words decoded.
+    /// The Subject header as a mail client shows it: folded lines joined and RFC 2047 encoded
+    /// words (`=?utf-8?b?...?=`, as lettre writes non-ASCII text) decoded; the space between
+    /// two encoded words is not part of the text.
     pub fn subject(&self) -> String {
-        let line = self
+        let mut lines = self
             .data
             .lines()
-            .find_map(|line| line.strip_prefix("Subject: "))
+            .skip_while(|line| !line.starts_with("Subject: "));
+        let mut header = lines
+            .next()
+            .and_then(|line| line.strip_prefix("Subject: "))
             .unwrap_or_default()
-            .trim();
-        match line
-            .strip_prefix("=?utf-8?b?")
-            .and_then(|rest| rest.strip_suffix("?="))
-        {
-            Some(encoded) => String::from_utf8(
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .unwrap_or_default(),
-            )
-            .unwrap_or_default(),
-            None => line.to_owned(),
+            .to_owned();
+        for folded in lines.take_while(|line| line.starts_with([' ', '\t'])) {
+            header.push_str(folded);
         }
+        let decode = |word: &str| {
+            let encoded = word.strip_prefix("=?utf-8?b?")?.strip_suffix("?=")?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?;
+            String::from_utf8(bytes).ok()
+        };
+        let mut subject = String::new();
+        let mut previous_encoded = false;
+        for word in header.split_whitespace() {
+            match decode(word) {
+                Some(text) => {
+                    if !previous_encoded && !subject.is_empty() {
+                        subject.push(' ');
+                    }
+                    subject.push_str(&text);
+                    previous_encoded = true;
+                }
+                None => {
+                    if !subject.is_empty() {
+                        subject.push(' ');
+                    }
+                    subject.push_str(word);
+                    previous_encoded = false;
+                }
+            }
+        }
+        subject
     }
 }
 
