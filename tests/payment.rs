@@ -7,6 +7,8 @@ mod support;
 mod billing;
 #[path = "payment/notices.rs"]
 mod notices;
+#[path = "payment/redemption.rs"]
+mod redemption;
 
 use chrono::Duration;
 use reqwest::Method;

@@ -274,6 +274,10 @@ catalogue! {
         "An active, trialing or past-due subscription already exists.",
         "Change the plan with `/myapi/subscription/change` instead of buying another.",
         "已有生效、试用或逾期的订阅。";
+    #[extension]
+    REDEMPTION_CODE_INVALID = 40030, Payment, "Redemption Code Invalid",
+        "The redemption code is unknown, used, expired or withdrawn.",
+        "Check the code; each code can be redeemed once.", "兑换码无效、已使用、已过期或已停用。";
 }
 
 impl Code {

@@ -8,6 +8,10 @@ pub enum PaymentError {
     InvalidPlan,
     #[error("the user already holds a live subscription")]
     SubscriptionExists,
+    #[error("the redemption code cannot be redeemed: {0}")]
+    RedemptionInvalid(&'static str),
+    #[error("too many wrong redemption codes")]
+    RedemptionThrottled { retry_after_secs: u64 },
     #[error("subscriptions are paid by card only")]
     SubscriptionCardOnly,
     #[error("unknown payment method")]
@@ -57,6 +61,12 @@ impl From<PaymentError> for ApiError {
             PaymentError::InvalidPlan => Code::INVALID_PLAN_TYPE,
             PaymentError::SubscriptionCardOnly => Code::SUBSCRIPTION_CARD_ONLY,
             PaymentError::SubscriptionExists => Code::SUBSCRIPTION_EXISTS,
+            PaymentError::RedemptionInvalid(why) => {
+                return ApiError::new(Code::REDEMPTION_CODE_INVALID).with_detail(*why);
+            }
+            PaymentError::RedemptionThrottled { retry_after_secs } => {
+                return ApiError::new(Code::TOO_MANY_REQUESTS).with_retry_after(*retry_after_secs);
+            }
             PaymentError::UnsupportedPayment => {
                 return ApiError::new(Code::UNSUPPORTED_PAYMENT)
                     .with_detail("Use credit_card, alipay or wechat_pay.");

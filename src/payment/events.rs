@@ -59,16 +59,42 @@ pub async fn apply(
     }
 }
 
-/// The amount and currency Stripe reports must be the order's, or nothing is granted.
-fn amount_matches(order: &Order, amount: Option<i64>, currency: Option<&str>, what: &str) -> bool {
-    let matches = amount == Some(order.amount_cents)
-        && currency.is_some_and(|currency| currency.eq_ignore_ascii_case(&order.currency));
-    if !matches {
-        tracing::error!(order_no = %order.order_no, ?amount, ?currency,
-            expected_amount = order.amount_cents, expected_currency = %order.currency,
-            "{what} disagrees with the order: nothing granted");
+/// What Stripe says was paid: the price before discounts, the discount, and the amount charged.
+struct Paid<'a> {
+    subtotal: Option<i64>,
+    discount: i64,
+    total: Option<i64>,
+    currency: Option<&'a str>,
+}
+
+impl Paid<'_> {
+    /// The amount charged and the discount, when they agree with the order: its currency, and
+    /// its price either charged in full or, before a promotion code's discount, as the subtotal.
+    /// Otherwise nothing is granted.
+    fn agreed(&self, order: &Order, what: &str) -> Option<(i64, i64)> {
+        let currency_matches = self
+            .currency
+            .is_some_and(|currency| currency.eq_ignore_ascii_case(&order.currency));
+        let agreed = match (self.subtotal, self.total) {
+            (_, Some(total)) if total == order.amount_cents => Some((total, 0)),
+            (Some(subtotal), Some(total))
+                if subtotal == order.amount_cents
+                    && self.discount > 0
+                    && total == subtotal - self.discount =>
+            {
+                Some((total, self.discount))
+            }
+            _ => None,
+        }
+        .filter(|_| currency_matches);
+        if agreed.is_none() {
+            tracing::error!(order_no = %order.order_no, total = ?self.total,
+                subtotal = ?self.subtotal, discount = self.discount, currency = ?self.currency,
+                expected_amount = order.amount_cents, expected_currency = %order.currency,
+                "{what} disagrees with the order: nothing granted");
+        }
+        agreed
     }
-    matches
 }
 
 /// How a Stripe object names its order.
@@ -136,16 +162,17 @@ async fn checkout_paid(
         // Delayed methods confirm later with async_payment_succeeded or _failed.
         return Ok(());
     }
-    let amount = number(session, &["amount_total"]);
-    if !amount_matches(
-        &order,
-        amount,
-        text(session, &["currency"]),
-        "the checkout session",
-    ) {
+    let paid = Paid {
+        subtotal: number(session, &["amount_subtotal"]),
+        discount: number(session, &["total_details", "amount_discount"]).unwrap_or(0),
+        total: number(session, &["amount_total"]),
+        currency: text(session, &["currency"]),
+    };
+    let Some((amount_paid, discount)) = paid.agreed(&order, "the checkout session") else {
         return Ok(());
-    }
+    };
     settle_payment(connection, &order, event.created_at(), now).await?;
+    order::record_amount_paid(connection, order.id, amount_paid, discount).await?;
     if order.is_subscription() {
         // Its invoice is recorded by `invoice.paid`.
         order::activate_subscription(connection, order.id, event.created_at(), None).await?;
@@ -155,7 +182,7 @@ async fn checkout_paid(
             stripe_invoice_id: None,
             stripe_payment_intent_id: Some(payment_intent),
             number: None,
-            amount_paid_cents: order.amount_cents,
+            amount_paid_cents: amount_paid,
             currency: &order.currency,
             period_start: None,
             period_end: None,
@@ -164,7 +191,7 @@ async fn checkout_paid(
             created_at: event.created_at(),
         };
         if invoice::record(connection, payment).await? {
-            send_receipt(connection, &order, None).await?;
+            send_receipt(connection, &order, amount_paid, None).await?;
         }
     }
     Ok(())
@@ -186,14 +213,15 @@ async fn notify(
 async fn send_receipt(
     connection: &mut PgConnection,
     order: &Order,
+    amount_paid: i64,
     document_url: Option<&str>,
 ) -> Result<(), PaymentError> {
     let receipt = Email::PaymentReceipt {
         order_no: order.order_no.clone(),
         amount: format!(
             "{}.{:02} {}",
-            order.amount_cents / 100,
-            order.amount_cents % 100,
+            amount_paid / 100,
+            amount_paid % 100,
             order.currency.to_uppercase()
         ),
         credits: order.credits,
@@ -264,20 +292,29 @@ async fn invoice_paid(
             "an invoice without an id"
         )));
     };
-    if !amount_matches(
-        &order,
-        number(invoice, &["amount_paid"]),
-        text(invoice, &["currency"]),
-        "the invoice",
-    ) {
+    let discounts = invoice
+        .get("total_discount_amounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|discount| number(discount, &["amount"]))
+        .sum();
+    let paid = Paid {
+        subtotal: number(invoice, &["subtotal"]),
+        discount: discounts,
+        total: number(invoice, &["amount_paid"]),
+        currency: text(invoice, &["currency"]),
+    };
+    let Some((amount_paid, discount)) = paid.agreed(&order, "the invoice") else {
         return Ok(());
-    }
+    };
     if let Some(subscription) = subscription {
         order::record_subscription_id(connection, order.id, subscription).await?;
     }
     let first_period = text(invoice, &["billing_reason"]) == Some("subscription_create");
     if first_period {
         settle_payment(connection, &order, event.created_at(), now).await?;
+        order::record_amount_paid(connection, order.id, amount_paid, discount).await?;
         if order.subscription_status.is_none() {
             order::activate_subscription(connection, order.id, event.created_at(), None).await?;
         }
@@ -316,7 +353,7 @@ async fn invoice_paid(
         stripe_invoice_id: Some(invoice_id),
         stripe_payment_intent_id: id_of(invoice, "payment_intent"),
         number: text(invoice, &["number"]),
-        amount_paid_cents: order.amount_cents,
+        amount_paid_cents: amount_paid,
         currency: &order.currency,
         period_start,
         period_end,
@@ -326,7 +363,7 @@ async fn invoice_paid(
     };
     let document = paid.hosted_invoice_url.or(paid.pdf_url);
     if invoice::record(connection, paid).await? {
-        send_receipt(connection, &order, document).await?;
+        send_receipt(connection, &order, amount_paid, document).await?;
     }
     // It only ever moves forward.
     order::extend_period(connection, order.id, period_end).await?;

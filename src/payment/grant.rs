@@ -1,12 +1,13 @@
 //! What a payment does to an order and the account: the order moves out of `pending` once, and
 //! each paid order or period adds its credits once, keyed in the ledger.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
 use super::error::PaymentError;
-use super::order::{self, Order};
+use super::order::{self, BillingMode, NewOrder, Order, PaymentMethod, PaymentProvider};
 use crate::ledger::{self, Movement};
+use crate::plans::Plan;
 
 /// Marks `order` paid (from pending, expired or failed: money that arrived is honoured) and
 /// grants its credits under the key `order:{order_no}`, which a subscription's first invoice
@@ -41,4 +42,43 @@ pub async fn grant_credits(
     };
     ledger::apply(connection, movement, now).await?;
     Ok(())
+}
+
+/// An order paid outside Stripe (an admin's manual order, a redeemed code): recorded paid,
+/// its credits granted, and a subscription plan active for one period (a month or a year).
+pub async fn grant_manual_order(
+    connection: &mut PgConnection,
+    user_id: uuid::Uuid,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> Result<Order, PaymentError> {
+    let order_no = order::new_order_no();
+    let order = order::insert(
+        &mut *connection,
+        NewOrder {
+            order_no: &order_no,
+            user_id,
+            plan_id: plan.id,
+            billing_mode: BillingMode::of(plan),
+            payment_method: PaymentMethod::Manual,
+            provider: PaymentProvider::Manual,
+            amount_cents: plan.amount_cents,
+            currency: &plan.currency,
+            credits: plan.credits,
+            idempotency_key: None,
+            expires_at: now,
+            created_at: now,
+        },
+    )
+    .await?;
+    settle_payment(connection, &order, now, now).await?;
+    if order.is_subscription() {
+        let period = if plan.interval.as_deref() == Some("year") {
+            Duration::days(365)
+        } else {
+            Duration::days(30)
+        };
+        order::activate_subscription(connection, order.id, now, Some(now + period)).await?;
+    }
+    Ok(order)
 }

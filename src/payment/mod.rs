@@ -11,6 +11,8 @@ mod fields;
 mod grant;
 mod invoice;
 mod order;
+mod redemption;
+mod redemption_routes;
 mod reversal;
 mod routes;
 pub mod signature;
@@ -57,6 +59,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/myapi/billing/portal",
             web::post().to(billing_routes::billing_portal),
+        )
+        .route("/myapi/redeem", web::post().to(redemption_routes::redeem))
+        .route(
+            "/myapi/admin/redemption-batches",
+            web::post().to(redemption_routes::create_batch),
+        )
+        .route(
+            "/myapi/admin/redemption-batches",
+            web::get().to(redemption_routes::list_batches),
+        )
+        .route(
+            "/myapi/admin/redemption-batches/{id}/disable",
+            web::post().to(redemption_routes::disable_batch),
         );
 }
 
@@ -65,7 +80,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     paths(routes::create_order, routes::list_orders, routes::get_order, routes::checkout,
         routes::cancel, routes::admin_create_manual_order, webhook::stripe_webhook,
         billing_routes::list_invoices, billing_routes::admin_list_invoices,
-        billing_routes::billing_portal),
+        billing_routes::billing_portal, redemption_routes::redeem,
+        redemption_routes::create_batch, redemption_routes::list_batches,
+        redemption_routes::disable_batch),
     tags((name = "payment", description = "Orders, checkout, subscriptions and Stripe webhooks"))
 )]
 pub struct PaymentApi;

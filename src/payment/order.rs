@@ -45,6 +45,28 @@ stored_state!(
     SubscriptionStatus { Incomplete, IncompleteExpired, Trialing, Active, PastDue, Canceled, Unpaid, Paused }
 );
 
+impl BillingMode {
+    pub fn of(plan: &crate::plans::Plan) -> BillingMode {
+        if plan.plan_type == crate::plans::PlanType::Subscription {
+            BillingMode::Subscription
+        } else {
+            BillingMode::OneTime
+        }
+    }
+}
+
+/// `ord_` and 120 random bits: unique and not guessable or sequential.
+pub fn new_order_no() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 15];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "ord_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 impl PaymentMethod {
     /// The methods a customer may choose (not `manual`).
     pub fn parse_chosen(value: &str) -> Option<PaymentMethod> {
@@ -93,6 +115,8 @@ pub struct Order {
     pub cancel_at_period_end: bool,
     pub subscription_state_at: Option<DateTime<Utc>>,
     pub refunded_credits: i64,
+    pub amount_paid_cents: Option<i64>,
+    pub discount_cents: i64,
     pub expires_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -112,7 +136,8 @@ macro_rules! order_query {
                   stripe_subscription_id,
                   subscription_status AS "subscription_status: SubscriptionStatus",
                   current_period_end, cancel_at_period_end, subscription_state_at,
-                  refunded_credits, expires_at, paid_at, created_at "# + $tail
+                  refunded_credits, amount_paid_cents, discount_cents, expires_at, paid_at,
+                  created_at "# + $tail
             $(, $arg)*
         )
     };
@@ -137,6 +162,9 @@ pub struct OrderView {
     pub payment_method: PaymentMethod,
     pub provider: PaymentProvider,
     pub amount_cents: i64,
+    /// What the customer paid (the price less a promotion code's discount); null until paid.
+    pub amount_paid_cents: Option<i64>,
+    pub discount_cents: i64,
     pub currency: String,
     /// Where to pay; only while the order is pending.
     pub checkout_url: Option<String>,
@@ -183,6 +211,8 @@ impl Order {
             payment_method: self.payment_method,
             provider: self.provider,
             amount_cents: self.amount_cents,
+            amount_paid_cents: self.amount_paid_cents,
+            discount_cents: self.discount_cents,
             currency: self.currency.clone(),
             expires_at: self.expires_at,
             paid_at: self.paid_at,
@@ -673,6 +703,25 @@ pub async fn clear_billing_hold(
         "UPDATE orders SET billing_hold = NULL WHERE id = $1 AND billing_hold = $2",
         id,
         hold.as_str()
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Records what the customer paid for the order and the discount a promotion code gave.
+pub async fn record_amount_paid(
+    connection: &mut PgConnection,
+    id: i64,
+    amount_paid_cents: i64,
+    discount_cents: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET amount_paid_cents = $2, discount_cents = $3
+           WHERE id = $1 AND amount_paid_cents IS NULL"#,
+        id,
+        amount_paid_cents,
+        discount_cents
     )
     .execute(connection)
     .await?;

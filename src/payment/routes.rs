@@ -2,17 +2,14 @@
 //! cancellation, and the admin's manual orders.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Duration;
-use rand::RngCore;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::customer;
 use super::error::PaymentError;
-use super::grant::settle_payment;
+use super::grant::grant_manual_order;
 use super::order::{
     self, BillingMode, NewOrder, Order, OrderStatus, OrderView, PaymentMethod, PaymentProvider,
 };
@@ -44,25 +41,10 @@ pub struct CreateOrder {
     pub payment_method: Option<String>,
 }
 
-/// `ord_` and 120 random bits: unique and not guessable or sequential.
-fn new_order_no() -> String {
-    let mut bytes = [0u8; 15];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("ord_{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
 fn parse_method(method: Option<&str>) -> Result<PaymentMethod, PaymentError> {
     match method.map(str::trim) {
         None => Ok(PaymentMethod::CreditCard),
         Some(method) => PaymentMethod::parse_chosen(method).ok_or(PaymentError::UnsupportedPayment),
-    }
-}
-
-fn billing_mode_of(plan: &Plan) -> BillingMode {
-    if plan.plan_type == PlanType::Subscription {
-        BillingMode::Subscription
-    } else {
-        BillingMode::OneTime
     }
 }
 
@@ -114,12 +96,12 @@ pub async fn create_order(
         return Err(PaymentError::PaymentsNotConfigured.into());
     }
     let now = context.clock.now();
-    let order_no = new_order_no();
+    let order_no = order::new_order_no();
     let new_order = NewOrder {
         order_no: &order_no,
         user_id,
         plan_id: plan.id,
-        billing_mode: billing_mode_of(&plan),
+        billing_mode: BillingMode::of(&plan),
         payment_method: method,
         provider: PaymentProvider::Stripe,
         amount_cents: plan.amount_cents,
@@ -375,37 +357,10 @@ pub async fn admin_create_manual_order(
         return Err(ApiError::not_found());
     }
     let now = context.clock.now();
-    let order_no = new_order_no();
-    let subscription = plan.plan_type == PlanType::Subscription;
     let mut transaction = context.pool.begin().await?;
-    let order = order::insert(
-        &mut *transaction,
-        NewOrder {
-            order_no: &order_no,
-            user_id: body.user_id,
-            plan_id: plan.id,
-            billing_mode: billing_mode_of(&plan),
-            payment_method: PaymentMethod::Manual,
-            provider: PaymentProvider::Manual,
-            amount_cents: plan.amount_cents,
-            currency: &plan.currency,
-            credits: plan.credits,
-            idempotency_key: None,
-            expires_at: now,
-            created_at: now,
-        },
-    )
-    .await?;
-    settle_payment(&mut transaction, &order, now, now).await?;
-    if subscription {
-        let period = if plan.interval.as_deref() == Some("year") {
-            Duration::days(365)
-        } else {
-            Duration::days(30)
-        };
-        order::activate_subscription(&mut transaction, order.id, now, Some(now + period)).await?;
-    }
+    let order = grant_manual_order(&mut transaction, body.user_id, &plan, now).await?;
     transaction.commit().await?;
+    let order_no = order.order_no;
     let order = order::find_by_no(&context.pool, &order_no)
         .await?
         .ok_or(PaymentError::OrderNotFound)?;

@@ -126,6 +126,9 @@ impl StripeApi {
             .success_url(page("success"))
             .cancel_url(page("cancel"))
             .expires_at(order.expires_at.timestamp());
+        if plan.allow_promotion_codes {
+            request = request.allow_promotion_codes(true);
+        }
         if order.is_subscription() {
             let mut subscription = CreateCheckoutSessionSubscriptionData::new();
             subscription.metadata = Some(metadata);

@@ -28,6 +28,9 @@ pub struct PlanInput {
     pub description: String,
     pub active: Option<bool>,
     pub stripe_price_id: Option<String>,
+    /// Whether Checkout takes Stripe promotion codes for this plan (false by default).
+    #[serde(default)]
+    pub allow_promotion_codes: bool,
 }
 
 struct ValidPlan {
@@ -172,6 +175,7 @@ async fn save(
         description: &input.description,
         active: valid.active,
         stripe_price_id: valid.stripe_price_id.as_deref(),
+        allow_promotion_codes: input.allow_promotion_codes,
     };
     let plan = repo::save(&state.pool, id, fields)
         .await

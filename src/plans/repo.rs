@@ -33,6 +33,8 @@ pub struct Plan {
     pub description: String,
     pub active: bool,
     pub stripe_price_id: Option<String>,
+    /// Whether Checkout takes Stripe promotion codes.
+    pub allow_promotion_codes: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -77,7 +79,7 @@ macro_rules! plan_query {
             Plan,
             r#"SELECT id, name, plan_type AS "plan_type: PlanType", amount_cents, currency,
                       interval, credits, monthly_quota, rps_limit, rph_limit, description,
-                      active, stripe_price_id, created_at "# + $tail
+                      active, stripe_price_id, allow_promotion_codes, created_at "# + $tail
             $(, $arg)*
         )
     };
@@ -119,6 +121,7 @@ pub struct PlanFields<'a> {
     pub description: &'a str,
     pub active: bool,
     pub stripe_price_id: Option<&'a str>,
+    pub allow_promotion_codes: bool,
 }
 
 /// Creates a plan (`id` none) or replaces the fields of plan `id`; `None` when that plan does
@@ -136,17 +139,18 @@ pub async fn save(
     let id = sqlx::query_scalar!(
         r#"INSERT INTO plans (id, name, plan_type, amount_cents, currency, interval, credits,
                               monthly_quota, rps_limit, rph_limit, description, active,
-                              stripe_price_id)
+                              stripe_price_id, allow_promotion_codes)
            OVERRIDING SYSTEM VALUE
            VALUES (COALESCE($1, nextval(pg_get_serial_sequence('plans', 'id'))), $2, $3, $4, $5,
-                   $6, $7, $8, $9, $10, $11, $12, $13)
+                   $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (id) DO UPDATE SET
                (name, plan_type, amount_cents, currency, interval, credits, monthly_quota,
-                rps_limit, rph_limit, description, active, stripe_price_id)
+                rps_limit, rph_limit, description, active, stripe_price_id,
+                allow_promotion_codes)
              = (EXCLUDED.name, EXCLUDED.plan_type, EXCLUDED.amount_cents, EXCLUDED.currency,
                 EXCLUDED.interval, EXCLUDED.credits, EXCLUDED.monthly_quota, EXCLUDED.rps_limit,
                 EXCLUDED.rph_limit, EXCLUDED.description, EXCLUDED.active,
-                EXCLUDED.stripe_price_id)
+                EXCLUDED.stripe_price_id, EXCLUDED.allow_promotion_codes)
            RETURNING id"#,
         id,
         fields.name,
@@ -160,7 +164,8 @@ pub async fn save(
         fields.rph_limit,
         fields.description,
         fields.active,
-        fields.stripe_price_id
+        fields.stripe_price_id,
+        fields.allow_promotion_codes
     )
     .fetch_one(pool)
     .await?;

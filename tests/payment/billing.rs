@@ -473,3 +473,44 @@ async fn a_lost_dispute_keeps_the_account_frozen_and_an_admins_freeze_is_the_adm
     assert_eq!(shop.frozen_reason().await, "admin");
     assert_ledger_consistent(&shop.app.pool).await;
 }
+
+#[tokio::test]
+async fn a_promotion_codes_discount_is_recorded_and_the_plan_granted_in_full() {
+    let shop = shop().await;
+    let plain = shop.one_time_plan().await;
+    shop.pending_order(plain).await;
+    let promoted = shop
+        .create_plan(
+            json!({"name": "Promo pack", "plan_type": "one_time", "amount_cents": 990,
+            "currency": "usd", "credits": 1000, "rps_limit": 5, "rph_limit": 1000,
+            "allow_promotion_codes": true}),
+        )
+        .await;
+    let order_no = shop.pending_order(promoted).await;
+    let sessions = shop.stripe.requests_to("POST", "/v1/checkout/sessions");
+    assert!(!sessions[0].form.contains_key("allow_promotion_codes"));
+    assert_eq!(sessions[1].form["allow_promotion_codes"], "true");
+
+    let session_id = shop.session_id(&order_no).await;
+    let discounted = |total: i64| {
+        let mut paid = completed_session(&order_no, &session_id, total, "paid");
+        paid["amount_subtotal"] = json!(990);
+        paid["total_details"] = json!({"amount_discount": 200, "amount_shipping": 0,
+            "amount_tax": 0});
+        paid
+    };
+    // A total that is neither the price nor the price less its discount grants nothing.
+    shop.deliver(&event("checkout.session.completed", discounted(700)))
+        .await
+        .assert_ok();
+    assert_eq!(shop.status_credits().await, 0);
+    shop.deliver(&event("checkout.session.completed", discounted(790)))
+        .await
+        .assert_ok();
+    assert_eq!(shop.status_credits().await, 1000);
+    let order = shop.get_order(&order_no).await;
+    assert_eq!(order["amount_cents"], 990);
+    assert_eq!(order["amount_paid_cents"], 790);
+    assert_eq!(order["discount_cents"], 200);
+    assert_eq!(shop.invoices().await[0]["amount_paid_cents"], 790);
+}
