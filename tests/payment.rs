@@ -168,6 +168,9 @@ fn subscription_object(
     subscription["status"] = json!(status);
     subscription["metadata"] = json!({"order_no": order_no});
     subscription["cancel_at_period_end"] = json!(cancel_at_period_end);
+    // The fixture's period ended in 2000; a live subscription's ends in a month.
+    subscription["items"]["data"][0]["current_period_end"] =
+        json!(chrono::Utc::now().timestamp() + 2_592_000);
     subscription
 }
 

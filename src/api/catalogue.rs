@@ -278,6 +278,10 @@ catalogue! {
     REDEMPTION_CODE_INVALID = 40030, Payment, "Redemption Code Invalid",
         "The redemption code is unknown, used, expired or withdrawn.",
         "Check the code; each code can be redeemed once.", "兑换码无效、已使用、已过期或已停用。";
+    #[extension]
+    NO_SUBSCRIPTION = 40031, Payment, "No Subscription",
+        "There is no active Stripe subscription to change.",
+        "Buy a subscription plan with `/myapi/orders` first.", "没有可变更的有效 Stripe 订阅。";
 }
 
 impl Code {

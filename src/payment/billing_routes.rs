@@ -1,15 +1,20 @@
-//! The customer's billing pages: invoices and receipts, and Stripe's Billing Portal.
+//! The customer's billing pages: invoices and receipts, Stripe's Billing Portal, and plan
+//! changes of a subscription.
 
 use actix_web::{HttpResponse, web};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::customer;
 use super::error::PaymentError;
 use super::invoice::{self, InvoiceView};
+use super::order::{self, OrderView, PaymentProvider, PlanChange};
 use super::stripe_api::StripeApi;
-use crate::api::{ApiError, ApiQuery, Authorized, ErrorBody, Page, PageQuery, SuccessBody, ok};
+use crate::api::{
+    ApiError, ApiJson, ApiQuery, Authorized, ErrorBody, Page, PageQuery, SuccessBody, ok,
+};
 use crate::auth::{ActiveUser, AdminUser};
+use crate::plans::{self, Plan, PlanType};
 use crate::state::AppState;
 
 type Context = web::Data<AppState>;
@@ -69,4 +74,80 @@ pub async fn billing_portal(
     let customer_id = customer::ensure(&context, &stripe, &session.user).await?;
     let url = stripe.portal_session(&customer_id).await?;
     Ok(ok(PortalSession { url }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PlanChangeRequest {
+    /// The subscription plan to move to.
+    pub plan_id: i64,
+}
+
+/// A plan's price per month, to tell an upgrade from a downgrade across intervals.
+fn monthly_cents(plan: &Plan) -> i64 {
+    if plan.interval.as_deref() == Some("year") {
+        plan.amount_cents / 12
+    } else {
+        plan.amount_cents
+    }
+}
+
+/// Changes the plan of the caller's subscription: an upgrade is invoiced at once with Stripe's
+/// proration, a downgrade takes effect at the next renewal. The limits and credits follow
+/// Stripe's webhooks, never this request: the order answered names the plan asked for as the
+/// subscription's `pending_plan_id` until then.
+#[utoipa::path(post, path = "/myapi/subscription/change", tag = "payment",
+    request_body = PlanChangeRequest, security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<OrderView>)),
+    (status = 400, description = "40007 not an active subscription plan, the current plan, or \
+        another currency; 40027 a manual subscription; 40028 the subscription id is not synced \
+        yet; 40031 no live subscription.", body = ErrorBody),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody),
+    (status = 500, description = "50021 Stripe refused or failed.", body = ErrorBody)))]
+pub async fn change_plan(
+    context: Context,
+    stripe: web::Data<StripeApi>,
+    Authorized(ActiveUser(session), ApiJson(body)): Authorized<
+        ActiveUser,
+        ApiJson<PlanChangeRequest>,
+    >,
+) -> Result<HttpResponse, ApiError> {
+    let target = plans::find(&context.pool, body.plan_id)
+        .await?
+        .filter(|plan| plan.active && plan.plan_type == PlanType::Subscription)
+        .ok_or(PaymentError::InvalidPlan)?;
+    // The order's row stays locked through the Stripe call: one change at a time.
+    let mut transaction = context.pool.begin().await?;
+    let order = order::lock_live_subscription(&mut transaction, session.user.id)
+        .await?
+        .ok_or(PaymentError::NoSubscription)?;
+    if order.provider != PaymentProvider::Stripe {
+        return Err(PaymentError::StripeOnlyCancel.into());
+    }
+    let subscription_id = order
+        .stripe_subscription_id
+        .clone()
+        .ok_or(PaymentError::SubscriptionIdMissing)?;
+    if target.id == order.plan_id || !target.currency.eq_ignore_ascii_case(&order.currency) {
+        return Err(
+            ApiError::new(crate::api::Code::INVALID_PLAN_TYPE).with_detail(
+                "field `plan_id`: another subscription plan in the subscription's currency.",
+            ),
+        );
+    }
+    let current = plans::find(&mut *transaction, order.plan_id).await?;
+    let upgrade = current.is_none_or(|current| monthly_cents(&target) > monthly_cents(&current));
+    stripe
+        .change_plan(&subscription_id, &order, &target, upgrade)
+        .await?;
+    let change = if upgrade {
+        PlanChange::Upgrade
+    } else {
+        PlanChange::Downgrade
+    };
+    order::set_pending_change(&mut transaction, order.id, target.id, change).await?;
+    transaction.commit().await?;
+    let order = order::find_by_no(&context.pool, &order.order_no)
+        .await?
+        .ok_or(PaymentError::OrderNotFound)?;
+    Ok(ok(order.view(context.clock.now())))
 }

@@ -12,6 +12,8 @@ pub enum PaymentError {
     RedemptionInvalid(&'static str),
     #[error("too many wrong redemption codes")]
     RedemptionThrottled { retry_after_secs: u64 },
+    #[error("no live Stripe subscription to change")]
+    NoSubscription,
     #[error("subscriptions are paid by card only")]
     SubscriptionCardOnly,
     #[error("unknown payment method")]
@@ -61,6 +63,7 @@ impl From<PaymentError> for ApiError {
             PaymentError::InvalidPlan => Code::INVALID_PLAN_TYPE,
             PaymentError::SubscriptionCardOnly => Code::SUBSCRIPTION_CARD_ONLY,
             PaymentError::SubscriptionExists => Code::SUBSCRIPTION_EXISTS,
+            PaymentError::NoSubscription => Code::NO_SUBSCRIPTION,
             PaymentError::RedemptionInvalid(why) => {
                 return ApiError::new(Code::REDEMPTION_CODE_INVALID).with_detail(*why);
             }

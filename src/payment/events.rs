@@ -10,11 +10,13 @@ use super::event::StripeEvent;
 use super::fields::{boolean, id_of, number, text, timestamp};
 use super::grant::{grant_credits, settle_payment};
 use super::invoice::{self, NewInvoice};
-use super::order::{self, Order, OrderStatus, SubscriptionChange, SubscriptionStatus};
+use super::order::{self, Order, OrderStatus, PlanChange, SubscriptionChange, SubscriptionStatus};
 use super::reversal;
 use crate::api::Lang;
 use crate::auth::users;
+use crate::ledger::{self, Movement};
 use crate::mail::{Email, outbox};
+use crate::plans;
 
 /// What the effects need besides the event.
 pub struct Effects {
@@ -188,6 +190,7 @@ async fn checkout_paid(
             period_end: None,
             hosted_invoice_url: None,
             pdf_url: None,
+            credits_granted: order.credits,
             created_at: event.created_at(),
         };
         if invoice::record(connection, payment).await? {
@@ -284,7 +287,7 @@ async fn invoice_paid(
     now: DateTime<Utc>,
 ) -> Result<(), PaymentError> {
     let subscription = invoice_subscription(invoice);
-    let Some(order) = invoice_order(connection, invoice).await? else {
+    let Some(mut order) = invoice_order(connection, invoice).await? else {
         return Ok(());
     };
     let Some(invoice_id) = text(invoice, &["id"]) else {
@@ -292,6 +295,21 @@ async fn invoice_paid(
             "an invoice without an id"
         )));
     };
+    match text(invoice, &["billing_reason"]) {
+        Some("subscription_update") => {
+            return upgrade_invoice_paid(connection, event, invoice, invoice_id, &order, now).await;
+        }
+        // A downgrade takes effect with the first renewal at the new price.
+        Some("subscription_cycle") if order.pending_change == Some(PlanChange::Downgrade) => {
+            if let Some(plan_id) = order.pending_plan_id
+                && let Some(plan) = plans::find(&mut *connection, plan_id).await?
+            {
+                order::apply_pending_change(connection, order.id, &plan, 0, 0).await?;
+                order = order::lock_by_id(connection, order.id).await?;
+            }
+        }
+        _ => {}
+    }
     let discounts = invoice
         .get("total_discount_amounts")
         .and_then(Value::as_array)
@@ -359,6 +377,7 @@ async fn invoice_paid(
         period_end,
         hosted_invoice_url: text(invoice, &["hosted_invoice_url"]),
         pdf_url: text(invoice, &["invoice_pdf"]),
+        credits_granted: order.credits,
         created_at: event.created_at(),
     };
     let document = paid.hosted_invoice_url.or(paid.pdf_url);
@@ -367,6 +386,59 @@ async fn invoice_paid(
     }
     // It only ever moves forward.
     order::extend_period(connection, order.id, period_end).await?;
+    Ok(())
+}
+
+/// The proration invoice of an upgrade: it grants the difference in credits between the plans
+/// in proportion to the share of the difference in price it charged (an upgrade mid-period
+/// pays, and gets, the rest of the period's share).
+async fn upgrade_invoice_paid(
+    connection: &mut PgConnection,
+    event: &StripeEvent,
+    invoice: &Value,
+    invoice_id: &str,
+    order: &Order,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    let amount_paid = number(invoice, &["amount_paid"]).unwrap_or(0);
+    let currency_matches = text(invoice, &["currency"])
+        .is_some_and(|currency| currency.eq_ignore_ascii_case(&order.currency));
+    if !currency_matches || amount_paid <= 0 || order.upgrade_amount_cents <= 0 {
+        tracing::info!(order_no = %order.order_no, invoice_id, "a proration invoice grants nothing");
+        return Ok(());
+    }
+    let share = i128::from(order.upgrade_credits)
+        * i128::from(amount_paid.min(order.upgrade_amount_cents))
+        / i128::from(order.upgrade_amount_cents);
+    let credits = i64::try_from(share).unwrap_or(0);
+    if credits > 0 {
+        let movement = Movement {
+            user_id: order.user_id,
+            amount: credits,
+            reason: "upgrade",
+            reference: Some(invoice_id),
+            key: &format!("invoice:{invoice_id}"),
+        };
+        ledger::apply(connection, movement, now).await?;
+    }
+    let paid = NewInvoice {
+        order,
+        stripe_invoice_id: Some(invoice_id),
+        stripe_payment_intent_id: id_of(invoice, "payment_intent"),
+        number: text(invoice, &["number"]),
+        amount_paid_cents: amount_paid,
+        currency: &order.currency,
+        period_start: None,
+        period_end: None,
+        hosted_invoice_url: text(invoice, &["hosted_invoice_url"]),
+        pdf_url: text(invoice, &["invoice_pdf"]),
+        credits_granted: credits,
+        created_at: event.created_at(),
+    };
+    let document = paid.hosted_invoice_url.or(paid.pdf_url);
+    if invoice::record(connection, paid).await? {
+        send_receipt(connection, order, amount_paid, document).await?;
+    }
     Ok(())
 }
 
@@ -468,6 +540,27 @@ async fn subscription_changed(
         tracing::info!(order_no = %order.order_no, event_id = %event.id,
             "an older subscription event was ignored");
         return Ok(());
+    }
+    // Stripe confirmed an upgrade (the subscription names the plan asked for): its limits
+    // apply now, and its proration invoice grants the difference in credits.
+    let confirmed = text(subscription, &["metadata", "plan_id"])
+        .and_then(|plan_id| plan_id.parse::<i64>().ok());
+    if order.pending_change == Some(PlanChange::Upgrade)
+        && confirmed.is_some()
+        && confirmed == order.pending_plan_id
+        && let Some(new_plan) = plans::find(&mut *connection, confirmed.unwrap_or_default()).await?
+    {
+        let old_plan = plans::find(&mut *connection, order.plan_id).await?;
+        let (old_credits, old_amount) =
+            old_plan.map_or((0, 0), |old| (old.credits, old.amount_cents));
+        order::apply_pending_change(
+            connection,
+            order.id,
+            &new_plan,
+            (new_plan.credits - old_credits).max(0),
+            (new_plan.amount_cents - old_amount).max(0),
+        )
+        .await?;
     }
     let newly_ending = cancel_at_period_end && !order.cancel_at_period_end;
     if newly_ending && status != SubscriptionStatus::Canceled {

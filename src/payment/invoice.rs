@@ -59,11 +59,13 @@ pub struct NewInvoice<'a> {
     pub period_end: Option<DateTime<Utc>>,
     pub hosted_invoice_url: Option<&'a str>,
     pub pdf_url: Option<&'a str>,
+    /// What the payment's grant gave.
+    pub credits_granted: i64,
     pub created_at: DateTime<Utc>,
 }
 
-/// Records a paid invoice or payment once (a redelivery finds it), with the order's credits as
-/// what its grant gave; false when it was recorded before. A subscription invoice takes the
+/// Records a paid invoice or payment once (a redelivery finds it), with what its grant gave;
+/// false when it was recorded before. A subscription invoice takes the
 /// payment intent `invoice_payment.paid` reported, if that event came first.
 pub async fn record(
     connection: &mut PgConnection,
@@ -90,7 +92,7 @@ pub async fn record(
         new.period_end,
         new.hosted_invoice_url,
         new.pdf_url,
-        new.order.credits,
+        new.credits_granted,
         new.created_at
     )
     .execute(connection)

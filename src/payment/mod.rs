@@ -60,6 +60,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/myapi/billing/portal",
             web::post().to(billing_routes::billing_portal),
         )
+        .route(
+            "/myapi/subscription/change",
+            web::post().to(billing_routes::change_plan),
+        )
         .route("/myapi/redeem", web::post().to(redemption_routes::redeem))
         .route(
             "/myapi/admin/redemption-batches",
@@ -80,7 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     paths(routes::create_order, routes::list_orders, routes::get_order, routes::checkout,
         routes::cancel, routes::admin_create_manual_order, webhook::stripe_webhook,
         billing_routes::list_invoices, billing_routes::admin_list_invoices,
-        billing_routes::billing_portal, redemption_routes::redeem,
+        billing_routes::billing_portal, billing_routes::change_plan, redemption_routes::redeem,
         redemption_routes::create_batch, redemption_routes::list_batches,
         redemption_routes::disable_batch),
     tags((name = "payment", description = "Orders, checkout, subscriptions and Stripe webhooks"))

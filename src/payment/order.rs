@@ -36,6 +36,11 @@ stored_state!(
     PaymentMethod { CreditCard, Alipay, WechatPay, Manual }
 );
 stored_state!(
+    /// A plan change waiting for Stripe: an upgrade applies when the subscription is updated,
+    /// a downgrade at the next renewal.
+    PlanChange { Upgrade, Downgrade }
+);
+stored_state!(
     /// Who takes the money.
     PaymentProvider { Stripe, Manual }
 );
@@ -117,6 +122,10 @@ pub struct Order {
     pub refunded_credits: i64,
     pub amount_paid_cents: Option<i64>,
     pub discount_cents: i64,
+    pub pending_plan_id: Option<i64>,
+    pub pending_change: Option<PlanChange>,
+    pub upgrade_credits: i64,
+    pub upgrade_amount_cents: i64,
     pub expires_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -136,8 +145,9 @@ macro_rules! order_query {
                   stripe_subscription_id,
                   subscription_status AS "subscription_status: SubscriptionStatus",
                   current_period_end, cancel_at_period_end, subscription_state_at,
-                  refunded_credits, amount_paid_cents, discount_cents, expires_at, paid_at,
-                  created_at "# + $tail
+                  refunded_credits, amount_paid_cents, discount_cents, pending_plan_id,
+                  pending_change AS "pending_change: PlanChange", upgrade_credits,
+                  upgrade_amount_cents, expires_at, paid_at, created_at "# + $tail
             $(, $arg)*
         )
     };
@@ -150,6 +160,9 @@ pub struct SubscriptionView {
     pub status: SubscriptionStatus,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
+    /// The plan a change asked for, until Stripe confirms it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_plan_id: Option<i64>,
 }
 
 /// An order as clients see it.
@@ -196,6 +209,7 @@ impl Order {
                 status: subscription_status,
                 current_period_end: self.current_period_end,
                 cancel_at_period_end: self.cancel_at_period_end,
+                pending_plan_id: self.pending_plan_id,
             }),
             _ => None,
         };
@@ -379,6 +393,7 @@ pub async fn active_subscription(
             status: row.status,
             current_period_end: row.current_period_end,
             cancel_at_period_end: row.cancel_at_period_end,
+            pending_plan_id: None,
         };
         (row.plan_id, view)
     }))
@@ -722,6 +737,69 @@ pub async fn record_amount_paid(
         id,
         amount_paid_cents,
         discount_cents
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The user's live Stripe-billed subscription (active, trialing or past due, not refunded or
+/// disputed), locked: the one a plan change applies to.
+pub async fn lock_live_subscription(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Option<Order>, sqlx::Error> {
+    order_query!(
+        "SELECT",
+        r#"FROM orders
+           WHERE user_id = $1 AND billing_mode = 'subscription' AND billing_hold IS NULL
+             AND subscription_status IN ('active', 'trialing', 'past_due')
+           ORDER BY current_period_end DESC NULLS LAST, id DESC LIMIT 1
+           FOR UPDATE"#,
+        user_id
+    )
+    .fetch_optional(connection)
+    .await
+}
+
+/// Records the plan a change asks for, until Stripe confirms it.
+pub async fn set_pending_change(
+    connection: &mut PgConnection,
+    id: i64,
+    plan_id: i64,
+    change: PlanChange,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE orders SET pending_plan_id = $2, pending_change = $3 WHERE id = $1",
+        id,
+        plan_id,
+        change as PlanChange
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Moves the order to its pending plan (what renewals charge and grant from now on); an
+/// upgrade remembers the difference in credits and price its proration invoice settles.
+pub async fn apply_pending_change(
+    connection: &mut PgConnection,
+    id: i64,
+    plan: &crate::plans::Plan,
+    upgrade_credits: i64,
+    upgrade_amount_cents: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE orders SET plan_id = $2, amount_cents = $3, credits = $4,
+                  upgrade_credits = $5, upgrade_amount_cents = $6,
+                  pending_plan_id = NULL, pending_change = NULL
+           WHERE id = $1"#,
+        id,
+        plan.id,
+        plan.amount_cents,
+        plan.credits,
+        upgrade_credits,
+        upgrade_amount_cents
     )
     .execute(connection)
     .await?;

@@ -236,6 +236,77 @@ impl StripeApi {
         Ok(session.url)
     }
 
+    /// Moves a subscription's item to `plan`'s price: an upgrade invoices the prorated
+    /// difference at once, a downgrade bills the new price from the next renewal. The metadata
+    /// names the plan, so the webhooks can tell which change Stripe confirms.
+    pub async fn change_plan(
+        &self,
+        subscription_id: &str,
+        order: &Order,
+        plan: &Plan,
+        upgrade: bool,
+    ) -> Result<(), PaymentError> {
+        use stripe_billing::subscription::{
+            RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+            UpdateSubscriptionItemsPriceData, UpdateSubscriptionItemsPriceDataRecurring,
+            UpdateSubscriptionItemsPriceDataRecurringInterval as ItemInterval,
+            UpdateSubscriptionProrationBehavior as Proration,
+        };
+        let failed = |error: stripe::StripeError| PaymentError::CheckoutFailed(error.to_string());
+        let client = self.client()?;
+        let subscription = RetrieveSubscription::new(subscription_id)
+            .send(client)
+            .await
+            .map_err(failed)?;
+        let item = subscription.items.data.first().ok_or_else(|| {
+            PaymentError::CheckoutFailed(String::from("the subscription has no item"))
+        })?;
+        let mut change = UpdateSubscriptionItems::new();
+        change.id = Some(item.id.to_string());
+        match &plan.stripe_price_id {
+            Some(price) => change.price = Some(price.clone()),
+            None => {
+                let currency = Currency::from_str(&plan.currency).map_err(|_| {
+                    PaymentError::CheckoutFailed(format!("unknown currency {}", plan.currency))
+                })?;
+                let interval = if plan.interval.as_deref() == Some("year") {
+                    ItemInterval::Year
+                } else {
+                    ItemInterval::Month
+                };
+                let recurring = UpdateSubscriptionItemsPriceDataRecurring {
+                    interval,
+                    interval_count: None,
+                };
+                let mut price = UpdateSubscriptionItemsPriceData::new(
+                    currency,
+                    item.price.product.id().as_str(),
+                    recurring,
+                );
+                price.unit_amount = Some(plan.amount_cents);
+                change.price_data = Some(price);
+            }
+        }
+        let metadata = HashMap::from([
+            (String::from("order_no"), order.order_no.clone()),
+            (String::from("user_id"), order.user_id.to_string()),
+            (String::from("plan_id"), plan.id.to_string()),
+        ]);
+        let proration = if upgrade {
+            Proration::AlwaysInvoice
+        } else {
+            Proration::None
+        };
+        UpdateSubscription::new(subscription_id)
+            .items(vec![change])
+            .proration_behavior(proration)
+            .metadata(metadata)
+            .send(client)
+            .await
+            .map(drop)
+            .map_err(failed)
+    }
+
     /// Cancels a subscription at the end of its period, or at once.
     pub async fn cancel_subscription(
         &self,

@@ -514,3 +514,140 @@ async fn a_promotion_codes_discount_is_recorded_and_the_plan_granted_in_full() {
     assert_eq!(order["discount_cents"], 200);
     assert_eq!(shop.invoices().await[0]["amount_paid_cents"], 790);
 }
+
+#[tokio::test]
+async fn a_plan_change_upgrades_now_with_proration_and_downgrades_at_renewal() {
+    let shop = shop().await;
+    let (order_no, subscription) = active_subscription(&shop).await;
+    let pro = shop.get_order(&order_no).await["plan_id"].as_i64().unwrap();
+    let business = shop
+        .create_plan(json!({"name": "Business", "plan_type": "subscription",
+            "amount_cents": 9900, "currency": "usd", "interval": "month", "credits": 20000,
+            "rps_limit": 50, "rph_limit": 100000}))
+        .await;
+    let change = |plan_id: i64| {
+        let shop = &shop;
+        async move {
+            shop.user()
+                .call(
+                    Method::POST,
+                    "/myapi/subscription/change",
+                    Some(json!({ "plan_id": plan_id })),
+                )
+                .await
+        }
+    };
+    change(pro).await.assert_error(400, Some(40007));
+    let one_time = shop.one_time_plan().await;
+    change(one_time).await.assert_error(400, Some(40007));
+
+    // Upgrade: Stripe prorates and invoices now; nothing changes before its webhooks.
+    let asked = change(business).await;
+    assert_eq!(
+        asked.assert_ok()["subscription"]["pending_plan_id"],
+        business
+    );
+    let update = shop
+        .stripe
+        .requests_to("POST", &format!("/v1/subscriptions/{subscription}"));
+    let update = update.last().unwrap();
+    assert_eq!(update.form["proration_behavior"], "always_invoice");
+    assert_eq!(update.form["items[0][id]"], "si_QXhVnC2h0Jczwc");
+    assert_eq!(update.form["items[0][price_data][unit_amount]"], "9900");
+    assert_eq!(
+        update.form["items[0][price_data][product]"],
+        "prod_QXg1hqf4jFNsqG"
+    );
+    assert_eq!(update.form["metadata[plan_id]"], business.to_string());
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
+    assert_eq!(status.assert_ok()["plan"]["name"], "Pro");
+
+    let now = chrono::Utc::now().timestamp();
+    let mut updated = subscription_object(&subscription, &order_no, "active", false);
+    updated["metadata"]["plan_id"] = json!(business.to_string());
+    shop.deliver(&event_at(
+        "customer.subscription.updated",
+        updated,
+        now + 10,
+    ))
+    .await
+    .assert_ok();
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
+    assert_eq!(status.assert_ok()["plan"]["name"], "Business");
+    // Half the period was left: half the difference in price, half the difference in credits.
+    let mut proration = invoice(
+        "in_upgrade",
+        &subscription,
+        &order_no,
+        "subscription_update",
+        now,
+    );
+    proration["amount_paid"] = json!(3500);
+    let proration = event("invoice.paid", proration);
+    shop.deliver(&proration).await.assert_ok();
+    shop.deliver(&proration).await.assert_ok();
+    assert_eq!(shop.status_credits().await, 5000 + 7500);
+
+    // Downgrade back: the limits stay until the renewal at the new price.
+    change(pro).await.assert_ok();
+    let update = shop
+        .stripe
+        .requests_to("POST", &format!("/v1/subscriptions/{subscription}"));
+    assert_eq!(update.last().unwrap().form["proration_behavior"], "none");
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
+    assert_eq!(status.assert_ok()["plan"]["name"], "Business");
+    let renewal = invoice(
+        "in_renewal",
+        &subscription,
+        &order_no,
+        "subscription_cycle",
+        now + 2_592_000,
+    );
+    shop.deliver(&event("invoice.paid", renewal))
+        .await
+        .assert_ok();
+    let status = shop.user().call(Method::GET, "/myapi/status", None).await;
+    assert_eq!(status.assert_ok()["plan"]["name"], "Pro");
+    assert_eq!(shop.status_credits().await, 5000 + 7500 + 5000);
+    let order = shop.get_order(&order_no).await;
+    assert_eq!(order["plan_id"], pro);
+    assert!(order["subscription"].get("pending_plan_id").is_none());
+    assert_ledger_consistent(&shop.app.pool).await;
+}
+
+#[tokio::test]
+async fn a_plan_change_needs_a_live_stripe_subscription() {
+    let shop = shop().await;
+    let plan_id = shop.subscription_plan().await;
+    let body = json!({ "plan_id": plan_id });
+    let none = shop
+        .user()
+        .call(
+            Method::POST,
+            "/myapi/subscription/change",
+            Some(body.clone()),
+        )
+        .await;
+    none.assert_error(400, Some(40031));
+    let manual = json!({"user_id": shop.user().id, "plan_id": plan_id});
+    shop.admin()
+        .call(Method::POST, "/myapi/admin/orders", Some(manual))
+        .await
+        .assert_ok();
+    let other = shop
+        .create_plan(
+            json!({"name": "Other", "plan_type": "subscription", "amount_cents": 100,
+            "currency": "usd", "interval": "month", "credits": 1, "rps_limit": 1,
+            "rph_limit": 1}),
+        )
+        .await;
+    let manual_change = shop
+        .user()
+        .call(
+            Method::POST,
+            "/myapi/subscription/change",
+            Some(json!({ "plan_id": other })),
+        )
+        .await;
+    manual_change.assert_error(400, Some(40027));
+}

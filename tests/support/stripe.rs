@@ -249,6 +249,7 @@ fn known_parameters(method: &str, segments: &[&str]) -> &'static [&'static str] 
             "on_behalf_of",
             "return_url",
         ],
+        ("GET", ["subscriptions", _]) => &["expand"],
         ("DELETE", ["subscriptions", _]) => {
             &["cancellation_details", "expand", "invoice_now", "prorate"]
         }
@@ -374,8 +375,14 @@ async fn handle(
         ("POST", ["subscriptions", id]) => {
             let mut subscription = fixture("subscription");
             subscription["id"] = json!(id);
-            subscription["cancel_at_period_end"] =
-                json!(form.get("cancel_at_period_end").map(|v| v == "true"));
+            if let Some(cancel) = form.get("cancel_at_period_end") {
+                subscription["cancel_at_period_end"] = json!(cancel == "true");
+            }
+            subscription
+        }
+        ("GET", ["subscriptions", id]) => {
+            let mut subscription = fixture("subscription");
+            subscription["id"] = json!(id);
             subscription
         }
         ("DELETE", ["subscriptions", id]) => {
