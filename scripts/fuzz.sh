@@ -86,8 +86,12 @@ run "API key" -H "X-API-Key: $KEY"
 # change is only ever refused there: the fuzzer cannot know the old password.)
 ENDERS='^/myapi/auth/(logout|password/change)$'
 # The gateway's operations take the key (X-API-Key), every other one the session.
+# The Billing Portal takes no input and always asks Stripe, which this run does not configure:
+# its only answer here is the documented 50021 "payments are not configured" (a server-side
+# condition, so a 5xx); the tests cover it against the fake Stripe.
+STRIPE_ONLY='^/myapi/billing/portal$'
 run "admin session" -H "Authorization: Bearer $TOKEN" -H "X-API-Key: $KEY" \
-  --exclude-path-regex "$ENDERS"
+  --exclude-path-regex "$ENDERS|$STRIPE_ONLY"
 if [ "$LAST_ONLY_DENIED" -ne 0 ]; then
   echo "the admin run left $LAST_ONLY_DENIED operation(s) behind the guard" >&2
   status=1

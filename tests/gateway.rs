@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "gateway/key_controls.rs"]
+mod key_controls;
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;

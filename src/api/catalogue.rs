@@ -40,8 +40,9 @@ impl Module {
     /// the catalogue): the numbers right after the seed's own in the same HTTP class.
     pub fn extension_ranges(self) -> &'static [(u32, u32)] {
         match self {
+            Module::Gateway => &[(40303, 40309)],
             Module::Payment => &[(40029, 40039)],
-            _ => &[],
+            Module::Global | Module::Auth => &[],
         }
     }
 
@@ -232,6 +233,15 @@ catalogue! {
     GLOBAL_THROTTLE = 50301, Gateway, "Global Throttle Triggered",
         "Global protection limit is triggered.", "Retry after a short wait.",
         "触发全局保护限制，请稍后重试。";
+    #[extension]
+    KEY_ADDRESS_REFUSED = 40303, Gateway, "API Key Address Refused",
+        "The API key may not be used from this client address.",
+        "Call from an address in the key's `allowed_ips`, or change them.",
+        "该 API Key 不允许从此地址调用。";
+    #[extension]
+    KEY_PROVIDER_REFUSED = 40304, Gateway, "API Key Provider Refused",
+        "The API key may not call this provider.",
+        "Use a key whose `providers` include it, or change them.", "该 API Key 不允许调用此服务。";
 
     // Payment
     ORDER_EXPIRED = 40021, Payment, "Order Expired", "Order has expired before payment.",

@@ -14,8 +14,10 @@ pub fn client_key(req: &HttpRequest, trusted: &[IpNet]) -> String {
     throttle_key(client_ip(req, trusted))
 }
 
-/// The client of `req`, or None for a request without a peer (a test request made in process).
-fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
+/// The client of `req` (the peer, or behind a trusted proxy the right-most untrusted
+/// `X-Forwarded-For` hop), or None for a request without a peer (a test request made in
+/// process).
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     let forwarded: Vec<&str> = req
         .headers()

@@ -155,6 +155,17 @@ pub fn extractor_configs(cfg: &mut web::ServiceConfig) {
         .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::not_found().into()));
 }
 
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`: a field that
+/// is present (null included) is `Some`, an absent one stays `None`, so PATCH bodies can tell
+/// "clear" from "leave as it is".
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

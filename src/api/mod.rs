@@ -14,11 +14,13 @@ mod pagination;
 mod request;
 
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
-pub use client::client_key;
+pub use client::{client_ip, client_key};
 pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
 pub use error::{ApiError, ErrorBody, Rendered};
-pub use extract::{ApiJson, ApiQuery, Authorized, MAX_BODY_BYTES, PathAndBody, extractor_configs};
+pub use extract::{
+    ApiJson, ApiQuery, Authorized, MAX_BODY_BYTES, PathAndBody, extractor_configs, present,
+};
 pub use idempotency::IdempotencyKey;
 pub use middleware::request_context_middleware;
 pub use pagination::{Page, PageQuery, PageRequest};

@@ -335,20 +335,11 @@ const MAX_ALERT_CREDITS: i64 = 1_000_000_000_000;
 #[derive(Deserialize, ToSchema)]
 pub struct ProfileChange {
     /// Email the user once when the credits fall below this; null turns the alert off.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "api::present")]
     #[schema(value_type = Option<i64>)]
     pub low_balance_alert: Option<Option<i64>>,
     /// The language of the emails: `en` or `zh`.
     pub lang: Option<String>,
-}
-
-/// A field that is present (null included) is `Some`; an absent one stays `None`.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Changes the email language and the low-balance alert; answers the profile.

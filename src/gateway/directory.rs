@@ -5,10 +5,12 @@
 //! every few seconds, in case a notification was lost.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -26,6 +28,43 @@ pub struct KeyEntry {
     /// Unix seconds of the last call, written to the database by the meter's tick.
     pub last_used: AtomicI64,
     pub last_flushed: AtomicI64,
+    /// The client address of the last call, written with `last_used`.
+    pub last_ip: Mutex<Option<IpAddr>>,
+    /// What the key's owner allowed it; a change reloads the entry.
+    pub controls: KeyControls,
+    /// `changed_at` of the row this entry was loaded from (microseconds).
+    pub changed_at: i64,
+}
+
+/// A key's own limits, all optional.
+#[derive(Debug, Default)]
+pub struct KeyControls {
+    /// Unix seconds after which the key (or, after a rotation, its previous secret) is refused.
+    pub expires_at: Option<i64>,
+    /// Calls a second, below the plan's.
+    pub rps: Option<u32>,
+    /// The providers it may call; None: all.
+    pub providers: Option<Vec<String>>,
+    /// The client networks it may be used from; None: any.
+    pub allowed_ips: Option<Vec<IpNet>>,
+}
+
+impl KeyControls {
+    pub fn expired(&self, now_secs: i64) -> bool {
+        self.expires_at.is_some_and(|at| now_secs >= at)
+    }
+
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.allowed_ips
+            .as_ref()
+            .is_none_or(|networks| networks.iter().any(|network| network.contains(&ip)))
+    }
+
+    pub fn allows_provider(&self, slug: &str) -> bool {
+        self.providers
+            .as_ref()
+            .is_none_or(|providers| providers.iter().any(|allowed| allowed == slug))
+    }
 }
 
 /// An account the gateway has seen.
@@ -172,11 +211,17 @@ impl Directory {
         unknown.insert(digest, Instant::now());
     }
 
+    /// The key whose secret, or previous secret within its rotation's grace, has `digest`.
     async fn load_key(&self, digest: &[u8]) -> Result<Option<Arc<KeyEntry>>, sqlx::Error> {
         let row = sqlx::query!(
             r#"SELECT id, user_id, revoked_at IS NOT NULL AS "revoked!",
-                      COALESCE(extract(epoch FROM last_used_at)::bigint, 0) AS "last_used!"
-               FROM api_keys WHERE key_hash = $1"#,
+                      COALESCE(extract(epoch FROM last_used_at)::bigint, 0) AS "last_used!",
+                      key_hash = $1 AS "current!",
+                      extract(epoch FROM expires_at)::bigint AS expires_at,
+                      extract(epoch FROM previous_expires_at)::bigint AS previous_expires_at,
+                      rps_limit, providers, allowed_ips,
+                      (extract(epoch FROM changed_at) * 1000000)::bigint AS "changed_at!"
+               FROM api_keys WHERE key_hash = $1 OR previous_key_hash = $1"#,
             digest
         )
         .fetch_optional(&self.pool)
@@ -184,12 +229,33 @@ impl Directory {
         let Some(row) = row.filter(|row| !row.revoked) else {
             return Ok(None);
         };
+        // A previous secret lives until its grace ends (and never past the key's own expiry).
+        let expires_at = if row.current {
+            row.expires_at
+        } else {
+            let grace_end = row.previous_expires_at.unwrap_or(0);
+            Some(row.expires_at.map_or(grace_end, |at| at.min(grace_end)))
+        };
+        let allowed_ips = row.allowed_ips.map(|networks| {
+            networks
+                .iter()
+                .filter_map(|network| network.parse::<IpNet>().ok())
+                .collect()
+        });
         let entry = Arc::new(KeyEntry {
             key_id: row.id,
             user_id: row.user_id,
             revoked: AtomicBool::new(row.revoked),
             last_used: AtomicI64::new(row.last_used),
             last_flushed: AtomicI64::new(row.last_used),
+            last_ip: Mutex::new(None),
+            controls: KeyControls {
+                expires_at,
+                rps: row.rps_limit.and_then(|rps| u32::try_from(rps).ok()),
+                providers: row.providers,
+                allowed_ips,
+            },
+            changed_at: row.changed_at,
         });
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         Ok(Some(keys.entry(digest.to_vec()).or_insert(entry).clone()))
@@ -265,6 +331,14 @@ impl Directory {
             .collect()
     }
 
+    /// Forgets a key whose controls or secret changed: its next call loads it again.
+    pub fn forget_key(&self, key_id: Uuid) {
+        self.keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, entry| entry.key_id != key_id);
+    }
+
     /// Marks a key revoked at once on this instance (the others learn it at their next refresh).
     pub fn revoke_key(&self, key_id: Uuid) {
         for entry in self.cached_keys() {
@@ -291,22 +365,27 @@ impl Directory {
         let keys = self.cached_keys();
         if !keys.is_empty() {
             let ids: Vec<Uuid> = keys.iter().map(|entry| entry.key_id).collect();
-            let live: Vec<Uuid> = sqlx::query_scalar!(
-                "SELECT id FROM api_keys WHERE id = ANY($1) AND revoked_at IS NULL",
+            let live: HashMap<Uuid, i64> = sqlx::query!(
+                r#"SELECT id, (extract(epoch FROM changed_at) * 1000000)::bigint AS "changed_at!"
+                   FROM api_keys WHERE id = ANY($1) AND revoked_at IS NULL"#,
                 &ids
             )
             .fetch_all(&self.pool)
-            .await?;
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.changed_at))
+            .collect();
             for entry in &keys {
                 entry
                     .revoked
-                    .store(!live.contains(&entry.key_id), Ordering::Relaxed);
+                    .store(!live.contains_key(&entry.key_id), Ordering::Relaxed);
             }
-            // Revoked keys leave the cache: a key's digest is kept only while it may be used.
+            // Revoked keys leave the cache: a key's digest is kept only while it may be used;
+            // a key whose controls changed is loaded again by its next call.
             self.keys
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, entry| !entry.revoked.load(Ordering::Relaxed));
+                .retain(|_, entry| live.get(&entry.key_id) == Some(&entry.changed_at));
         }
         let accounts = self.cached_accounts();
         if !accounts.is_empty() {
@@ -359,10 +438,7 @@ pub async fn month_calls(
     user_id: Uuid,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<i64, sqlx::Error> {
-    use chrono::{Datelike, TimeZone};
-    let start = chrono::Utc
-        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single();
+    let start = super::limits::month_start(now);
     let calls = sqlx::query_scalar!(
         r#"SELECT COALESCE(sum(calls), 0)::bigint AS "calls!" FROM usage_hourly
            WHERE user_id = $1 AND hour >= $2"#,

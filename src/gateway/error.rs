@@ -8,6 +8,12 @@ pub enum GatewayError {
     KeyMissing,
     #[error("unknown or revoked API key")]
     KeyInvalid,
+    #[error("the API key expired")]
+    KeyExpired,
+    #[error("the API key may not be used from this address")]
+    KeyAddressRefused,
+    #[error("the API key may not call this provider")]
+    KeyProviderRefused,
     #[error("too many unknown keys from this client")]
     TooManyBadKeys { retry_after_secs: u64 },
     #[error("the account is frozen")]
@@ -39,6 +45,11 @@ impl From<GatewayError> for ApiError {
         let code = match &error {
             GatewayError::KeyMissing => Code::API_KEY_MISSING,
             GatewayError::KeyInvalid => Code::API_KEY_INVALID,
+            GatewayError::KeyExpired => {
+                return ApiError::new(Code::API_KEY_INVALID).with_detail("The API key expired.");
+            }
+            GatewayError::KeyAddressRefused => Code::KEY_ADDRESS_REFUSED,
+            GatewayError::KeyProviderRefused => Code::KEY_PROVIDER_REFUSED,
             GatewayError::TooManyBadKeys { retry_after_secs } => {
                 return ApiError::new(Code::TOO_MANY_REQUESTS)
                     .with_detail("Too many unknown API keys from this client.")

@@ -29,7 +29,7 @@ use crate::state::AppState;
 pub const KEY_PREFIX: &str = "mk_";
 /// Live keys an account may hold.
 pub const MAX_KEYS_PER_ACCOUNT: i64 = 20;
-const DISPLAY_PREFIX_CHARS: usize = 11;
+pub const DISPLAY_PREFIX_CHARS: usize = 11;
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewKey {
@@ -53,6 +53,19 @@ pub struct KeyView {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The client address of the last call.
+    pub last_ip: Option<String>,
+    /// After this the key is refused (40103); null: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Calls a second, below the plan's; null: the plan's.
+    pub rps_limit: Option<i32>,
+    /// The providers it may call; null: all.
+    pub providers: Option<Vec<String>>,
+    /// The client networks (CIDR) it may be used from; null: any.
+    pub allowed_ips: Option<Vec<String>>,
+    /// Charged calls and credits of this calendar month (UTC), as settled.
+    pub calls_this_month: i64,
+    pub credits_this_month: i64,
 }
 
 /// Creates a key; the answer is the only time it is shown.
@@ -121,17 +134,7 @@ pub async fn list(
     Authorized(ActiveUser(session), ApiQuery(query)): Authorized<ActiveUser, ApiQuery<PageQuery>>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.resolve()?;
-    let keys = sqlx::query_as!(
-        KeyView,
-        r#"SELECT id, name, prefix, created_at, last_used_at FROM api_keys
-           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id
-           LIMIT $2 OFFSET $3"#,
-        session.user.id,
-        page.limit(),
-        page.offset()
-    )
-    .fetch_all(&context.pool)
-    .await?;
+    let keys = views(&context, session.user.id, None, page).await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "total!" FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL"#,
         session.user.id
@@ -141,10 +144,56 @@ pub async fn list(
     Ok(page.answer(keys, total))
 }
 
+/// The user's live keys as views (one when `only` names it), newest first.
+async fn views(
+    context: &AppState,
+    user_id: Uuid,
+    only: Option<Uuid>,
+    page: crate::api::PageRequest,
+) -> Result<Vec<KeyView>, sqlx::Error> {
+    let month_start = super::limits::month_start(context.clock.now());
+    sqlx::query_as!(
+        KeyView,
+        r#"SELECT k.id, k.name, k.prefix, k.created_at, k.last_used_at, k.last_ip, k.expires_at,
+                  k.rps_limit, k.providers, k.allowed_ips,
+                  COALESCE(u.calls, 0) AS "calls_this_month!",
+                  COALESCE(u.credits, 0) AS "credits_this_month!"
+           FROM api_keys k
+           LEFT JOIN LATERAL (
+               SELECT sum(calls)::bigint AS calls, sum(credits)::bigint AS credits
+               FROM usage_hourly
+               WHERE user_id = k.user_id AND key_id = k.id AND hour >= $4) u ON true
+           WHERE k.user_id = $1 AND k.revoked_at IS NULL AND ($5::uuid IS NULL OR k.id = $5)
+           ORDER BY k.created_at DESC, k.id
+           LIMIT $2 OFFSET $3"#,
+        user_id,
+        page.limit(),
+        page.offset(),
+        month_start,
+        only
+    )
+    .fetch_all(&context.pool)
+    .await
+}
+
+/// One of the user's live keys as a view.
+pub async fn find_view(
+    context: &AppState,
+    user_id: Uuid,
+    key_id: Uuid,
+) -> Result<Option<KeyView>, ApiError> {
+    let page = PageQuery::default().resolve()?;
+    Ok(views(context, user_id, Some(key_id), page)
+        .await?
+        .into_iter()
+        .next())
+}
+
 /// Revokes a key: every instance refuses it within a second.
 #[utoipa::path(delete, path = "/myapi/keys/{id}", tag = "keys", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The key's id.")),
     responses((status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 401, description = "40101 no valid session.", body = ErrorBody),
     (status = 403, description = "40302 another user's key.", body = ErrorBody),
     (status = 404, description = "No such key.", body = ErrorBody)))]
 pub async fn revoke(

@@ -31,6 +31,15 @@ pub fn month_of(now: chrono::DateTime<chrono::Utc>) -> u32 {
     now.year() as u32 * 100 + now.month()
 }
 
+/// The first instant of `now`'s UTC month.
+pub fn month_start(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Datelike, TimeZone};
+    chrono::Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .expect("the first of a month at midnight UTC exists")
+}
+
 /// Whole seconds from `now` to the first instant of the next UTC month, when an exhausted
 /// monthly quota comes back: what a refused caller should wait (`Retry-After`).
 pub fn secs_until_next_month(now: chrono::DateTime<chrono::Utc>) -> u64 {

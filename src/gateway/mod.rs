@@ -6,6 +6,7 @@ mod body;
 mod breaker;
 mod directory;
 mod error;
+mod key_controls;
 pub mod keys;
 mod limits;
 mod meter;
@@ -106,6 +107,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/myapi/keys", web::post().to(keys::create))
         .route("/myapi/keys", web::get().to(keys::list))
         .route("/myapi/keys/{id}", web::delete().to(keys::revoke))
+        .route("/myapi/keys/{id}", web::patch().to(key_controls::change))
+        .route(
+            "/myapi/keys/{id}/rotate",
+            web::post().to(key_controls::rotate),
+        )
         .route("/myapi/usage", web::get().to(usage::usage))
         .route("/myapi/admin/providers", web::get().to(providers::list))
         .route("/myapi/admin/providers", web::post().to(providers::create))
@@ -130,7 +136,8 @@ pub fn configure_proxy(cfg: &mut web::ServiceConfig) {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(status::status, proxy::forward, keys::create, keys::list, keys::revoke, usage::usage, providers::list,
+    paths(status::status, proxy::forward, keys::create, keys::list, keys::revoke, key_controls::change,
+        key_controls::rotate, usage::usage, providers::list,
         providers::create, providers::update, providers::delete),
     tags((name = "keys", description = "API keys and usage"),
         (name = "gateway", description = "The metered calls to providers"))

@@ -19,7 +19,7 @@ use super::error::GatewayError;
 use super::keys::{authenticate, presented_key};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
-use crate::api::{ApiError, ErrorBody, Rendered};
+use crate::api::{ApiError, ErrorBody, Rendered, client_ip};
 use crate::limits::Exceeded;
 use crate::state::AppState;
 
@@ -99,11 +99,14 @@ impl Meters {
     (status = 200, description = "The upstream's answer (any status below 500), with \
         X-RateLimit-Limit, X-RateLimit-Remaining and X-Credits-Remaining."),
     (status = 400, description = "The path leaves the provider's base path.", body = ErrorBody),
-    (status = 401, description = "40102 no API key; 40103 an unknown or revoked key.", body = ErrorBody),
+    (status = 401, description = "40102 no API key; 40103 an unknown, revoked or expired key \
+        (or a rotated key's previous secret past its grace).", body = ErrorBody),
     (status = 402, description = "40201 fewer credits than the provider's cost.", body = ErrorBody),
-    (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
+    (status = 403, description = "40301 the account is frozen; 40303 the key may not be used \
+        from the client's address; 40304 the key may not call this provider.", body = ErrorBody),
     (status = 404, description = "No such provider.", body = ErrorBody),
-    (status = 429, description = "42901 per-second, 42902 per-hour limit, 42903 monthly quota.",
+    (status = 429, description = "42901 per-second (the plan's, or the key's own `rps_limit`), \
+        42902 per-hour limit, 42903 monthly quota.",
         body = ErrorBody),
     (status = 502, description = "50201 the upstream was unreachable, timed out or answered 5xx \
         (not charged).", body = ErrorBody),
@@ -117,6 +120,14 @@ pub async fn forward(
     let started = tokio::time::Instant::now();
     let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
     let (key_entry, account) = authenticate(&context, &gateway, &req, &key).await?;
+    let controls = &key_entry.controls;
+    if controls.expired(context.clock.now().timestamp()) {
+        return Err(GatewayError::KeyExpired.into());
+    }
+    let client = client_ip(&req, &context.settings.trusted_proxies);
+    if controls.allowed_ips.is_some() && !client.is_some_and(|ip| controls.allows_ip(ip)) {
+        return Err(GatewayError::KeyAddressRefused.into());
+    }
     let limits = account.limits();
     let mut meters = Meters {
         rps_limit: limits.rps,
@@ -138,6 +149,23 @@ pub async fn forward(
         .ok_or_else(|| meters.on_error(GatewayError::UnknownProvider))?;
     if !tail_stays_inside(tail) {
         return Err(meters.on_error(GatewayError::BadPath));
+    }
+    if !controls.allows_provider(&provider.slug) {
+        return Err(meters.on_error(GatewayError::KeyProviderRefused));
+    }
+    // The key's own per-second rate, below the plan's: counted apart, by the key.
+    if let Some(rps) = controls.rps {
+        let key_id = key_entry.key_id.to_string();
+        let decision = context
+            .limiter
+            .check("key_rps", &key_id, crate::limits::Rate::per_second(rps))
+            .await;
+        if !decision.allowed {
+            let refusal = GatewayError::PerSecond {
+                retry_after_secs: decision.retry_after_secs(),
+            };
+            return Err(meters.on_error(refusal));
+        }
     }
 
     // Every condition is evaluated before anything is consumed, so a refused call takes
@@ -187,6 +215,9 @@ pub async fn forward(
     key_entry
         .last_used
         .store(context.clock.now().timestamp(), Ordering::Relaxed);
+    if let Some(ip) = client {
+        *key_entry.last_ip.lock().unwrap_or_else(|p| p.into_inner()) = Some(ip);
+    }
     if gateway.meter.wants_prefetch(&account, cost) {
         let gateway = gateway.clone();
         let account = account.clone();

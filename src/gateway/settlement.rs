@@ -277,20 +277,25 @@ impl Meter {
     async fn flush_last_used(&self, directory: &Directory) -> Result<(), sqlx::Error> {
         let mut ids = Vec::new();
         let mut times = Vec::new();
+        let mut addresses: Vec<Option<String>> = Vec::new();
         for entry in directory.cached_keys() {
             let used = entry.last_used.load(Ordering::Relaxed);
             if used > entry.last_flushed.swap(used, Ordering::Relaxed) {
                 ids.push(entry.key_id);
                 times.push(DateTime::from_timestamp(used, 0).unwrap_or_default());
+                let ip = *entry.last_ip.lock().unwrap_or_else(|p| p.into_inner());
+                addresses.push(ip.map(|ip| ip.to_string()));
             }
         }
         if !ids.is_empty() {
             sqlx::query!(
-                r#"UPDATE api_keys SET last_used_at = GREATEST(last_used_at, t.used)
-                   FROM unnest($1::uuid[], $2::timestamptz[]) AS t(id, used)
+                r#"UPDATE api_keys SET last_used_at = GREATEST(last_used_at, t.used),
+                          last_ip = COALESCE(t.ip, last_ip)
+                   FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, used, ip)
                    WHERE api_keys.id = t.id"#,
                 &ids,
-                &times
+                &times,
+                &addresses as &[Option<String>]
             )
             .execute(&self.pool)
             .await?;

@@ -123,8 +123,9 @@ impl GatewayState {
                 .refresh_limits()
                 .await
                 .map_err(anyhow::Error::from),
+            // Revoked, rotated or its controls changed: the next call loads it again.
             Signal::Key(key_id) => {
-                self.directory.revoke_key(key_id);
+                self.directory.forget_key(key_id);
                 Ok(())
             }
         };

@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::{ApiError, ApiQuery, Authorized, ErrorBody, Page, PageQuery, SuccessBody};
 use crate::auth::ActiveUser;
 use crate::state::AppState;
+use uuid::Uuid;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -18,6 +19,8 @@ pub struct UsageQuery {
     pub to: Option<DateTime<Utc>>,
     /// `hour` (default) or `day`.
     pub granularity: Option<String>,
+    /// Only this key's calls.
+    pub key_id: Option<Uuid>,
     pub page: Option<u32>,
     pub page_size: Option<u32>,
 }
@@ -69,24 +72,28 @@ pub async fn usage(
                   sum(calls)::bigint AS "calls!", sum(credits)::bigint AS "credits!",
                   sum(errors)::bigint AS "errors!"
            FROM usage_hourly WHERE user_id = $1 AND hour >= $2 AND hour < $3
+             AND ($7::uuid IS NULL OR key_id = $7)
            GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $5 OFFSET $6"#,
         session.user.id,
         from,
         to,
         granularity,
         page.limit(),
-        page.offset()
+        page.offset(),
+        query.key_id
     )
     .fetch_all(&context.pool)
     .await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "total!" FROM (
                SELECT 1 FROM usage_hourly WHERE user_id = $1 AND hour >= $2 AND hour < $3
+                 AND ($5::uuid IS NULL OR key_id = $5)
                GROUP BY date_trunc($4, hour, 'UTC'), provider) AS buckets"#,
         session.user.id,
         from,
         to,
-        granularity
+        granularity,
+        query.key_id
     )
     .fetch_one(&context.pool)
     .await?;

@@ -1,0 +1,231 @@
+//! API-key controls (issue 14 points 6-8): expiry, providers, client networks and a per-key
+//! rate, applied by every call at once; rotation with a grace period; usage and totals per key.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::support::scene::Scene;
+use super::support::{TestResponse, eventually};
+use super::{call, gateway};
+
+impl Scene {
+    async fn key_id(&self, secret: &str) -> String {
+        let keys = self.user().call(Method::GET, "/myapi/keys", None).await;
+        let items = keys.assert_ok()["items"].as_array().unwrap().clone();
+        items
+            .iter()
+            .find(|key| secret.starts_with(key["prefix"].as_str().unwrap()))
+            .map(|key| key["id"].as_str().unwrap().to_owned())
+            .expect("the key is listed")
+    }
+
+    async fn patch_key(&self, key_id: &str, change: Value) -> TestResponse {
+        let path = format!("/myapi/keys/{key_id}");
+        self.user().call(Method::PATCH, &path, Some(change)).await
+    }
+
+    async fn rotate(&self, key_id: &str, grace_seconds: i64) -> TestResponse {
+        let path = format!("/myapi/keys/{key_id}/rotate");
+        let body = json!({ "grace_seconds": grace_seconds });
+        self.user().call(Method::POST, &path, Some(body)).await
+    }
+}
+
+/// A call the gateway forwarded: the upstream's 200.
+fn served(answer: TestResponse) {
+    assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
+#[tokio::test]
+async fn a_keys_controls_refuse_the_calls_outside_them_at_once() {
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+    let key_id = gw.key_id(&key).await;
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+
+    gw.patch_key(&key_id, json!({"providers": ["other"]}))
+        .await
+        .assert_ok();
+    call(&gw.app, &key, "/api/v1/echo/a")
+        .await
+        .assert_error(403, Some(40304));
+    let changed = gw
+        .patch_key(
+            &key_id,
+            json!({"providers": null, "allowed_ips": ["10.0.0.0/8"]}),
+        )
+        .await;
+    assert_eq!(changed.assert_ok()["providers"], Value::Null);
+    call(&gw.app, &key, "/api/v1/echo/a")
+        .await
+        .assert_error(403, Some(40303));
+    let changed = gw
+        .patch_key(
+            &key_id,
+            json!({"allowed_ips": ["127.0.0.1", "::1"], "name": "ci"}),
+        )
+        .await;
+    let view = changed.assert_ok();
+    assert_eq!(view["allowed_ips"], json!(["127.0.0.1/32", "::1/128"]));
+    assert_eq!(view["name"], "ci");
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+
+    // Its own rate, below the plan's: of three calls at once, at most one in the second.
+    gw.patch_key(&key_id, json!({"rps_limit": 1}))
+        .await
+        .assert_ok();
+    let burst: Vec<_> = (0..3)
+        .map(|_| call(&gw.app, &key, "/api/v1/echo/a"))
+        .collect();
+    let answers = futures_util::future::join_all(burst).await;
+    let refused = answers.iter().filter(|a| a.status == 429).count();
+    assert!(
+        refused >= 2,
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for answer in answers.iter().filter(|a| a.status == 429) {
+        answer.assert_error(429, Some(42901));
+    }
+    gw.patch_key(&key_id, json!({"rps_limit": null}))
+        .await
+        .assert_ok();
+
+    // An expiry: in the future it changes nothing; once passed, 40103 on every instance.
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let view = gw.patch_key(&key_id, json!({"expires_at": soon})).await;
+    assert!(view.assert_ok()["expires_at"].is_string());
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    sqlx::query(
+        "UPDATE api_keys SET expires_at = now() - interval '1 second', changed_at = now() \
+         WHERE id = $1::uuid",
+    )
+    .bind(&key_id)
+    .execute(&gw.app.pool)
+    .await
+    .unwrap();
+    let expired = eventually(Duration::from_secs(10), "the expiry applied", || async {
+        let answer = call(&gw.app, &key, "/api/v1/echo/a").await;
+        (answer.status == 401).then_some(answer)
+    })
+    .await;
+    expired.assert_error(401, Some(40103));
+    assert!(expired.text.contains("expired"), "{}", expired.text);
+}
+
+#[tokio::test]
+async fn key_changes_are_validated_and_for_the_owner_only() {
+    let gw = gateway().await;
+    let key = gw.new_key().await;
+    let key_id = gw.key_id(&key).await;
+    for (change, field) in [
+        (json!({"name": " "}), "name"),
+        (json!({"rps_limit": 0}), "rps_limit"),
+        (json!({"allowed_ips": ["not an address"]}), "allowed_ips"),
+        (json!({"providers": ["Not A Slug"]}), "providers"),
+        (json!({"expires_at": "2020-01-01T00:00:00Z"}), "expires_at"),
+    ] {
+        let refused = gw.patch_key(&key_id, change).await;
+        refused.assert_error(400, None);
+        assert!(refused.text.contains(field), "{}", refused.text);
+    }
+    gw.rotate(&key_id, 86_401).await.assert_error(400, None);
+    let other = gw.app.user("someone.else@example.com", "user").await;
+    let path = format!("/myapi/keys/{key_id}");
+    let theirs = other
+        .call(Method::PATCH, &path, Some(json!({"name": "mine"})))
+        .await;
+    theirs.assert_error(403, Some(40302));
+}
+
+#[tokio::test]
+async fn a_rotated_keys_previous_secret_works_for_its_grace_and_no_longer() {
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    gw.fund(100).await;
+    let first = gw.new_key().await;
+    let key_id = gw.key_id(&first).await;
+    served(call(&gw.app, &first, "/api/v1/echo/a").await);
+
+    let rotated = gw.rotate(&key_id, 3600).await;
+    let second = rotated.assert_ok()["key"].as_str().unwrap().to_owned();
+    assert_eq!(rotated.json["data"]["id"], key_id.as_str());
+    served(call(&gw.app, &second, "/api/v1/echo/a").await);
+    served(call(&gw.app, &first, "/api/v1/echo/a").await);
+    // The grace ends: the first secret is refused, the second still works.
+    sqlx::query(
+        "UPDATE api_keys SET previous_expires_at = now() - interval '1 second', \
+         changed_at = now() WHERE id = $1::uuid",
+    )
+    .bind(&key_id)
+    .execute(&gw.app.pool)
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "the grace ended", || async {
+        let answer = call(&gw.app, &first, "/api/v1/echo/a").await;
+        (answer.status == 401).then_some(())
+    })
+    .await;
+    served(call(&gw.app, &second, "/api/v1/echo/a").await);
+
+    // No grace: the second secret stops at once.
+    let third = gw.rotate(&key_id, 0).await.assert_ok()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(&gw.app, &second, "/api/v1/echo/a")
+        .await
+        .assert_error(401, Some(40103));
+    served(call(&gw.app, &third, "/api/v1/echo/a").await);
+}
+
+#[tokio::test]
+async fn usage_and_this_months_totals_are_kept_per_key() {
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    gw.fund(100).await;
+    let busy = gw.new_key().await;
+    let quiet = gw.new_key().await;
+    for _ in 0..3 {
+        served(call(&gw.app, &busy, "/api/v1/echo/a").await);
+    }
+    served(call(&gw.app, &quiet, "/api/v1/echo/a").await);
+    let busy_id = gw.key_id(&busy).await;
+    let quiet_id = gw.key_id(&quiet).await;
+    let path = format!("/myapi/usage?key_id={busy_id}");
+    let calls = eventually(Duration::from_secs(10), "the usage settled", || async {
+        let usage = gw.user().call(Method::GET, &path, None).await;
+        let items = usage.assert_ok()["items"].as_array().unwrap().clone();
+        let calls: i64 = items.iter().map(|b| b["calls"].as_i64().unwrap()).sum();
+        (calls == 3).then_some(calls)
+    })
+    .await;
+    assert_eq!(calls, 3);
+    let keys = gw.user().call(Method::GET, "/myapi/keys", None).await;
+    let items = keys.assert_ok()["items"].as_array().unwrap().clone();
+    let totals = |id: &str| {
+        let key = items.iter().find(|key| key["id"] == id).unwrap();
+        (
+            key["calls_this_month"].as_i64().unwrap(),
+            key["credits_this_month"].as_i64().unwrap(),
+        )
+    };
+    assert_eq!(totals(&busy_id), (3, 3));
+    assert_eq!(totals(&quiet_id), (1, 1));
+    let last_ip = eventually(Duration::from_secs(10), "last_ip flushed", || async {
+        let keys = gw.user().call(Method::GET, "/myapi/keys", None).await;
+        let items = keys.assert_ok()["items"].as_array().unwrap().clone();
+        let key = items
+            .iter()
+            .find(|key| key["id"] == busy_id.as_str())
+            .unwrap()
+            .clone();
+        key["last_ip"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert_eq!(last_ip, "127.0.0.1");
+}
