@@ -41,6 +41,7 @@ const EMAILS: &[(&str, &str)] = embedded_emails![
     "payment_failed",
     "subscription_ending",
     "low_balance",
+    "new_sign_in",
 ];
 
 pub fn environment() -> &'static Environment<'static> {

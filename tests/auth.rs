@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "auth/sessions.rs"]
+mod sessions;
+
 use std::time::Duration;
 
 use chrono::Duration as Span;

@@ -12,6 +12,8 @@ use super::password::ClientPasswords;
 use super::register::LoggedIn;
 use super::session;
 use super::users;
+use crate::api::Lang;
+use crate::mail::{Email, outbox};
 use crate::state::AppState;
 
 pub const FAILURE_WINDOW_MINUTES: i64 = 15;
@@ -23,6 +25,8 @@ pub struct LoginAttempt<'a> {
     pub captcha_id: Option<&'a str>,
     pub captcha: Option<&'a str>,
     pub ip: &'a str,
+    /// Where the session is opened from.
+    pub client: &'a session::Client,
 }
 
 pub async fn login(
@@ -75,8 +79,22 @@ pub async fn login(
         account.profile.id,
         now,
         context.settings.auth.session_ttl,
+        attempt.client,
     )
     .await?;
+    if session::remember_device(&mut transaction, account.profile.id, attempt.client, now).await? {
+        let alert = Email::NewSignIn {
+            ip: attempt
+                .client
+                .ip
+                .clone()
+                .unwrap_or_else(|| String::from("-")),
+            user_agent: attempt.client.user_agent.clone().unwrap_or_default(),
+            at: now.format("%Y-%m-%d %H:%M UTC").to_string(),
+        };
+        let lang = Lang::parse(&account.profile.lang).unwrap_or_default();
+        outbox::enqueue(&mut transaction, &account.profile.email, lang, &alert).await?;
+    }
     transaction.commit().await?;
     Ok(LoggedIn::new(session, account.profile))
 }

@@ -12,6 +12,7 @@ mod recovery;
 mod register;
 mod routes;
 pub mod session;
+mod sessions_routes;
 pub mod token;
 pub mod users;
 
@@ -33,7 +34,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/logout", web::post().to(routes::logout))
             .route("/password/forgot", web::post().to(routes::forgot_password))
             .route("/password/reset", web::post().to(routes::reset_password))
-            .route("/password/change", web::post().to(routes::change_password)),
+            .route("/password/change", web::post().to(routes::change_password))
+            .route("/sessions", web::get().to(sessions_routes::list))
+            .route(
+                "/sessions/revoke-others",
+                web::post().to(sessions_routes::revoke_others),
+            )
+            .route("/sessions/{id}", web::delete().to(sessions_routes::revoke)),
     )
     .route("/myapi/user/profile", web::get().to(routes::profile))
     .route(
@@ -46,7 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[openapi(
     paths(routes::issue_captcha, routes::send_email_code, routes::register, routes::login,
         routes::logout, routes::forgot_password, routes::reset_password, routes::change_password,
-        routes::profile, routes::change_profile),
+        routes::profile, routes::change_profile, sessions_routes::list, sessions_routes::revoke,
+        sessions_routes::revoke_others),
     tags((name = "auth", description = "Accounts, sessions and passwords"))
 )]
 pub struct AuthApi;

@@ -114,6 +114,7 @@ pub async fn register(
     email: &str,
     password: &SecretString,
     code: &str,
+    client: &session::Client,
 ) -> Result<LoggedIn, AuthError> {
     let now = context.clock.now();
     // Wrong codes are also counted per address and day across re-sends (each new code starts
@@ -179,8 +180,10 @@ pub async fn register(
         user.id,
         now,
         context.settings.auth.session_ttl,
+        client,
     )
     .await?;
+    session::remember_device(&mut transaction, user.id, client, now).await?;
     transaction.commit().await?;
     Ok(LoggedIn::new(session, user))
 }

@@ -163,12 +163,14 @@ pub async fn register(
     // The code is judged first: without the code sent to it, an address is 40004 whether or
     // not it has an account, so registration tells a stranger nothing. (A live code exists only
     // for an address that was free when it was sent; one taken since is 40003 at the insert.)
+    let client = session::Client::of(&req, &context.settings.trusted_proxies);
     Ok(ok(register::register(
         &context,
         &passwords.for_client(client_key(&context, &req)),
         email.as_str(),
         &body.password,
         &body.email_code,
+        &client,
     )
     .await?))
 }
@@ -191,12 +193,14 @@ pub async fn login(
     let rate = Rate::per_minute(context.settings.auth.login_per_ip_per_minute);
     throttle(&context, "login", &req, rate).await?;
     let ip = client_key(&context, &req);
+    let client = session::Client::of(&req, &context.settings.trusted_proxies);
     let attempt = LoginAttempt {
         email: email.as_str(),
         password: &body.password,
         captcha_id: body.captcha_id.as_deref(),
         captcha: body.captcha.as_deref(),
         ip: &ip,
+        client: &client,
     };
     let passwords = passwords.for_client(ip.clone());
     Ok(ok(login::login(&context, &passwords, attempt).await?))

@@ -10,6 +10,7 @@ use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -27,24 +28,99 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Where a session is opened from, as the user will see it in their session list.
+pub struct Client {
+    pub ip: Option<String>,
+    /// At most 300 characters of `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+impl Client {
+    pub fn of(req: &HttpRequest, trusted: &[ipnet::IpNet]) -> Client {
+        let user_agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(300).collect());
+        Client {
+            ip: crate::api::client_ip(req, trusted).map(|ip| ip.to_string()),
+            user_agent,
+        }
+    }
+
+    /// The digest a device is remembered by: no address or agent is kept in clear for it.
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut digest = Sha256::new();
+        digest.update(self.ip.as_deref().unwrap_or_default());
+        digest.update([0]);
+        digest.update(self.user_agent.as_deref().unwrap_or_default());
+        digest.finalize().to_vec()
+    }
+}
+
+/// How long a device is remembered: a sign-in from one not seen for longer is announced.
+const DEVICE_MEMORY: chrono::Duration = chrono::Duration::days(90);
+/// `last_seen_at` is written when it is older than this, not on every request.
+const LAST_SEEN_EVERY: chrono::Duration = chrono::Duration::minutes(5);
+
 pub async fn create(
     connection: &mut PgConnection,
     user_id: Uuid,
     now: DateTime<Utc>,
     ttl: std::time::Duration,
+    client: &Client,
 ) -> Result<NewSession, AuthError> {
     let token = token::generate(TOKEN_PREFIX);
     let expires_at = now + chrono::Duration::from_std(ttl).map_err(anyhow::Error::from)?;
     sqlx::query!(
-        "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        r#"INSERT INTO sessions (user_id, token_hash, created_at, expires_at, last_seen_at, ip,
+                                 user_agent)
+           VALUES ($1, $2, $3, $4, $3, $5, $6)"#,
         user_id,
         token::digest(token.expose_secret()),
         now,
-        expires_at
+        expires_at,
+        client.ip,
+        client.user_agent
     )
     .execute(connection)
     .await?;
     Ok(NewSession { token, expires_at })
+}
+
+/// Remembers the device of a sign-in; true when it is news to tell the owner: the account had
+/// not used it for 90 days (or ever) but was used from another device in that time. An
+/// account's first recorded sign-in (a new account, or one from before devices were kept) only
+/// teaches the device.
+pub async fn remember_device(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    client: &Client,
+    now: DateTime<Utc>,
+) -> Result<bool, AuthError> {
+    let fingerprint = client.fingerprint();
+    let known_elsewhere = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM known_devices
+             WHERE user_id = $1 AND fingerprint <> $2 AND last_seen_at > $3) AS "known!""#,
+        user_id,
+        fingerprint,
+        now - DEVICE_MEMORY
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    let previous = sqlx::query_scalar!(
+        r#"INSERT INTO known_devices AS d (user_id, fingerprint, last_seen_at)
+           VALUES ($1, $2, $3)
+           ON CONFLICT (user_id, fingerprint) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at
+           RETURNING (SELECT last_seen_at FROM known_devices
+                      WHERE user_id = $1 AND fingerprint = $2) AS seen"#,
+        user_id,
+        fingerprint,
+        now
+    )
+    .fetch_one(connection)
+    .await?;
+    Ok(known_elsewhere && previous.is_none_or(|seen| now - seen > DEVICE_MEMORY))
 }
 
 pub async fn revoke(
@@ -155,7 +231,7 @@ async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthErr
         return Err(AuthError::SessionInvalid);
     }
     let row = sqlx::query!(
-        r#"SELECT s.id AS session_id, s.expires_at, s.revoked_at,
+        r#"SELECT s.id AS session_id, s.expires_at, s.revoked_at, s.last_seen_at,
                   u.id AS "user_id?", u.email AS "email?", u.role AS "role?: Role",
                   u.status AS "status?: UserStatus", u.created_at AS "created_at?",
                   u.lang AS "lang?", u.low_balance_alert
@@ -179,6 +255,22 @@ async fn load(context: &AppState, token: &str) -> Result<CurrentSession, AuthErr
     ) else {
         return Err(AuthError::UserNotFound);
     };
+    let now = context.clock.now();
+    if row
+        .last_seen_at
+        .is_none_or(|seen| now - seen > LAST_SEEN_EVERY)
+    {
+        let touched = sqlx::query!(
+            "UPDATE sessions SET last_seen_at = $2 WHERE id = $1",
+            row.session_id,
+            now
+        )
+        .execute(&context.pool)
+        .await;
+        if let Err(error) = touched {
+            tracing::warn!(%error, "a session's last_seen_at was not written");
+        }
+    }
     Ok(CurrentSession {
         session_id: row.session_id,
         user: Profile {

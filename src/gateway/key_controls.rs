@@ -108,6 +108,7 @@ fn check_providers(listed: &[String]) -> Result<(), ApiError> {
     (status = 404, description = "No such key.", body = ErrorBody)))]
 pub async fn change(
     context: web::Data<AppState>,
+    gateway: web::Data<GatewayState>,
     Authorized(ActiveUser(session), (path, ApiJson(body))): Authorized<
         ActiveUser,
         PathAndBody<Uuid, KeyChange>,
@@ -164,6 +165,8 @@ pub async fn change(
     )
     .execute(&context.pool)
     .await?;
+    // This instance at once; the others on the notification.
+    gateway.directory.forget_key(key_id);
     let view = super::keys::find_view(&context, session.user.id, key_id)
         .await?
         .ok_or_else(ApiError::not_found)?;

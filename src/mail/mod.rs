@@ -48,6 +48,12 @@ pub enum Email {
     SubscriptionEnding { order_no: String, ends_on: String },
     /// The credits fell below the threshold the user set.
     LowBalance { credits: i64, threshold: i64 },
+    /// A sign-in from an address and browser the account had not used for 90 days.
+    NewSignIn {
+        ip: String,
+        user_agent: String,
+        at: String,
+    },
 }
 
 impl Email {
@@ -60,6 +66,7 @@ impl Email {
             Email::PaymentFailed { .. } => "payment_failed",
             Email::SubscriptionEnding { .. } => "subscription_ending",
             Email::LowBalance { .. } => "low_balance",
+            Email::NewSignIn { .. } => "new_sign_in",
         }
     }
 
@@ -80,6 +87,7 @@ impl Email {
             } => context! { order_no, grace_days },
             Email::SubscriptionEnding { order_no, ends_on } => context! { order_no, ends_on },
             Email::LowBalance { credits, threshold } => context! { credits, threshold },
+            Email::NewSignIn { ip, user_agent, at } => context! { ip, user_agent, at },
         }
     }
 }
