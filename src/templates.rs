@@ -42,6 +42,7 @@ const EMAILS: &[(&str, &str)] = embedded_emails![
     "subscription_ending",
     "low_balance",
     "new_sign_in",
+    "email_changed",
 ];
 
 pub fn environment() -> &'static Environment<'static> {

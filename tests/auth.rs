@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "auth/email_change.rs"]
+mod email_change;
 #[path = "auth/sessions.rs"]
 mod sessions;
 

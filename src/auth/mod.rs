@@ -3,6 +3,7 @@
 
 mod captcha;
 mod cooldown;
+mod email_change;
 mod error;
 pub mod housekeeping;
 mod input;
@@ -46,7 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route(
         "/myapi/user/profile",
         web::patch().to(routes::change_profile),
-    );
+    )
+    .route(
+        "/myapi/user/email/code",
+        web::post().to(email_change::send_code),
+    )
+    .route("/myapi/user/email", web::post().to(email_change::change));
 }
 
 #[derive(OpenApi)]
@@ -54,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     paths(routes::issue_captcha, routes::send_email_code, routes::register, routes::login,
         routes::logout, routes::forgot_password, routes::reset_password, routes::change_password,
         routes::profile, routes::change_profile, sessions_routes::list, sessions_routes::revoke,
-        sessions_routes::revoke_others),
+        sessions_routes::revoke_others, email_change::send_code, email_change::change),
     tags((name = "auth", description = "Accounts, sessions and passwords"))
 )]
 pub struct AuthApi;

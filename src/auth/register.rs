@@ -107,16 +107,15 @@ pub async fn send_code(context: &AppState, email: &str, lang: Lang) -> Result<Co
     })
 }
 
-/// Creates the account when `code` is the live code of `email`.
-pub async fn register(
+/// Judges `code` against the live code of `email` (every try counted first: at most five per
+/// code, and a daily cap per address across re-sends); answers the code's digest, which the
+/// caller deletes in its own transaction so the code is used once.
+pub async fn check_code(
     context: &AppState,
-    passwords: &ClientPasswords<'_>,
     email: &str,
-    password: &SecretString,
     code: &str,
-    client: &session::Client,
-) -> Result<LoggedIn, AuthError> {
-    let now = context.clock.now();
+    now: DateTime<Utc>,
+) -> Result<Vec<u8>, AuthError> {
     // Wrong codes are also counted per address and day across re-sends (each new code starts
     // its own five tries), so nobody can guess an address's codes for long; the key is a digest,
     // so the limiter's store holds no address.
@@ -148,6 +147,20 @@ pub async fn register(
         context.limiter.check("code_guess", &address, guesses).await;
         return Err(AuthError::EmailCodeInvalid);
     }
+    Ok(digest)
+}
+
+/// Creates the account when `code` is the live code of `email`.
+pub async fn register(
+    context: &AppState,
+    passwords: &ClientPasswords<'_>,
+    email: &str,
+    password: &SecretString,
+    code: &str,
+    client: &session::Client,
+) -> Result<LoggedIn, AuthError> {
+    let now = context.clock.now();
+    let digest = check_code(context, email, code, now).await?;
 
     // Hashed before the transaction, so no row lock or connection waits on Argon2.
     let password_hash = passwords.hash(password).await?;

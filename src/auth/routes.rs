@@ -70,7 +70,7 @@ fn client_key(context: &AppState, req: &HttpRequest) -> String {
     api::client_key(req, &context.settings.trusted_proxies)
 }
 
-async fn throttle(
+pub(super) async fn throttle(
     context: &AppState,
     class: &'static str,
     req: &HttpRequest,
@@ -107,7 +107,7 @@ pub async fn issue_captcha(context: Context, req: HttpRequest) -> Result<HttpRes
 
 /// What every request for an email goes through: a valid address, the per-IP cap on sends,
 /// then a captcha. Returns the normalized address.
-async fn address_for_a_send(
+pub(super) async fn address_for_a_send(
     context: &AppState,
     req: &HttpRequest,
     body: &EmailWithCaptcha,

@@ -48,6 +48,8 @@ pub enum Email {
     SubscriptionEnding { order_no: String, ends_on: String },
     /// The credits fell below the threshold the user set.
     LowBalance { credits: i64, threshold: i64 },
+    /// The account's address changed (sent to the old one; the new one is shown masked).
+    EmailChanged { new_email: String },
     /// A sign-in from an address and browser the account had not used for 90 days.
     NewSignIn {
         ip: String,
@@ -67,6 +69,7 @@ impl Email {
             Email::SubscriptionEnding { .. } => "subscription_ending",
             Email::LowBalance { .. } => "low_balance",
             Email::NewSignIn { .. } => "new_sign_in",
+            Email::EmailChanged { .. } => "email_changed",
         }
     }
 
@@ -88,6 +91,7 @@ impl Email {
             Email::SubscriptionEnding { order_no, ends_on } => context! { order_no, ends_on },
             Email::LowBalance { credits, threshold } => context! { credits, threshold },
             Email::NewSignIn { ip, user_agent, at } => context! { ip, user_agent, at },
+            Email::EmailChanged { new_email } => context! { new_email },
         }
     }
 }
