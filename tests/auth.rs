@@ -1025,6 +1025,7 @@ async fn housekeeping_removes_what_expired_and_keeps_what_is_live() {
             "email_codes",
             "mail_cooldowns",
             "login_failures",
+            "known_devices",
         ] {
             counts.push(accounts.count(table).await);
         }
@@ -1067,10 +1068,24 @@ async fn housekeeping_removes_what_expired_and_keeps_what_is_live() {
             .await
             .unwrap();
     }
-    // Left beside what was there: the live token, the live captcha, the live failure.
+    // A device last used 91 days ago, and one used yesterday.
+    for (fingerprint, days) in [("stale", 91), ("recent", 1)] {
+        sqlx::query(
+            "INSERT INTO known_devices (user_id, fingerprint, last_seen_at) \
+             VALUES ($1, $2::bytea, now() - make_interval(days => $3))",
+        )
+        .bind(user_id)
+        .bind(fingerprint.as_bytes())
+        .bind(days)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    // Left beside what was there: the live token, the live captcha, the live failure, the
+    // recent device.
     let expected: Vec<i64> = before
         .iter()
-        .zip([0, 1, 1, 0, 0, 1])
+        .zip([0, 1, 1, 0, 0, 1, 1])
         .map(|(before, live)| before + live)
         .collect();
     support::eventually(

@@ -1,5 +1,6 @@
 //! Housekeeping: what the account flows leave behind and no longer need (expired or ended
-//! sessions, captchas, email codes, reset tokens, cooldowns, login failures out of their window)
+//! sessions, captchas, email codes, reset tokens, cooldowns, login failures out of their window,
+//! devices unused for 90 days)
 //! is removed in small batches, so the tables stay the size of what is live and no purge holds
 //! long locks. Each round logs how many rows it removed.
 
@@ -26,6 +27,7 @@ pub struct Purged {
     pub reset_tokens: u64,
     pub cooldowns: u64,
     pub login_failures: u64,
+    pub known_devices: u64,
 }
 
 /// Runs a round every `HOUSEKEEPING_INTERVAL_SECS` until the service stops.
@@ -116,6 +118,19 @@ pub async fn purge(
                 r#"DELETE FROM login_failures WHERE id IN (
                        SELECT id FROM login_failures WHERE failed_at <= $1 LIMIT $2)"#,
                 failures_since,
+                BATCH
+            )
+            .execute(pool)
+            .await
+        })
+        .await?,
+        // A device unused for 90 days is a new one again: its row serves nothing.
+        known_devices: batched(|| async {
+            sqlx::query!(
+                r#"DELETE FROM known_devices WHERE (user_id, fingerprint) IN (
+                       SELECT user_id, fingerprint FROM known_devices
+                       WHERE last_seen_at <= $1 LIMIT $2)"#,
+                now - chrono::Duration::days(90),
                 BATCH
             )
             .execute(pool)
