@@ -3,6 +3,8 @@
 
 mod support;
 
+#[path = "payment/account.rs"]
+mod account;
 #[path = "payment/billing.rs"]
 mod billing;
 #[path = "payment/notices.rs"]

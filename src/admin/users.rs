@@ -118,7 +118,9 @@ pub async fn unfreeze(
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(list, freeze, unfreeze),
+    paths(list, freeze, unfreeze, super::account_data::export_own,
+        super::account_data::export_user, super::account_data::delete_own,
+        super::account_data::delete_user),
     tags((name = "admin", description = "Admin only: plans, providers, users, credits, orders"))
 )]
 pub struct AdminApi;

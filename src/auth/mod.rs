@@ -9,6 +9,7 @@ pub mod housekeeping;
 mod input;
 mod login;
 mod password;
+pub mod reauth;
 mod recovery;
 mod register;
 mod routes;

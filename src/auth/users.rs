@@ -389,3 +389,49 @@ pub async fn set_preferences(
     .await?;
     Ok(())
 }
+
+/// Erases an account's personal data and leaves an anonymous tombstone that orders and the
+/// ledger keep pointing at: the address becomes `deleted-<id>@deleted.invalid`, the password
+/// unusable, the account frozen for good; its sessions end without address or agent, its
+/// devices and pending email codes go. Returns the old address, or None when the account does
+/// not exist or was erased before.
+pub async fn erase(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, sqlx::Error> {
+    let old = sqlx::query_scalar!(
+        "SELECT email FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        user_id
+    )
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(old) = old else {
+        return Ok(None);
+    };
+    sqlx::query!(
+        r#"UPDATE users SET email = 'deleted-' || id || '@deleted.invalid', password_hash = '!',
+                  status = 'frozen', frozen_reason = 'deleted', deleted_at = $2,
+                  low_balance_alert = NULL, low_balance_notified = false
+           WHERE id = $1"#,
+        user_id,
+        now
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!(
+        r#"UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2), ip = NULL, user_agent = NULL
+           WHERE user_id = $1"#,
+        user_id,
+        now
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query!("DELETE FROM known_devices WHERE user_id = $1", user_id)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query!("DELETE FROM email_codes WHERE email = $1", old)
+        .execute(&mut *connection)
+        .await?;
+    Ok(Some(old))
+}

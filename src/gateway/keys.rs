@@ -316,3 +316,21 @@ impl FromRequest for AccountCaller {
         })
     }
 }
+
+/// Revokes every key of an account and forgets their last client address (its erasure).
+pub async fn revoke_all(
+    connection: &mut sqlx::PgConnection,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2), last_ip = NULL,
+                  allowed_ips = NULL
+           WHERE user_id = $1"#,
+        user_id,
+        now
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}

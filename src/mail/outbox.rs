@@ -43,6 +43,17 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Drops what is still queued for `recipient` (an erased account's address).
+pub async fn discard_for(
+    connection: &mut PgConnection,
+    recipient: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM mail_outbox WHERE recipient = $1", recipient)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
 /// Sends what is due every half second until the service stops.
 pub async fn run(pool: PgPool, mailer: Arc<Mailer>, clock: Arc<Clock>) {
     let mut every = tokio::time::interval(POLL);

@@ -4,6 +4,7 @@
 pub mod alerts;
 mod billing_routes;
 mod customer;
+mod erasure;
 mod error;
 mod event;
 mod events;
@@ -23,6 +24,7 @@ mod webhook;
 use actix_web::web;
 use utoipa::OpenApi;
 
+pub use erasure::{cancel_live_subscription, forget_customer};
 pub use error::PaymentError;
 pub use order::SubscriptionView;
 pub use stripe_api::StripeApi;
