@@ -7,6 +7,8 @@ mod support;
 mod email_change;
 #[path = "auth/sessions.rs"]
 mod sessions;
+#[path = "auth/two_factor.rs"]
+mod two_factor;
 
 use std::time::Duration;
 

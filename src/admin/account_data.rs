@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, ok};
 use crate::auth::reauth::confirm_password;
-use crate::auth::{ActiveUser, AdminUser, Passwords, users};
+use crate::auth::two_factor;
+use crate::auth::{ActiveUser, AdminUser, AuthError, Passwords, users};
 use crate::gateway::{GatewayState, keys};
 use crate::mail::outbox;
 use crate::payment::{self, StripeApi};
@@ -111,12 +112,16 @@ async fn delete(
 pub struct DeleteRequest {
     #[schema(value_type = String)]
     pub password: SecretString,
+    /// A two-factor code (or recovery code), when two-factor sign-in is enabled.
+    pub code: Option<String>,
 }
 
 /// Deletes the caller's account, with its password.
 #[utoipa::path(delete, path = "/myapi/user", tag = "auth", request_body = DeleteRequest,
     security(("session" = [])), responses(
     (status = 200, body = inline(SuccessBody<Option<String>>)),
+    (status = 400, description = "40009 a wrong or missing two-factor code (enrolled accounts).",
+        body = ErrorBody),
     (status = 401, description = "40101 no valid session; 40111 a wrong password.",
         body = ErrorBody),
     (status = 429, description = "Too many wrong passwords (with Retry-After).", body = ErrorBody),
@@ -131,6 +136,15 @@ pub async fn delete_own(
     Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<DeleteRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     confirm_password(&context, &passwords, &req, &session, &body.password).await?;
+    let mut connection = context.pool.acquire().await?;
+    if two_factor::enabled(&mut connection, session.user.id).await? {
+        let now = u64::try_from(context.clock.now().timestamp()).unwrap_or(0);
+        let code = body.code.as_deref().unwrap_or_default();
+        if !two_factor::check_code(&mut connection, session.user.id, code, now).await? {
+            return Err(AuthError::SecondFactorInvalid.into());
+        }
+    }
+    drop(connection);
     delete(&context, &stripe, &gateway, session.user.id).await?;
     Ok(ok(()))
 }

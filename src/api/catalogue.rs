@@ -40,9 +40,10 @@ impl Module {
     /// the catalogue): the numbers right after the seed's own in the same HTTP class.
     pub fn extension_ranges(self) -> &'static [(u32, u32)] {
         match self {
+            Module::Auth => &[(40009, 40019)],
             Module::Gateway => &[(40303, 40309)],
             Module::Payment => &[(40029, 40039)],
-            Module::Global | Module::Auth => &[],
+            Module::Global => &[],
         }
     }
 
@@ -200,6 +201,11 @@ catalogue! {
     EMAIL_CODE_COOLDOWN = 40008, Auth, "Email Code Cooldown",
         "Verification code requested too frequently.", "Wait for cooldown and retry.",
         "验证码请求过于频繁。";
+    #[extension]
+    SECOND_FACTOR_INVALID = 40009, Auth, "Second Factor Invalid",
+        "The two-factor code or login ticket is wrong, used or expired.",
+        "Enter the current authenticator code or an unused recovery code; log in again if \
+        the ticket expired.", "双重验证码或登录凭据错误、已使用或已过期。";
     INVALID_PASSWORD = 40111, Auth, "Invalid Password", "Email/password verification failed.",
         "Check credentials and retry.", "邮箱或密码错误。";
     EMAIL_NOT_FOUND = 40401, Auth, "Email Not Found", "Email does not exist.",

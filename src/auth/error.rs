@@ -21,6 +21,8 @@ pub enum AuthError {
     Cooldown { retry_after_secs: u64 },
     #[error("wrong email or password")]
     InvalidCredentials,
+    #[error("the second-factor code is wrong, used or expired")]
+    SecondFactorInvalid,
     #[error("no account has this email")]
     EmailNotFound,
     #[error("the session's user no longer exists")]
@@ -60,6 +62,7 @@ impl From<AuthError> for ApiError {
                     .with_retry_after(*retry_after_secs);
             }
             AuthError::InvalidCredentials => Code::INVALID_PASSWORD,
+            AuthError::SecondFactorInvalid => Code::SECOND_FACTOR_INVALID,
             AuthError::EmailNotFound => Code::EMAIL_NOT_FOUND,
             AuthError::UserNotFound => Code::USER_NOT_FOUND,
             AuthError::EmailSendFailed(_) => {

@@ -3,14 +3,17 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use utoipa::ToSchema;
 
 use super::captcha;
 use super::error::AuthError;
 use super::password::ClientPasswords;
 use super::register::LoggedIn;
 use super::session;
+use super::two_factor;
 use super::users;
 use crate::api::Lang;
 use crate::mail::{Email, outbox};
@@ -29,11 +32,32 @@ pub struct LoginAttempt<'a> {
     pub client: &'a session::Client,
 }
 
+/// How long the ticket of a login's second step lives.
+pub const TICKET_TTL_SECS: i64 = 300;
+
+/// What a login answers: a session, or for an account with two-factor sign-in a ticket for the
+/// second step.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    LoggedIn(LoggedIn),
+    SecondStep(SecondStep),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecondStep {
+    /// Always true: send `ticket` and a code to `/myapi/auth/login/2fa`.
+    pub mfa_required: bool,
+    pub ticket: String,
+    /// Seconds the ticket lives.
+    pub expires_in: i64,
+}
+
 pub async fn login(
     context: &AppState,
     passwords: &ClientPasswords<'_>,
     attempt: LoginAttempt<'_>,
-) -> Result<LoggedIn, AuthError> {
+) -> Result<LoginAnswer, AuthError> {
     let now = context.clock.now();
     let subjects = failure_subjects(attempt.email, attempt.ip);
     // The attempt is recorded as a failure before anything is judged, and the captcha rule
@@ -66,37 +90,144 @@ pub async fn login(
     if let Some(hash) = rehash {
         users::set_password_hash(&mut transaction, account.profile.id, &hash).await?;
     }
-    // A login that succeeds clears the address's failures and its own attempt.
+    if two_factor::enabled(&mut transaction, account.profile.id).await? {
+        // The password was right: not a failure. The second step counts its own attempts.
+        sqlx::query!("DELETE FROM login_failures WHERE id = ANY($1)", &recorded)
+            .execute(&mut *transaction)
+            .await?;
+        let (ticket, digest) = two_factor::new_ticket();
+        sqlx::query!(
+            r#"INSERT INTO login_tickets (ticket_hash, user_id, expires_at, ip, user_agent)
+               VALUES ($1, $2, $3, $4, $5)"#,
+            digest,
+            account.profile.id,
+            now + chrono::Duration::seconds(TICKET_TTL_SECS),
+            attempt.client.ip,
+            attempt.client.user_agent
+        )
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        return Ok(LoginAnswer::SecondStep(SecondStep {
+            mfa_required: true,
+            ticket,
+            expires_in: TICKET_TTL_SECS,
+        }));
+    }
+    let session = open_session(
+        &mut transaction,
+        context,
+        &account.profile,
+        attempt.client,
+        &subjects,
+        &recorded,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(LoginAnswer::LoggedIn(LoggedIn::new(
+        session,
+        account.profile,
+    )))
+}
+
+/// The second step of an enrolled account's login: the ticket and a TOTP or recovery code,
+/// counted and captcha-guarded like passwords.
+pub struct SecondStepAttempt<'a> {
+    pub ticket: &'a str,
+    pub code: &'a str,
+    pub captcha_id: Option<&'a str>,
+    pub captcha: Option<&'a str>,
+    pub ip: &'a str,
+    pub client: &'a session::Client,
+}
+
+pub async fn second_step(
+    context: &AppState,
+    attempt: SecondStepAttempt<'_>,
+) -> Result<LoggedIn, AuthError> {
+    let now = context.clock.now();
+    let digest = two_factor::ticket_digest(attempt.ticket);
+    let user_id = sqlx::query_scalar!(
+        "SELECT user_id FROM login_tickets WHERE ticket_hash = $1 AND expires_at > $2",
+        digest,
+        now
+    )
+    .fetch_optional(&context.pool)
+    .await?
+    .ok_or(AuthError::SecondFactorInvalid)?;
+    let profile = users::find(&context.pool, user_id)
+        .await?
+        .ok_or(AuthError::SecondFactorInvalid)?;
+    let subjects = failure_subjects(&profile.email, attempt.ip);
+    let recorded = record_attempt(&context.pool, &subjects, now).await?;
+    if captcha_required(&context.pool, &subjects, now, &recorded).await? {
+        captcha::consume(&context.pool, now, attempt.captcha_id, attempt.captcha).await?;
+    }
+    if profile.is_frozen() {
+        forget_attempt(&context.pool, &recorded).await?;
+        return Err(AuthError::AccountFrozen);
+    }
+    let mut transaction = context.pool.begin().await?;
+    let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
+    if !two_factor::check_code(&mut transaction, user_id, attempt.code, now_secs).await? {
+        return Err(AuthError::SecondFactorInvalid);
+    }
+    // The ticket is used once.
+    let taken = sqlx::query!("DELETE FROM login_tickets WHERE ticket_hash = $1", digest)
+        .execute(&mut *transaction)
+        .await?;
+    if taken.rows_affected() != 1 {
+        return Err(AuthError::SecondFactorInvalid);
+    }
+    let session = open_session(
+        &mut transaction,
+        context,
+        &profile,
+        attempt.client,
+        &subjects,
+        &recorded,
+    )
+    .await?;
+    transaction.commit().await?;
+    Ok(LoggedIn::new(session, profile))
+}
+
+/// A successful sign-in: the address's failures and this attempt's are cleared, the session
+/// opened, and a device not seen for 90 days announced to the owner.
+async fn open_session(
+    transaction: &mut sqlx::PgConnection,
+    context: &AppState,
+    profile: &users::Profile,
+    client: &session::Client,
+    subjects: &[String; 2],
+    recorded: &[i64],
+) -> Result<session::NewSession, AuthError> {
+    let now = context.clock.now();
     sqlx::query!(
         "DELETE FROM login_failures WHERE subject = $1 OR id = ANY($2)",
         subjects[0],
-        &recorded
+        recorded
     )
     .execute(&mut *transaction)
     .await?;
     let session = session::create(
-        &mut transaction,
-        account.profile.id,
+        &mut *transaction,
+        profile.id,
         now,
         context.settings.auth.session_ttl,
-        attempt.client,
+        client,
     )
     .await?;
-    if session::remember_device(&mut transaction, account.profile.id, attempt.client, now).await? {
+    if session::remember_device(&mut *transaction, profile.id, client, now).await? {
         let alert = Email::NewSignIn {
-            ip: attempt
-                .client
-                .ip
-                .clone()
-                .unwrap_or_else(|| String::from("-")),
-            user_agent: attempt.client.user_agent.clone().unwrap_or_default(),
+            ip: client.ip.clone().unwrap_or_else(|| String::from("-")),
+            user_agent: client.user_agent.clone().unwrap_or_default(),
             at: now.format("%Y-%m-%d %H:%M UTC").to_string(),
         };
-        let lang = Lang::parse(&account.profile.lang).unwrap_or_default();
-        outbox::enqueue(&mut transaction, &account.profile.email, lang, &alert).await?;
+        let lang = Lang::parse(&profile.lang).unwrap_or_default();
+        outbox::enqueue(transaction, &profile.email, lang, &alert).await?;
     }
-    transaction.commit().await?;
-    Ok(LoggedIn::new(session, account.profile))
+    Ok(session)
 }
 
 /// The address is kept as a digest: the failure log holds no email.

@@ -16,6 +16,7 @@ mod routes;
 pub mod session;
 mod sessions_routes;
 pub mod token;
+pub mod two_factor;
 pub mod users;
 
 use actix_web::web;
@@ -33,6 +34,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/email-code", web::post().to(routes::send_email_code))
             .route("/register", web::post().to(routes::register))
             .route("/login", web::post().to(routes::login))
+            .route("/login/2fa", web::post().to(routes::login_second_step))
+            .route("/2fa/setup", web::post().to(two_factor::setup))
+            .route("/2fa/enable", web::post().to(two_factor::enable))
+            .route("/2fa/disable", web::post().to(two_factor::disable))
             .route("/logout", web::post().to(routes::logout))
             .route("/password/forgot", web::post().to(routes::forgot_password))
             .route("/password/reset", web::post().to(routes::reset_password))
@@ -61,7 +66,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     paths(routes::issue_captcha, routes::send_email_code, routes::register, routes::login,
         routes::logout, routes::forgot_password, routes::reset_password, routes::change_password,
         routes::profile, routes::change_profile, sessions_routes::list, sessions_routes::revoke,
-        sessions_routes::revoke_others, email_change::send_code, email_change::change),
+        sessions_routes::revoke_others, email_change::send_code, email_change::change,
+        routes::login_second_step, two_factor::setup, two_factor::enable, two_factor::disable),
     tags((name = "auth", description = "Accounts, sessions and passwords"))
 )]
 pub struct AuthApi;

@@ -175,10 +175,12 @@ pub async fn register(
     .await?))
 }
 
-/// Logs in with email and password.
+/// Logs in with email and password. An account with two-factor sign-in answers
+/// `mfa_required`, a `ticket` and its `expires_in` instead of a session: the second step is
+/// `/myapi/auth/login/2fa`.
 #[utoipa::path(post, path = "/myapi/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-    (status = 200, body = inline(SuccessBody<LoggedIn>)),
+    (status = 200, body = inline(SuccessBody<login::LoginAnswer>)),
     (status = 400, description = "40002 captcha required, 40001 invalid captcha.", body = ErrorBody),
     (status = 401, description = "40111 wrong email or password.", body = ErrorBody),
     (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
@@ -379,4 +381,43 @@ pub async fn change_profile(
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(ok(profile))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SecondStepRequest {
+    /// The ticket the login answered.
+    pub ticket: String,
+    /// A code of the authenticator, or a recovery code.
+    pub code: String,
+    pub captcha_id: Option<String>,
+    pub captcha: Option<String>,
+}
+
+/// The second step of an enrolled account's login: the ticket and a TOTP or recovery code
+/// (each accepted once), counted and captcha-guarded like passwords. Answers as a login.
+#[utoipa::path(post, path = "/myapi/auth/login/2fa", tag = "auth",
+    request_body = SecondStepRequest, responses(
+    (status = 200, body = inline(SuccessBody<LoggedIn>)),
+    (status = 400, description = "40009 a wrong, used or expired code or ticket; 40002 captcha \
+        required after three failures, 40001 invalid captcha.", body = ErrorBody),
+    (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
+    (status = 429, description = "Too many logins from this IP.", body = ErrorBody)))]
+pub async fn login_second_step(
+    context: Context,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<SecondStepRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let rate = Rate::per_minute(context.settings.auth.login_per_ip_per_minute);
+    throttle(&context, "login", &req, rate).await?;
+    let ip = client_key(&context, &req);
+    let client = session::Client::of(&req, &context.settings.trusted_proxies);
+    let attempt = login::SecondStepAttempt {
+        ticket: body.ticket.trim(),
+        code: &body.code,
+        captcha_id: body.captcha_id.as_deref(),
+        captcha: body.captcha.as_deref(),
+        ip: &ip,
+        client: &client,
+    };
+    Ok(ok(login::second_step(&context, attempt).await?))
 }
