@@ -43,6 +43,10 @@ pub struct KeyChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>)]
     pub allowed_ips: Option<Option<Vec<String>>>,
+    /// Per-key spend caps are not available yet: a cap is refused (400) rather than ignored.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub spend_cap: Option<Option<serde_json::Value>>,
 }
 
 /// The caller's live key, or 404 / 40302.
@@ -116,6 +120,12 @@ pub async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let key_id = path.into_inner();
     let now = context.clock.now();
+    if let Some(Some(_)) = body.spend_cap {
+        return Err(bad(
+            "field `spend_cap`: per-key spend caps are not available yet; the account's credits \
+             and the key's rps_limit bound its spending.",
+        ));
+    }
     let name = match &body.name {
         Some(name) if name.trim().is_empty() || name.trim().chars().count() > 100 => {
             return Err(bad("field `name`: 1 to 100 characters."));

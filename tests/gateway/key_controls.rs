@@ -128,6 +128,10 @@ async fn key_changes_are_validated_and_for_the_owner_only() {
         (json!({"allowed_ips": ["not an address"]}), "allowed_ips"),
         (json!({"providers": ["Not A Slug"]}), "providers"),
         (json!({"expires_at": "2020-01-01T00:00:00Z"}), "expires_at"),
+        (
+            json!({"spend_cap": {"credits": 10, "period": "month"}}),
+            "spend_cap",
+        ),
     ] {
         let refused = gw.patch_key(&key_id, change).await;
         refused.assert_error(400, None);
