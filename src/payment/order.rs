@@ -415,6 +415,24 @@ pub async fn has_live_subscription(
     .await
 }
 
+/// The user's pending subscription orders other than `except`.
+pub async fn pending_subscriptions(
+    executor: impl PgExecutor<'_>,
+    user_id: Uuid,
+    except: i64,
+) -> Result<Vec<Order>, sqlx::Error> {
+    order_query!(
+        "SELECT",
+        r#"FROM orders
+           WHERE user_id = $1 AND id <> $2 AND status = 'pending'
+             AND billing_mode = 'subscription'"#,
+        user_id,
+        except
+    )
+    .fetch_all(executor)
+    .await
+}
+
 /// Expires a pending order at once (its price went stale or it is too old to re-open).
 pub async fn expire_pending(executor: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query!(

@@ -123,7 +123,32 @@ pub async fn create_order(
         Err(error) => return Err(error.into()),
     };
     let order = open_checkout(&context, &stripe, order, &plan, &session.user).await?;
+    if order.is_subscription() {
+        expire_other_subscription_checkouts(&context, &stripe, &order).await?;
+    }
     Ok(ok(order.view(now)))
+}
+
+/// One subscription checkout open at a time: the user's other pending subscription orders
+/// expire (their sessions at Stripe first), so two cannot both be paid and billed.
+async fn expire_other_subscription_checkouts(
+    context: &AppState,
+    stripe: &StripeApi,
+    order: &Order,
+) -> Result<(), PaymentError> {
+    let others = order::pending_subscriptions(&context.pool, order.user_id, order.id).await?;
+    for other in others {
+        if let Some(session_id) = &other.checkout_session_id
+            && let Err(error) = stripe.expire_session(session_id, &other.order_no).await
+        {
+            // Already completed or expired at Stripe: its webhook settles it.
+            tracing::warn!(order_no = %other.order_no, %error,
+                "a replaced subscription checkout could not be expired at Stripe");
+            continue;
+        }
+        order::expire_pending(&context.pool, other.id).await?;
+    }
+    Ok(())
 }
 
 /// Creates the next Checkout Session of a pending order, for the user's Stripe Customer, and
@@ -270,6 +295,9 @@ pub async fn checkout(
         return Err(PaymentError::SubscriptionExists.into());
     }
     let order = open_checkout(&context, &stripe, order, &plan, &session.user).await?;
+    if order.is_subscription() {
+        expire_other_subscription_checkouts(&context, &stripe, &order).await?;
+    }
     Ok(ok(order.view(now)))
 }
 

@@ -651,3 +651,30 @@ async fn a_plan_change_needs_a_live_stripe_subscription() {
         .await;
     manual_change.assert_error(400, Some(40027));
 }
+
+#[tokio::test]
+async fn one_subscription_checkout_is_open_at_a_time() {
+    let shop = shop().await;
+    let plan_id = shop.subscription_plan().await;
+    let first = shop.pending_order(plan_id).await;
+    let first_session = shop.session_id(&first).await;
+    let one_time = shop.one_time_plan().await;
+    let pack = shop.pending_order(one_time).await;
+    // A second subscription order replaces the first: its session expires at Stripe.
+    let second = shop.pending_order(plan_id).await;
+    assert_eq!(shop.get_order(&first).await["status"], "expired");
+    let expired = shop.stripe.requests_to(
+        "POST",
+        &format!("/v1/checkout/sessions/{first_session}/expire"),
+    );
+    assert_eq!(expired.len(), 1);
+    assert_eq!(shop.get_order(&second).await["status"], "pending");
+    // A pack of credits is not a subscription: it stays open.
+    assert_eq!(shop.get_order(&pack).await["status"], "pending");
+    // Re-opening the first is refused: it expired.
+    let path = format!("/myapi/orders/{first}/checkout");
+    shop.user()
+        .call(Method::POST, &path, None)
+        .await
+        .assert_error(400, Some(40021));
+}
