@@ -1207,6 +1207,13 @@ async fn a_manual_order_is_paid_and_granted_like_a_stripe_payment() {
     assert_eq!(status.assert_ok()["plan"]["name"], "Pro");
     assert_eq!(shop.status_credits().await, 6000);
     assert!(shop.stripe.requests().is_empty());
+    // Both are listed with the invoices, for the accounts.
+    let invoices = shop.user().call(Method::GET, "/myapi/invoices", None).await;
+    let invoices = invoices.assert_ok()["items"].as_array().unwrap().clone();
+    assert_eq!(invoices.len(), 2);
+    assert_eq!(invoices[0]["amount_paid_cents"], 2900);
+    assert!(invoices[0]["period_end"].is_string());
+    assert_eq!(invoices[1]["amount_paid_cents"], 990);
     assert_ledger_consistent(&shop.app.pool).await;
 }
 

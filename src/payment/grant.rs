@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
 use super::error::PaymentError;
+use super::invoice::{self, NewInvoice};
 use super::order::{self, BillingMode, NewOrder, Order, PaymentMethod, PaymentProvider};
 use crate::ledger::{self, Movement};
 use crate::plans::Plan;
@@ -72,13 +73,29 @@ pub async fn grant_manual_order(
     )
     .await?;
     settle_payment(connection, &order, now, now).await?;
+    let period = if plan.interval.as_deref() == Some("year") {
+        Duration::days(365)
+    } else {
+        Duration::days(30)
+    };
     if order.is_subscription() {
-        let period = if plan.interval.as_deref() == Some("year") {
-            Duration::days(365)
-        } else {
-            Duration::days(30)
-        };
         order::activate_subscription(connection, order.id, now, Some(now + period)).await?;
     }
+    // Listed with the invoices, for the accounts; it names no Stripe object.
+    let record = NewInvoice {
+        order: &order,
+        stripe_invoice_id: None,
+        stripe_payment_intent_id: None,
+        number: None,
+        amount_paid_cents: order.amount_cents,
+        currency: &order.currency,
+        period_start: order.is_subscription().then_some(now),
+        period_end: order.is_subscription().then_some(now + period),
+        hosted_invoice_url: None,
+        pdf_url: None,
+        credits_granted: order.credits,
+        created_at: now,
+    };
+    invoice::record(connection, record).await?;
     Ok(order)
 }

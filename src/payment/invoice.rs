@@ -1,6 +1,6 @@
-//! Invoices and receipts: each paid Stripe invoice (a subscription's period) and each one-time
-//! payment, recorded from the webhooks with what its grant gave, and every statement on the
-//! `invoices`, `stripe_invoice_payments` and `disputes` tables.
+//! Invoices and receipts: each paid Stripe invoice (a subscription's period), each one-time
+//! payment and each order paid outside Stripe (manual, or a plan code), with what its grant
+//! gave; and every statement on the `invoices`, `stripe_invoice_payments` and `disputes` tables.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
