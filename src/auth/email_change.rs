@@ -83,16 +83,7 @@ pub async fn change(
     let now = context.clock.now();
     let digest = register::check_code(&context, new_email, &body.email_code, now).await?;
     let mut transaction = context.pool.begin().await?;
-    let consumed = sqlx::query!(
-        "DELETE FROM email_codes WHERE email = $1 AND code_hash = $2",
-        new_email,
-        digest
-    )
-    .execute(&mut *transaction)
-    .await?;
-    if consumed.rows_affected() != 1 {
-        return Err(AuthError::EmailCodeInvalid.into());
-    }
+    register::consume_code(&mut transaction, new_email, &digest).await?;
     let changed = sqlx::query!(
         "UPDATE users SET email = $2 WHERE id = $1",
         user.id,

@@ -150,6 +150,26 @@ pub async fn check_code(
     Ok(digest)
 }
 
+/// Uses up the code `check_code` accepted, in the caller's transaction: whoever deletes it first
+/// wins, a racing twin finds nothing to delete (40004).
+pub async fn consume_code(
+    connection: &mut sqlx::PgConnection,
+    email: &str,
+    digest: &[u8],
+) -> Result<(), AuthError> {
+    let consumed = sqlx::query!(
+        "DELETE FROM email_codes WHERE email = $1 AND code_hash = $2",
+        email,
+        digest
+    )
+    .execute(connection)
+    .await?;
+    if consumed.rows_affected() != 1 {
+        return Err(AuthError::EmailCodeInvalid);
+    }
+    Ok(())
+}
+
 /// Creates the account when `code` is the live code of `email`.
 pub async fn register(
     context: &AppState,
@@ -176,17 +196,8 @@ pub async fn register(
     };
 
     let mut transaction = context.pool.begin().await?;
-    // Whoever deletes the code first registers; a racing twin finds nothing to delete.
-    let consumed = sqlx::query!(
-        "DELETE FROM email_codes WHERE email = $1 AND code_hash = $2",
-        email,
-        digest
-    )
-    .execute(&mut *transaction)
-    .await?;
-    if consumed.rows_affected() != 1 {
-        return Err(AuthError::EmailCodeInvalid);
-    }
+    // Whoever uses the code first registers.
+    consume_code(&mut transaction, email, &digest).await?;
     let user = users::insert(&mut transaction, email, &password_hash, role).await?;
     let session = session::create(
         &mut transaction,

@@ -10,6 +10,7 @@ use super::error::AuthError;
 use super::input::{Email, check_password};
 use super::login::{self, LoginAttempt};
 use super::password::Passwords;
+use super::reauth;
 use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
@@ -282,27 +283,13 @@ pub async fn change_password(
     Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<ChangeRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     check_password(&body.new_password)?;
-    // Wrong old passwords count like failed logins, per account and per client, and past the
-    // limit no Argon2 work is done at all: a session cannot guess its password without end, nor
-    // fill the hashing queue that every login needs.
-    let failures = Rate::per_minute(FAILED_CHANGES_PER_MINUTE);
-    let subjects = [session.user.id.to_string(), client_key(&context, &req)];
-    for subject in &subjects {
-        let allowed = context
-            .limiter
-            .would_allow("password_change", subject, failures)
-            .await;
-        if !allowed.allowed {
-            return Err(AuthError::TooManyRequests {
-                retry_after_secs: allowed.retry_after_secs(),
-            }
-            .into());
-        }
-    }
+    // Wrong old passwords count per account and per client, like every password confirmation.
+    let subjects = reauth::Subjects::of(&context, &req, &session);
+    subjects.check_budget(&context).await?;
     let lang = request_context().lang;
     let changed = recovery::change(
         &context,
-        &passwords.for_client(subjects[1].clone()),
+        &passwords.for_client(subjects.client.clone()),
         &session,
         &body.old_password,
         &body.new_password,
@@ -310,19 +297,11 @@ pub async fn change_password(
     )
     .await;
     if let Err(AuthError::InvalidCredentials) = &changed {
-        for subject in &subjects {
-            context
-                .limiter
-                .check("password_change", subject, failures)
-                .await;
-        }
+        subjects.count_failure(&context).await;
     }
     changed?;
     Ok(ok(()))
 }
-
-/// Wrong old passwords a minute, per account and per client, before 429.
-const FAILED_CHANGES_PER_MINUTE: u32 = 3;
 
 /// The logged-in user's profile.
 #[utoipa::path(get, path = "/myapi/user/profile", tag = "auth", security(("session" = [])),

@@ -13,9 +13,7 @@ use uuid::Uuid;
 
 use super::GatewayState;
 use super::keys::{CreatedKey, DISPLAY_PREFIX_CHARS, KEY_PREFIX};
-use crate::api::{
-    ApiError, ApiJson, Authorized, Code, ErrorBody, PathAndBody, SuccessBody, ok, present,
-};
+use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, PathAndBody, SuccessBody, ok, present};
 use crate::auth::{ActiveUser, token};
 use crate::state::AppState;
 
@@ -47,21 +45,6 @@ pub struct KeyChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub spend_cap: Option<Option<serde_json::Value>>,
-}
-
-/// The caller's live key, or 404 / 40302.
-async fn own_live_key(context: &AppState, user_id: Uuid, key_id: Uuid) -> Result<(), ApiError> {
-    let owner = sqlx::query_scalar!(
-        "SELECT user_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
-        key_id
-    )
-    .fetch_optional(&context.pool)
-    .await?
-    .ok_or_else(ApiError::not_found)?;
-    if owner != user_id {
-        return Err(ApiError::new(Code::FORBIDDEN_RESOURCE));
-    }
-    Ok(())
 }
 
 fn bad(detail: &str) -> ApiError {
@@ -150,7 +133,7 @@ pub async fn change(
         Some(None) => Some(None),
         None => None,
     };
-    own_live_key(&context, session.user.id, key_id).await?;
+    super::keys::own_live_key(&context, session.user.id, key_id).await?;
     let providers = body.providers.clone().flatten();
     let allowed_ips = networks.clone().flatten();
     sqlx::query!(
@@ -211,7 +194,7 @@ pub async fn rotate(
     if !(0..=MAX_GRACE_SECONDS).contains(&body.grace_seconds) {
         return Err(bad("field `grace_seconds`: 0 to 86400."));
     }
-    own_live_key(&context, session.user.id, key_id).await?;
+    super::keys::own_live_key(&context, session.user.id, key_id).await?;
     let key = token::generate(KEY_PREFIX);
     let prefix: String = key
         .expose_secret()

@@ -189,6 +189,21 @@ pub async fn find_view(
         .next())
 }
 
+/// The caller's live key, or 404 (none, or revoked) / 40302 (another user's).
+pub async fn own_live_key(context: &AppState, user_id: Uuid, key_id: Uuid) -> Result<(), ApiError> {
+    let owner = sqlx::query_scalar!(
+        "SELECT user_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
+        key_id
+    )
+    .fetch_optional(&context.pool)
+    .await?
+    .ok_or_else(ApiError::not_found)?;
+    if owner != user_id {
+        return Err(ApiError::new(Code::FORBIDDEN_RESOURCE));
+    }
+    Ok(())
+}
+
 /// Revokes a key: every instance refuses it within a second.
 #[utoipa::path(delete, path = "/myapi/keys/{id}", tag = "keys", security(("session" = [])),
     params(("id" = Uuid, Path, description = "The key's id.")),
@@ -202,16 +217,7 @@ pub async fn revoke(
     Authorized(ActiveUser(session), path): Authorized<ActiveUser, web::Path<Uuid>>,
 ) -> Result<HttpResponse, ApiError> {
     let key_id = path.into_inner();
-    let owner = sqlx::query_scalar!(
-        "SELECT user_id FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
-        key_id
-    )
-    .fetch_optional(&context.pool)
-    .await?
-    .ok_or_else(ApiError::not_found)?;
-    if owner != session.user.id {
-        return Err(ApiError::new(Code::FORBIDDEN_RESOURCE));
-    }
+    own_live_key(&context, session.user.id, key_id).await?;
     sqlx::query!(
         "UPDATE api_keys SET revoked_at = $2 WHERE id = $1",
         key_id,

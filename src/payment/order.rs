@@ -433,18 +433,6 @@ pub async fn pending_subscriptions(
     .await
 }
 
-/// Expires a pending order at once (its price went stale or it is too old to re-open).
-pub async fn expire_pending(executor: impl PgExecutor<'_>, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"UPDATE orders SET status = 'expired', checkout_url = NULL
-           WHERE id = $1 AND status = 'pending'"#,
-        id
-    )
-    .execute(executor)
-    .await?;
-    Ok(())
-}
-
 /// Stores a pending order's new Checkout Session and expiry; false when it is no longer pending.
 pub async fn set_checkout(
     executor: impl PgExecutor<'_>,
@@ -502,7 +490,7 @@ pub async fn mark_paid(
 
 /// Closes a pending order as `failed` or `expired`.
 pub async fn close_pending(
-    connection: &mut PgConnection,
+    executor: impl PgExecutor<'_>,
     id: i64,
     status: OrderStatus,
 ) -> Result<(), sqlx::Error> {
@@ -512,7 +500,7 @@ pub async fn close_pending(
         id,
         status as OrderStatus
     )
-    .execute(connection)
+    .execute(executor)
     .await?;
     Ok(())
 }

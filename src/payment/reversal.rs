@@ -38,7 +38,8 @@ async fn locked_payment(
 }
 
 /// How many of `wanted` credits the account can give back now (never below zero: credits that
-/// a gateway lease holds are spoken for).
+/// a gateway lease holds are spoken for). A dispute needs it before it writes its entry, whose
+/// reference names the shortfall.
 async fn takeable(
     connection: &mut PgConnection,
     order: &Order,
@@ -80,15 +81,14 @@ pub async fn charge_refunded(
     let target = i64::try_from(share).unwrap_or(payment.credits_granted);
     let owed = target - payment.credits_refunded;
     if owed > 0 {
-        let taken = takeable(connection, &order, owed).await?;
         let movement = Movement {
             user_id: order.user_id,
-            amount: -taken,
+            amount: -owed,
             reason: "refund",
             reference: Some(&order.order_no),
             key: &format!("refund:{charge_id}:{refunded}"),
         };
-        ledger::apply(connection, movement, now).await?;
+        let taken = ledger::take_up_to(connection, movement, now).await?;
         if taken < owed {
             tracing::warn!(order_no = %order.order_no, owed, taken,
                 "the refund took back fewer credits than were granted");

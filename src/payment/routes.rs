@@ -146,7 +146,7 @@ async fn expire_other_subscription_checkouts(
                 "a replaced subscription checkout could not be expired at Stripe");
             continue;
         }
-        order::expire_pending(&context.pool, other.id).await?;
+        order::close_pending(&context.pool, other.id, OrderStatus::Expired).await?;
     }
     Ok(())
 }
@@ -287,7 +287,7 @@ pub async fn checkout(
     let plan = plans::find(&context.pool, order.plan_id).await?;
     let Some(plan) = plan.filter(|plan| still_sold_as_ordered(&order, plan, now)) else {
         // The order's price is no longer on sale, or the order is too old to re-open.
-        order::expire_pending(&context.pool, order.id).await?;
+        order::close_pending(&context.pool, order.id, OrderStatus::Expired).await?;
         return Err(PaymentError::OrderExpired.into());
     };
     if order.is_subscription() && order::has_live_subscription(&context.pool, order.user_id).await?

@@ -38,14 +38,6 @@ impl Scene {
         list.assert_ok()["items"].as_array().unwrap().clone()
     }
 
-    async fn balance_in_database(&self) -> i64 {
-        sqlx::query_scalar("SELECT balance FROM credit_accounts WHERE user_id = $1")
-            .bind(self.user().id)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
-    }
-
     async fn frozen_reason(&self) -> Value {
         let list = self
             .admin()
@@ -394,7 +386,7 @@ async fn a_dispute_takes_the_grant_back_and_freezes_until_it_is_won() {
     shop.deliver(&event("charge.dispute.created", opened))
         .await
         .assert_ok();
-    assert_eq!(shop.balance_in_database().await, 0);
+    assert_eq!(shop.balance().await, 0);
     let reference: String = sqlx::query_scalar(
         "SELECT reference FROM ledger_entries WHERE reason = 'dispute' AND user_id = $1",
     )
@@ -440,7 +432,7 @@ async fn a_lost_dispute_keeps_the_account_frozen_and_an_admins_freeze_is_the_adm
     .await
     .assert_ok();
     assert_eq!(shop.frozen_reason().await, "dispute");
-    assert_eq!(shop.balance_in_database().await, 0);
+    assert_eq!(shop.balance().await, 0);
 
     // An admin unfreezes; a later admin freeze is not lifted by a dispute won.
     let user_id = shop.user().id;
