@@ -30,7 +30,8 @@ async fn export(context: &AppState, user_id: Uuid) -> Result<Value, sqlx::Error>
                  FROM sessions WHERE user_id = $1) s),
              'api_keys', (SELECT COALESCE(json_agg(k ORDER BY k.created_at), '[]') FROM (
                  SELECT id, name, prefix, created_at, last_used_at, last_ip, revoked_at,
-                        expires_at, rps_limit, providers, allowed_ips
+                        expires_at, rps_limit, providers, allowed_ips, spend_cap_credits,
+                        spend_cap_period
                  FROM api_keys WHERE user_id = $1) k),
              'orders', (SELECT COALESCE(json_agg(o ORDER BY o.created_at), '[]') FROM (
                  SELECT order_no, plan_id, status, billing_mode, payment_method, amount_cents,

@@ -248,6 +248,11 @@ catalogue! {
     KEY_PROVIDER_REFUSED = 40304, Gateway, "API Key Provider Refused",
         "The API key may not call this provider.",
         "Use a key whose `providers` include it, or change them.", "该 API Key 不允许调用此服务。";
+    #[extension]
+    KEY_SPEND_CAP_REACHED = 40305, Gateway, "API Key Spend Cap Reached",
+        "The API key has spent its spend cap for the period.",
+        "Raise or clear the key's `spend_cap`, use another key, or wait for the next month \
+        (a monthly cap).", "该 API Key 已达到本期消费上限。";
 
     // Payment
     ORDER_EXPIRED = 40021, Payment, "Order Expired", "Order has expired before payment.",

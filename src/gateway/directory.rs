@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
+use super::spend_cap::SpendCap;
 use super::wallet::Wallet;
 use crate::auth::users;
 use crate::clock::Clock;
@@ -47,6 +48,8 @@ pub struct KeyControls {
     pub providers: Option<Vec<String>>,
     /// The client networks it may be used from; None: any.
     pub allowed_ips: Option<Vec<IpNet>>,
+    /// The most it may spend, per month or in total.
+    pub spend_cap: Option<SpendCap>,
 }
 
 impl KeyControls {
@@ -219,7 +222,7 @@ impl Directory {
                       key_hash = $1 AS "current!",
                       extract(epoch FROM expires_at)::bigint AS expires_at,
                       extract(epoch FROM previous_expires_at)::bigint AS previous_expires_at,
-                      rps_limit, providers, allowed_ips,
+                      rps_limit, providers, allowed_ips, spend_cap_credits, spend_cap_period,
                       (extract(epoch FROM changed_at) * 1000000)::bigint AS "changed_at!"
                FROM api_keys WHERE key_hash = $1 OR previous_key_hash = $1"#,
             digest
@@ -254,6 +257,10 @@ impl Directory {
                 rps: row.rps_limit.and_then(|rps| u32::try_from(rps).ok()),
                 providers: row.providers,
                 allowed_ips,
+                spend_cap: SpendCap::from_columns(
+                    row.spend_cap_credits,
+                    row.spend_cap_period.as_deref(),
+                ),
             },
             changed_at: row.changed_at,
         });
@@ -448,4 +455,12 @@ pub async fn month_calls(
     .fetch_one(pool)
     .await?;
     Ok(calls)
+}
+
+/// The account's wallet, locked (a panic while it was held leaves it usable).
+pub(super) fn lock(account: &Account) -> std::sync::MutexGuard<'_, Wallet> {
+    account
+        .wallet
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }

@@ -30,6 +30,8 @@ pub enum GatewayError {
     MonthlyQuota { retry_after_secs: u64 },
     #[error("not enough credits")]
     InsufficientCredits,
+    #[error("the API key's spend cap is reached")]
+    SpendCapReached,
     #[error("global protection limit")]
     Overloaded,
     #[error("the upstream failed: {0}")]
@@ -73,6 +75,7 @@ impl From<GatewayError> for ApiError {
                     .with_retry_after(*retry_after_secs);
             }
             GatewayError::InsufficientCredits => Code::INSUFFICIENT_BALANCE,
+            GatewayError::SpendCapReached => Code::KEY_SPEND_CAP_REACHED,
             GatewayError::Overloaded => {
                 return ApiError::new(Code::GLOBAL_THROTTLE).with_retry_after(1);
             }

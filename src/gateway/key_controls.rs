@@ -1,5 +1,5 @@
 //! What a key's owner sets on it: `PATCH /myapi/keys/{id}` (name, expiry, its own per-second
-//! rate, the providers it may call, the client networks it may come from) and
+//! rate, the providers it may call, the client networks it may come from, a spend cap) and
 //! `POST /myapi/keys/{id}/rotate` (a new secret, the previous one kept for a grace period).
 //! Each change moves `changed_at`, which tells every instance to load the key again.
 
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::GatewayState;
 use super::keys::{CreatedKey, DISPLAY_PREFIX_CHARS, KEY_PREFIX};
+use super::spend_cap::CapPeriod;
 use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, PathAndBody, SuccessBody, ok, present};
 use crate::auth::{ActiveUser, token};
 use crate::state::AppState;
@@ -41,11 +42,22 @@ pub struct KeyChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>)]
     pub allowed_ips: Option<Option<Vec<String>>>,
-    /// Per-key spend caps are not available yet: a cap is refused (400) rather than ignored.
+    /// The most credits the key may spend per calendar month (UTC) or in total (40305 past
+    /// it); null: only the account's credits bound it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
-    pub spend_cap: Option<Option<serde_json::Value>>,
+    #[schema(value_type = Option<SpendCapChange>)]
+    pub spend_cap: Option<Option<SpendCapChange>>,
 }
+
+#[derive(Deserialize, ToSchema)]
+pub struct SpendCapChange {
+    /// 1 to 10^12 credits.
+    pub credits: i64,
+    pub period: CapPeriod,
+}
+
+/// The largest spend cap accepted.
+const MAX_SPEND_CAP: i64 = 1_000_000_000_000;
 
 fn bad(detail: &str) -> ApiError {
     ApiError::bad_request(detail.to_owned())
@@ -103,11 +115,10 @@ pub async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let key_id = path.into_inner();
     let now = context.clock.now();
-    if let Some(Some(_)) = body.spend_cap {
-        return Err(bad(
-            "field `spend_cap`: per-key spend caps are not available yet; the account's credits \
-             and the key's rps_limit bound its spending.",
-        ));
+    if let Some(Some(cap)) = &body.spend_cap
+        && !(1..=MAX_SPEND_CAP).contains(&cap.credits)
+    {
+        return Err(bad("field `spend_cap.credits`: 1 to 1000000000000."));
     }
     let name = match &body.name {
         Some(name) if name.trim().is_empty() || name.trim().chars().count() > 100 => {
@@ -135,6 +146,7 @@ pub async fn change(
     };
     super::keys::own_live_key(&context, session.user.id, key_id).await?;
     let providers = body.providers.clone().flatten();
+    let cap = body.spend_cap.as_ref().and_then(Option::as_ref);
     let allowed_ips = networks.clone().flatten();
     sqlx::query!(
         r#"UPDATE api_keys SET
@@ -143,6 +155,8 @@ pub async fn change(
                rps_limit = CASE WHEN $5 THEN $6 ELSE rps_limit END,
                providers = CASE WHEN $7 THEN $8 ELSE providers END,
                allowed_ips = CASE WHEN $9 THEN $10 ELSE allowed_ips END,
+               spend_cap_credits = CASE WHEN $11 THEN $12 ELSE spend_cap_credits END,
+               spend_cap_period = CASE WHEN $11 THEN $13 ELSE spend_cap_period END,
                changed_at = clock_timestamp()
            WHERE id = $1"#,
         key_id,
@@ -154,7 +168,10 @@ pub async fn change(
         body.providers.is_some(),
         providers.as_deref() as Option<&[String]>,
         networks.is_some(),
-        allowed_ips.as_deref() as Option<&[String]>
+        allowed_ips.as_deref() as Option<&[String]>,
+        body.spend_cap.is_some(),
+        cap.map(|cap| cap.credits),
+        cap.map(|cap| cap.period.as_str())
     )
     .execute(&context.pool)
     .await?;

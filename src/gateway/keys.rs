@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::GatewayState;
 use super::directory::{Account, KeyEntry, Lookup};
 use super::error::GatewayError;
+use super::spend_cap::{CapPeriod, SpendCap};
 use crate::api::{
     ApiError, ApiJson, ApiQuery, Authorized, Code, ErrorBody, Page, PageQuery, SuccessBody,
     client_key, ok,
@@ -66,6 +67,16 @@ pub struct KeyView {
     /// Charged calls and credits of this calendar month (UTC), as settled.
     pub calls_this_month: i64,
     pub credits_this_month: i64,
+    /// The most it may spend per period; null: only the account's credits bound it.
+    pub spend_cap: Option<SpendCapView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SpendCapView {
+    pub credits: i64,
+    pub period: CapPeriod,
+    /// Credits spent in the period, as settled (calls of the last second may be missing).
+    pub spent: i64,
 }
 
 /// Creates a key; the answer is the only time it is shown.
@@ -152,12 +163,15 @@ async fn views(
     page: crate::api::PageRequest,
 ) -> Result<Vec<KeyView>, sqlx::Error> {
     let month_start = super::limits::month_start(context.clock.now());
-    sqlx::query_as!(
-        KeyView,
+    let rows = sqlx::query!(
         r#"SELECT k.id, k.name, k.prefix, k.created_at, k.last_used_at, k.last_ip, k.expires_at,
-                  k.rps_limit, k.providers, k.allowed_ips,
+                  k.rps_limit, k.providers, k.allowed_ips, k.spend_cap_credits, k.spend_cap_period,
                   COALESCE(u.calls, 0) AS "calls_this_month!",
-                  COALESCE(u.credits, 0) AS "credits_this_month!"
+                  COALESCE(u.credits, 0) AS "credits_this_month!",
+                  COALESCE(CASE WHEN k.spend_cap_period = 'total' THEN (
+                      SELECT sum(credits)::bigint FROM usage_hourly
+                      WHERE user_id = k.user_id AND key_id = k.id) ELSE u.credits END, 0)
+                      AS "cap_spent!"
            FROM api_keys k
            LEFT JOIN LATERAL (
                SELECT sum(calls)::bigint AS calls, sum(credits)::bigint AS credits
@@ -173,7 +187,33 @@ async fn views(
         only
     )
     .fetch_all(&context.pool)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| KeyView {
+            spend_cap: SpendCap::from_columns(
+                row.spend_cap_credits,
+                row.spend_cap_period.as_deref(),
+            )
+            .map(|cap| SpendCapView {
+                credits: cap.credits,
+                period: cap.period,
+                spent: row.cap_spent,
+            }),
+            id: row.id,
+            name: row.name,
+            prefix: row.prefix,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            last_ip: row.last_ip,
+            expires_at: row.expires_at,
+            rps_limit: row.rps_limit,
+            providers: row.providers,
+            allowed_ips: row.allowed_ips,
+            calls_this_month: row.calls_this_month,
+            credits_this_month: row.credits_this_month,
+        })
+        .collect())
 }
 
 /// One of the user's live keys as a view.

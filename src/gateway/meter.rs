@@ -17,8 +17,10 @@ use chrono::{DateTime, DurationRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::directory::Account;
-use super::wallet::Wallet;
+use super::directory::{Account, lock};
+use super::key_blocks::{KeyBlocks, release_key_blocks};
+use super::spend_cap::SpendCap;
+use super::wallet::Shortfall;
 use crate::clock::Clock;
 use crate::ledger;
 
@@ -38,11 +40,13 @@ pub struct Meter {
 }
 
 /// A call's cost, held while the call is in flight. Dropped without `charge` (refused, failed,
-/// or abandoned by a client that hung up), it goes back to the wallet.
+/// or abandoned by a client that hung up), it goes back to the wallet (and to its key's block
+/// when the key has a spend cap).
 pub struct HeldCredits<'a> {
     meter: &'a Meter,
     account: Arc<Account>,
     cost: i64,
+    capped_key: Option<Uuid>,
     charged: bool,
 }
 
@@ -50,7 +54,7 @@ impl HeldCredits<'_> {
     /// Charges the held cost and counts the call.
     pub fn charge(mut self, key_id: Uuid, provider: &str) {
         self.meter
-            .charge(&self.account, self.cost, key_id, provider);
+            .charge(&self.account, self.cost, self.capped_key, key_id, provider);
         self.charged = true;
     }
 }
@@ -58,7 +62,14 @@ impl HeldCredits<'_> {
 impl Drop for HeldCredits<'_> {
     fn drop(&mut self) {
         if !self.charged && self.cost > 0 {
-            lock(&self.account).held -= self.cost;
+            let mut wallet = lock(&self.account);
+            wallet.held -= self.cost;
+            if let Some(budget) = self
+                .capped_key
+                .and_then(|key_id| wallet.key_budgets.get_mut(&key_id))
+            {
+                budget.held -= self.cost;
+            }
         }
     }
 }
@@ -77,25 +88,46 @@ impl Meter {
         self.lease_ttl.as_secs_f64()
     }
 
-    /// Holds `cost` credits for a call, reserving a new block from PostgreSQL when the lease
-    /// runs short; None when the account cannot pay.
+    fn key_blocks(&self) -> KeyBlocks<'_> {
+        KeyBlocks {
+            pool: &self.pool,
+            clock: &self.clock,
+            instance_id: self.instance_id,
+            ttl_secs: self.ttl_secs(),
+        }
+    }
+
+    /// Holds `cost` credits for a call (and as much of its key's spend cap, when `cap` names
+    /// one), reserving a new block from PostgreSQL when the lease runs short; the shortfall
+    /// when the account or the key's cap cannot pay.
     pub async fn hold(
         &self,
         account: &Arc<Account>,
         cost: i64,
-    ) -> Result<Option<HeldCredits<'_>>, ledger::LedgerError> {
+        cap: Option<(Uuid, SpendCap)>,
+    ) -> Result<Result<HeldCredits<'_>, Shortfall>, ledger::LedgerError> {
         let held = || HeldCredits {
             meter: self,
             account: account.clone(),
             cost,
+            capped_key: cap.map(|(key_id, _)| key_id),
             charged: false,
         };
-        if cost <= 0 || try_hold(account, cost) {
-            return Ok(Some(held()));
+        if cost <= 0 || try_hold(account, cost, cap).is_ok() {
+            return Ok(Ok(held()));
         }
         let _single_flight = account.top_up.lock().await;
-        if try_hold(account, cost) {
-            return Ok(Some(held()));
+        if try_hold(account, cost, cap).is_ok() {
+            return Ok(Ok(held()));
+        }
+        // The key's cap first: it refuses a call whatever the account holds.
+        if let Some((key_id, cap)) = cap
+            && let Err(short) = self.key_blocks().cover(account, key_id, cap, cost).await?
+        {
+            return Ok(Err(short));
+        }
+        if try_hold(account, cost, cap).is_ok() {
+            return Ok(Ok(held()));
         }
         // A reservation that found nothing is believed until credits arrive (a notification
         // clears it) or briefly at most, so a broke account's calls do not each ask PostgreSQL.
@@ -103,14 +135,14 @@ impl Meter {
             .empty_until
             .is_some_and(|until| Instant::now() < until)
         {
-            return Ok(None);
+            return Ok(Err(Shortfall::Credits));
         }
         let others_hold = self.reserve_block(account, cost).await?;
-        if try_hold(account, cost) {
-            return Ok(Some(held()));
+        if try_hold(account, cost, cap).is_ok() {
+            return Ok(Ok(held()));
         }
         if others_hold == 0 {
-            return Ok(None);
+            return Ok(Err(Shortfall::Credits));
         }
         // Other instances hold the account's credits in their leases: ask them to give back
         // what their calls do not hold, wait (briefly) for it, and reserve again.
@@ -120,7 +152,7 @@ impl Meter {
         super::signals::request_reclaim(&self.pool, account.user_id).await?;
         let _ = tokio::time::timeout(RECLAIM_WAIT, arrived).await;
         self.reserve_block(account, cost).await?;
-        Ok(try_hold(account, cost).then(held))
+        Ok(try_hold(account, cost, cap).map(|()| held()))
     }
 
     /// Credits became available: the next call reserves again instead of believing the last
@@ -130,43 +162,75 @@ impl Meter {
         account.credits_arrived.notify_waiters();
     }
 
-    /// Gives back the part of this instance's lease that no call holds, because another
-    /// instance needs it: the lease shrinks by that much and the reserve with it.
+    /// Gives back the part of this instance's lease (and of its key blocks) that no call
+    /// holds, because another instance needs it: the lease shrinks by that much and the
+    /// reserve with it.
     pub async fn give_back_unused(&self, account: &Account) -> Result<(), ledger::LedgerError> {
         // A reservation under way means this instance is short itself; and the two must not
         // race over the same lease.
         let Ok(_reserving) = account.top_up.try_lock() else {
             return Ok(());
         };
-        let (lease_id, unused) = {
+        // Taken out at once, so no call holds them while they go back.
+        let (lease, unused_of_keys) = {
             let mut wallet = lock(account);
             let unused = wallet.remaining();
-            let Some(lease_id) = wallet.lease_id.filter(|_| unused > 0) else {
-                return Ok(());
-            };
-            // Taken out at once, so no call holds it while it goes back.
-            wallet.granted -= unused;
-            (lease_id, unused)
+            let lease = wallet
+                .lease_id
+                .filter(|_| unused > 0)
+                .map(|id| (id, unused));
+            if lease.is_some() {
+                wallet.granted -= unused;
+            }
+            let mut unused_of_keys = Vec::new();
+            for (key_id, budget) in &mut wallet.key_budgets {
+                let unused = budget.remaining();
+                if unused > 0 {
+                    budget.granted -= unused;
+                    unused_of_keys.push((*key_id, unused));
+                }
+            }
+            (lease, unused_of_keys)
         };
+        if lease.is_none() && unused_of_keys.is_empty() {
+            return Ok(());
+        }
         let returned = async {
             let mut transaction = self.pool.begin().await?;
-            ledger::lock_account(&mut transaction, account.user_id).await?;
-            let shrunk = sqlx::query!(
-                "UPDATE credit_leases SET amount = amount - $2 WHERE id = $1 AND amount - settled >= $2",
-                lease_id,
-                unused
-            )
-            .execute(&mut *transaction)
-            .await?;
-            if shrunk.rows_affected() == 1 {
-                ledger::unreserve(&mut transaction, account.user_id, unused).await?;
+            if let Some((lease_id, unused)) = lease {
+                ledger::lock_account(&mut transaction, account.user_id).await?;
+                let shrunk = sqlx::query!(
+                    "UPDATE credit_leases SET amount = amount - $2 WHERE id = $1 AND amount - settled >= $2",
+                    lease_id,
+                    unused
+                )
+                .execute(&mut *transaction)
+                .await?;
+                if shrunk.rows_affected() == 1 {
+                    ledger::unreserve(&mut transaction, account.user_id, unused).await?;
+                }
             }
+            release_key_blocks(
+                &mut transaction,
+                self.instance_id,
+                account.user_id,
+                &unused_of_keys,
+            )
+            .await?;
             transaction.commit().await?;
             Ok::<_, ledger::LedgerError>(())
         }
         .await;
         if returned.is_err() {
-            lock(account).granted += unused;
+            let mut wallet = lock(account);
+            if let Some((_, unused)) = lease {
+                wallet.granted += unused;
+            }
+            for (key_id, unused) in unused_of_keys {
+                if let Some(budget) = wallet.key_budgets.get_mut(&key_id) {
+                    budget.granted += unused;
+                }
+            }
         }
         returned
     }
@@ -258,13 +322,25 @@ impl Meter {
     }
 
     /// Charges a held call and counts it.
-    fn charge(&self, account: &Account, cost: i64, key_id: Uuid, provider: &str) {
+    fn charge(
+        &self,
+        account: &Account,
+        cost: i64,
+        capped_key: Option<Uuid>,
+        key_id: Uuid,
+        provider: &str,
+    ) {
         let hour = self.hour();
         let mut wallet = lock(account);
         if cost > 0 {
             wallet.held -= cost;
             wallet.spent += cost;
             wallet.spent_this_tick += cost;
+            if let Some(budget) = capped_key.and_then(|key_id| wallet.key_budgets.get_mut(&key_id))
+            {
+                budget.held -= cost;
+                budget.spent += cost;
+            }
         }
         let usage = wallet
             .usage
@@ -292,19 +368,23 @@ impl Meter {
     }
 }
 
-pub(super) fn lock(account: &Account) -> std::sync::MutexGuard<'_, Wallet> {
-    account
-        .wallet
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner())
-}
-
-fn try_hold(account: &Account, cost: i64) -> bool {
+/// Holds `cost` of the wallet's lease and of the key's block, both or neither.
+fn try_hold(account: &Account, cost: i64, cap: Option<(Uuid, SpendCap)>) -> Result<(), Shortfall> {
     let mut wallet = lock(account);
-    if wallet.remaining() >= cost {
-        wallet.held += cost;
-        true
-    } else {
-        false
+    if let Some((key_id, cap)) = cap
+        && !wallet
+            .key_budgets
+            .get(&key_id)
+            .is_some_and(|budget| budget.covers(cap, cost))
+    {
+        return Err(Shortfall::SpendCap);
     }
+    if wallet.remaining() < cost {
+        return Err(Shortfall::Credits);
+    }
+    wallet.held += cost;
+    if let Some(budget) = cap.and_then(|(key_id, _)| wallet.key_budgets.get_mut(&key_id)) {
+        budget.held += cost;
+    }
+    Ok(())
 }

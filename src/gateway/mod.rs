@@ -1,11 +1,12 @@
 //! The metered gateway: API keys, providers, limits, exact credits, the upstream proxy, usage
 //! and the account status that sums them up.
-//! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301.
+//! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301; extensions 40303-40305.
 
 mod body;
 mod breaker;
 mod directory;
 mod error;
+mod key_blocks;
 mod key_controls;
 pub mod keys;
 mod limits;
@@ -14,6 +15,7 @@ mod providers;
 mod proxy;
 mod settlement;
 mod signals;
+mod spend_cap;
 mod status;
 mod usage;
 mod wallet;

@@ -1,8 +1,8 @@
 //! `ANY /api/v1/{provider}/{path...}`: the metered call. Checks, in the contract's order: the
 //! key (40102, 40103), the account (40301), the provider (404), the per-second, per-hour and
-//! monthly limits (42901-42903), the credits (40201) and the global protection (50301); then
-//! forwards method, path tail, query and body to the provider with its credentials and streams
-//! the answer back. Only an answer below 500 is charged and counted.
+//! monthly limits (42901-42903), the key's spend cap (40305), the credits (40201) and the
+//! global protection (50301); then forwards method, path tail, query and body to the provider
+//! with its credentials and streams the answer back. Only an answer below 500 is charged and counted.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,6 +19,7 @@ use super::error::GatewayError;
 use super::keys::{authenticate, presented_key};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
+use super::wallet::Shortfall;
 use crate::api::{ApiError, ErrorBody, Rendered, client_ip};
 use crate::limits::Exceeded;
 use crate::state::AppState;
@@ -103,7 +104,8 @@ impl Meters {
         (or a rotated key's previous secret past its grace).", body = ErrorBody),
     (status = 402, description = "40201 fewer credits than the provider's cost.", body = ErrorBody),
     (status = 403, description = "40301 the account is frozen; 40303 the key may not be used \
-        from the client's address; 40304 the key may not call this provider.", body = ErrorBody),
+        from the client's address; 40304 the key may not call this provider; 40305 the key's \
+        spend cap cannot cover the provider's cost.", body = ErrorBody),
     (status = 404, description = "No such provider.", body = ErrorBody),
     (status = 429, description = "42901 per-second (the plan's, or the key's own `rps_limit`), \
         42902 per-hour limit, 42903 monthly quota.",
@@ -171,14 +173,15 @@ pub async fn forward(
     // Every condition is evaluated before anything is consumed, so a refused call takes
     // nothing from any limit or from the credits.
     let cost = provider.cost;
-    let held = gateway.meter.hold(&account, cost).await?;
+    let cap = controls.spend_cap.map(|cap| (key_entry.key_id, cap));
+    let held = gateway.meter.hold(&account, cost, cap).await?;
     let permit = gateway.in_flight.clone().try_acquire_owned().ok();
     let rates = limits.rates();
     let now = context.clock.now();
     let bundle = account.limit_bundle(limits, &rates, month_of(now));
     let verdict = context
         .limiter
-        .check_bundle(&bundle, held.is_some() && permit.is_some())
+        .check_bundle(&bundle, held.is_ok() && permit.is_some())
         .await;
     meters.rps_remaining = verdict.remaining;
     let refusal = match verdict.exceeded {
@@ -194,9 +197,12 @@ pub async fn forward(
         Some(Exceeded::Quota) => Some(GatewayError::MonthlyQuota {
             retry_after_secs: secs_until_next_month(now),
         }),
-        None if held.is_none() => Some(GatewayError::InsufficientCredits),
-        None if permit.is_none() => Some(GatewayError::Overloaded),
-        None => None,
+        None => match &held {
+            Err(Shortfall::Credits) => Some(GatewayError::InsufficientCredits),
+            Err(Shortfall::SpendCap) => Some(GatewayError::SpendCapReached),
+            Ok(_) if permit.is_none() => Some(GatewayError::Overloaded),
+            Ok(_) => None,
+        },
     };
     if let Some(refusal) = refusal {
         drop(held);
@@ -233,7 +239,7 @@ pub async fn forward(
     };
     match outcome {
         Ok(body) => {
-            if let Some(held) = held {
+            if let Ok(held) = held {
                 held.charge(key_entry.key_id, &provider.slug);
             }
             drop(permit);

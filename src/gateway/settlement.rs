@@ -11,8 +11,10 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::directory::{Account, Directory};
-use super::meter::{IDLE_TICKS, Meter, lock};
+use super::directory::{Account, Directory, lock};
+use super::key_blocks::{end_key_blocks, settle_key_blocks};
+use super::meter::{IDLE_TICKS, Meter};
+use super::wallet::KeyBudget;
 use super::wallet::{UsageDelta, UsageKey, Wallet};
 use crate::ledger;
 
@@ -48,6 +50,14 @@ impl Meter {
         }
         sqlx::query!(
             r#"UPDATE credit_leases SET expires_at = now() + make_interval(secs => $2)
+               WHERE instance_id = $1"#,
+            self.instance_id,
+            self.ttl_secs()
+        )
+        .execute(&self.pool)
+        .await?;
+        sqlx::query!(
+            r#"UPDATE key_spend_leases SET expires_at = now() + make_interval(secs => $2)
                WHERE instance_id = $1"#,
             self.instance_id,
             self.ttl_secs()
@@ -121,9 +131,17 @@ impl Meter {
             .iter()
             .map(|(account, taken)| (account.user_id, &taken.usage.usage));
         write_usage(&mut transaction, usage).await?;
+        let key_spending: Vec<(Uuid, i64)> = batch
+            .iter()
+            .flat_map(|(_, taken)| taken.key_spending.iter().copied())
+            .collect();
+        settle_key_blocks(&mut transaction, self.instance_id, &key_spending).await?;
         transaction.commit().await?;
         for (account, taken) in batch {
-            lock(&account).settled += taken.to_settle;
+            let mut wallet = lock(&account);
+            wallet.settled += taken.to_settle;
+            settled_keys(&mut wallet, &taken.key_spending);
+            drop(wallet);
             taken.usage.written();
         }
         Ok(())
@@ -176,12 +194,19 @@ impl Meter {
             to_settle,
             usage,
             give_back,
+            key_spending,
         } = taken;
+        // The key blocks go back with the lease (`take` already dropped their unspent part).
+        let ending_keys: Vec<Uuid> = if give_back {
+            lock(account).key_budgets.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
         let Some(lease_id) = lease_id else {
             // Without a lease: the usage of free and failed calls, and what calls spent while
             // the last lease was being given back (they held credits of a lease that then went
             // back): that is charged from the balance, never below zero.
-            if usage.usage.is_empty() && to_settle == 0 {
+            if usage.usage.is_empty() && to_settle == 0 && ending_keys.is_empty() {
                 return Ok(());
             }
             let mut transaction = self.pool.begin().await?;
@@ -201,9 +226,16 @@ impl Meter {
                 }
             }
             write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
+            settle_key_blocks(&mut transaction, self.instance_id, &key_spending).await?;
+            end_key_blocks(&mut transaction, self.instance_id, &ending_keys).await?;
             transaction.commit().await?;
             usage.written();
-            lock(account).settled += to_settle;
+            let mut wallet = lock(account);
+            wallet.settled += to_settle;
+            settled_keys(&mut wallet, &key_spending);
+            if give_back {
+                forget_returned_blocks(&mut wallet);
+            }
             return Ok(());
         };
 
@@ -239,6 +271,7 @@ impl Meter {
             }
         }
         write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
+        settle_key_blocks(&mut transaction, self.instance_id, &key_spending).await?;
         let returned = match (&lease, give_back) {
             (Some(lease), true) => {
                 let unspent = lease.amount - lease.settled;
@@ -251,11 +284,16 @@ impl Meter {
             (None, _) => true,
             _ => false,
         };
+        end_key_blocks(&mut transaction, self.instance_id, &ending_keys).await?;
         transaction.commit().await?;
         usage.written();
 
         let mut wallet = lock(account);
         wallet.settled += to_settle;
+        settled_keys(&mut wallet, &key_spending);
+        if give_back {
+            forget_returned_blocks(&mut wallet);
+        }
         if returned {
             // Calls may have held credits of the lease since the snapshot: what they spend is
             // kept and charged at the next settlement, from the lease then or the balance.
@@ -263,6 +301,7 @@ impl Meter {
             *wallet = Wallet {
                 spent: spent_since,
                 usage: std::mem::take(&mut wallet.usage),
+                key_budgets: std::mem::take(&mut wallet.key_budgets),
                 available_beyond: wallet.available_beyond + (wallet.granted - wallet.spent),
                 held: wallet.held,
                 ..Wallet::default()
@@ -330,6 +369,13 @@ impl Meter {
             }
             transaction.commit().await?;
         }
+        // A key block's reserve is its row: deleting it frees it.
+        sqlx::query!(
+            "DELETE FROM key_spend_leases WHERE expires_at < now() AND instance_id <> $1",
+            self.instance_id
+        )
+        .execute(&self.pool)
+        .await?;
         if returned > 0 {
             tracing::info!(leases = returned, "returned the reserve of expired leases");
         }
@@ -358,6 +404,8 @@ struct Taken {
     usage: PendingUsage,
     /// The unspent reserve goes back and the lease ends.
     give_back: bool,
+    /// What calls spent of each capped key's block since the last settlement.
+    key_spending: Vec<(Uuid, i64)>,
 }
 
 /// Takes what `account` has to settle out of its wallet, and moves its tick counters on. When
@@ -375,16 +423,50 @@ fn take(account: &Arc<Account>, closing: bool, may_give_back: bool) -> Taken {
     if give_back {
         wallet.granted = wallet.spent;
     }
+    let mut key_spending = Vec::new();
+    for (key_id, budget) in &mut wallet.key_budgets {
+        if give_back {
+            budget.granted = budget.spent + budget.held;
+            budget.to_release = 0;
+        }
+        if budget.spent != budget.settled {
+            key_spending.push((*key_id, budget.spent - budget.settled));
+        }
+    }
     Taken {
         lease_id: wallet.lease_id,
         to_settle: wallet.spent - wallet.settled,
         give_back,
+        key_spending,
         usage: PendingUsage {
             account: account.clone(),
             usage: std::mem::take(&mut wallet.usage),
             written: false,
         },
     }
+}
+
+/// Counts what a committed settlement wrote of each key's block as settled.
+fn settled_keys(wallet: &mut Wallet, key_spending: &[(Uuid, i64)]) {
+    for (key_id, amount) in key_spending {
+        if let Some(budget) = wallet.key_budgets.get_mut(key_id) {
+            budget.settled += amount;
+        }
+    }
+}
+
+/// After the key blocks went back: a budget keeps only what calls that raced the return hold
+/// or spent, to be settled later.
+fn forget_returned_blocks(wallet: &mut Wallet) {
+    wallet.key_budgets.retain(|_, budget| {
+        let spent_since = budget.spent - budget.settled;
+        *budget = KeyBudget {
+            spent: spent_since,
+            held: budget.held,
+            ..KeyBudget::default()
+        };
+        spent_since != 0 || budget.held != 0
+    });
 }
 
 /// Usage taken out of a wallet to be written; unless it was, it goes back into the wallet when

@@ -7,6 +7,17 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::spend_cap::SpendCap;
+
+/// Why a call's cost cannot be held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    /// The account's credits do not cover it (40201).
+    Credits,
+    /// The key's spend cap does not (40305).
+    SpendCap,
+}
+
 /// Calls aggregated per key, provider and hour until the next settlement.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UsageDelta {
@@ -38,6 +49,8 @@ pub struct Wallet {
     pub(super) spent_last_tick: i64,
     pub(super) idle_ticks: u32,
     pub(super) usage: HashMap<UsageKey, UsageDelta>,
+    /// The blocks of the account's keys that have a spend cap.
+    pub(super) key_budgets: HashMap<Uuid, KeyBudget>,
 }
 
 impl Wallet {
@@ -49,5 +62,32 @@ impl Wallet {
     /// had beyond it.
     pub fn visible_credits(&self) -> i64 {
         self.remaining().max(0) + self.available_beyond.max(0)
+    }
+}
+
+/// This instance's share of a capped key's credits: its block (`key_spend_leases`) and what
+/// calls did with it, counted like the account's wallet.
+#[derive(Debug, Default)]
+pub struct KeyBudget {
+    /// The cap the block was reserved under: once the key's cap changes, the block's unspent
+    /// part is dropped and a new one reserved under the new cap.
+    pub(super) cap: Option<SpendCap>,
+    pub(super) granted: i64,
+    pub(super) spent: i64,
+    pub(super) held: i64,
+    pub(super) settled: i64,
+    /// Dropped from `granted` (the cap changed) and still to be taken off the block's row.
+    pub(super) to_release: i64,
+    /// After a reservation found the cap spent, when to try again.
+    pub(super) spent_until: Option<Instant>,
+}
+
+impl KeyBudget {
+    pub(super) fn remaining(&self) -> i64 {
+        self.granted - self.spent - self.held
+    }
+
+    pub(super) fn covers(&self, cap: SpendCap, cost: i64) -> bool {
+        self.cap == Some(cap) && self.remaining() >= cost
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::support::TestApp;
 use super::support::scene::Scene;
 use super::support::{TestResponse, eventually};
 use super::{call, gateway};
@@ -24,6 +25,14 @@ impl Scene {
     async fn patch_key(&self, key_id: &str, change: Value) -> TestResponse {
         let path = format!("/myapi/keys/{key_id}");
         self.user().call(Method::PATCH, &path, Some(change)).await
+    }
+
+    /// The key's `spend_cap` as its owner sees it in the key list.
+    async fn spend_cap(&self, key_id: &str) -> Value {
+        let keys = self.user().call(Method::GET, "/myapi/keys", None).await;
+        let items = keys.assert_ok()["items"].as_array().unwrap().clone();
+        let key = items.iter().find(|key| key["id"] == key_id).unwrap();
+        key["spend_cap"].clone()
     }
 
     async fn rotate(&self, key_id: &str, grace_seconds: i64) -> TestResponse {
@@ -129,8 +138,12 @@ async fn key_changes_are_validated_and_for_the_owner_only() {
         (json!({"providers": ["Not A Slug"]}), "providers"),
         (json!({"expires_at": "2020-01-01T00:00:00Z"}), "expires_at"),
         (
-            json!({"spend_cap": {"credits": 10, "period": "month"}}),
+            json!({"spend_cap": {"credits": 0, "period": "month"}}),
             "spend_cap",
+        ),
+        (
+            json!({"spend_cap": {"credits": 10, "period": "week"}}),
+            "period",
         ),
     ] {
         let refused = gw.patch_key(&key_id, change).await;
@@ -243,4 +256,128 @@ async fn usage_and_this_months_totals_are_kept_per_key() {
     })
     .await;
     assert_eq!(last_ip, "127.0.0.1");
+}
+
+/// `n` calls at once, alternating between `instances`; how many were served. Every refusal is
+/// the spend cap's.
+async fn capped_burst(instances: &[&TestApp], key: &str, n: usize) -> i64 {
+    let answers = futures_util::future::join_all(
+        (0..n).map(|i| call(instances[i % instances.len()], key, "/api/v1/echo/x")),
+    )
+    .await;
+    for refused in answers.iter().filter(|answer| answer.status != 200) {
+        refused.assert_error(403, Some(40305));
+    }
+    answers.iter().filter(|answer| answer.status == 200).count() as i64
+}
+
+/// Burst after burst, N concurrent calls with a key capped at M < N credits serve exactly M,
+/// over one instance and over two, while the account has credits to spare.
+#[tokio::test]
+async fn concurrent_calls_never_pass_a_keys_spend_cap() {
+    let gw = gateway().await;
+    gw.set_limits(100_000, 1_000_000, None).await;
+    gw.fund(10_000).await;
+    let other = gw.app.another_instance(Default::default()).await;
+    let mut spent = 0;
+    for (round, cap) in [1, 2, 7, 60].into_iter().enumerate() {
+        for instances in [vec![&gw.app], vec![&gw.app, &other]] {
+            // A new key each time, capped before its first call on either instance.
+            let key = gw.new_key().await;
+            let key_id = gw.key_id(&key).await;
+            let period = if round % 2 == 0 { "month" } else { "total" };
+            gw.patch_key(
+                &key_id,
+                json!({"spend_cap": {"credits": cap, "period": period}}),
+            )
+            .await
+            .assert_ok();
+            let served = capped_burst(&instances, &key, cap as usize * 3 + 10).await;
+            assert_eq!(
+                served,
+                cap,
+                "round {round}, {} instance(s): a cap of {cap}",
+                instances.len()
+            );
+            // Later calls are refused too, and the cap shows what the key spent.
+            assert_eq!(capped_burst(&instances, &key, 3).await, 0);
+            spent += served;
+            assert_eq!(gw.settled_balance(10_000 - spent).await, 10_000 - spent);
+            let shown = eventually(Duration::from_secs(10), "the spending settled", || async {
+                let shown = gw.spend_cap(&key_id).await;
+                (shown["spent"] == cap).then_some(shown)
+            })
+            .await;
+            assert_eq!(
+                shown,
+                json!({"credits": cap, "period": period, "spent": cap})
+            );
+        }
+    }
+}
+
+/// A cap counts what the key spent before it was set, applies a change at once (a lowered cap
+/// drops what the instance had reserved under the old one), and is cleared with null.
+#[tokio::test]
+async fn a_spend_cap_counts_the_keys_spending_and_follows_its_changes() {
+    let gw = gateway().await;
+    gw.set_limits(100_000, 1_000_000, None).await;
+    gw.fund(1000).await;
+    let key = gw.new_key().await;
+    let other_key = gw.new_key().await;
+    let key_id = gw.key_id(&key).await;
+    assert_eq!(gw.spend_cap(&key_id).await, Value::Null);
+    for _ in 0..3 {
+        served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    }
+    eventually(Duration::from_secs(10), "the calls settled", || async {
+        let shown = gw.user().call(Method::GET, "/myapi/keys", None).await;
+        let text = shown.text.clone();
+        text.contains("\"credits_this_month\":3").then_some(())
+    })
+    .await;
+
+    let capped = gw
+        .patch_key(
+            &key_id,
+            json!({"spend_cap": {"credits": 5, "period": "month"}}),
+        )
+        .await;
+    assert_eq!(
+        capped.assert_ok()["spend_cap"],
+        json!({"credits": 5, "period": "month", "spent": 3})
+    );
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    let refused = call(&gw.app, &key, "/api/v1/echo/a").await;
+    refused.assert_error(403, Some(40305));
+    assert!(refused.text.contains("spend cap"), "{}", refused.text);
+    // The account's other keys are not capped.
+    served(call(&gw.app, &other_key, "/api/v1/echo/a").await);
+
+    // Raised: usable by the very next call.
+    gw.patch_key(
+        &key_id,
+        json!({"spend_cap": {"credits": 100, "period": "total"}}),
+    )
+    .await
+    .assert_ok();
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    // Lowered under what this instance reserved with that call: one more, then refused.
+    gw.patch_key(
+        &key_id,
+        json!({"spend_cap": {"credits": 7, "period": "total"}}),
+    )
+    .await
+    .assert_ok();
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    call(&gw.app, &key, "/api/v1/echo/a")
+        .await
+        .assert_error(403, Some(40305));
+
+    let cleared = gw.patch_key(&key_id, json!({"spend_cap": null})).await;
+    assert_eq!(cleared.assert_ok()["spend_cap"], Value::Null);
+    served(call(&gw.app, &key, "/api/v1/echo/a").await);
+    // Eight calls with the key and one with the other.
+    assert_eq!(gw.settled_balance(991).await, 991);
 }
