@@ -17,7 +17,7 @@ pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
 pub use client::{client_ip, client_key};
 pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
-pub use error::{ApiError, ErrorBody, Rendered};
+pub use error::{ApiError, ErrorBody, Rendered, is_outage};
 pub use extract::{
     ApiJson, ApiQuery, Authorized, MAX_BODY_BYTES, PathAndBody, extractor_configs, present,
 };

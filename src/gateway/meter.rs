@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::directory::{Account, lock};
 use super::key_blocks::{KeyBlocks, release_key_blocks};
+use super::reservations::{Reservations, Wanted};
 use super::spend_cap::SpendCap;
 use super::wallet::Shortfall;
 use crate::clock::Clock;
@@ -29,14 +30,17 @@ use crate::ledger;
 const EMPTY_BACKOFF: Duration = Duration::from_millis(250);
 /// How long a call waits for other instances to give back credits it needs.
 const RECLAIM_WAIT: Duration = Duration::from_millis(500);
-/// A wallet idle for this many ticks gives its unspent reserve back.
-pub(super) const IDLE_TICKS: u32 = 2;
+/// A wallet idle for this many ticks gives its unspent reserve back. A quiet account keeps its
+/// small lease that long, so its next call finds credits instead of waiting on a reservation;
+/// another instance that needs them meanwhile asks for them back (`reclaim:`).
+pub(super) const IDLE_TICKS: u32 = 10;
 
 pub struct Meter {
     pub(super) pool: PgPool,
     pub(super) clock: Arc<Clock>,
     pub(super) instance_id: Uuid,
     lease_ttl: Duration,
+    reservations: Reservations,
 }
 
 /// A call's cost, held while the call is in flight. Dropped without `charge` (refused, failed,
@@ -75,11 +79,14 @@ impl Drop for HeldCredits<'_> {
 }
 
 impl Meter {
+    /// A meter, and the task that runs its reservations (so it needs a Tokio runtime).
     pub fn new(pool: PgPool, clock: Arc<Clock>, lease_ttl: Duration) -> Meter {
+        let instance_id = Uuid::new_v4();
         Meter {
+            reservations: Reservations::start(pool.clone(), instance_id, lease_ttl.as_secs_f64()),
             pool,
             clock,
-            instance_id: Uuid::new_v4(),
+            instance_id,
             lease_ttl,
         }
     }
@@ -275,40 +282,16 @@ impl Meter {
                 wallet.lease_id.unwrap_or_else(Uuid::new_v4),
             )
         };
-        let mut transaction = self.pool.begin().await?;
-        let granted = ledger::reserve(&mut transaction, account.user_id, wanted, cost).await?;
-        if granted > 0 {
-            sqlx::query!(
-                r#"INSERT INTO credit_leases (id, user_id, instance_id, amount, expires_at)
-                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
-                   ON CONFLICT (id) DO UPDATE SET amount = credit_leases.amount + EXCLUDED.amount,
-                                                  expires_at = EXCLUDED.expires_at"#,
+        let reserved = self
+            .reservations
+            .reserve(Wanted {
+                user_id: account.user_id,
                 lease_id,
-                account.user_id,
-                self.instance_id,
-                granted,
-                self.ttl_secs()
-            )
-            .execute(&mut *transaction)
+                amount: wanted,
+                minimum: cost,
+            })
             .await?;
-        }
-        let available = sqlx::query_scalar!(
-            "SELECT balance - reserved FROM credit_accounts WHERE user_id = $1",
-            account.user_id
-        )
-        .fetch_one(&mut *transaction)
-        .await?
-        .unwrap_or(0);
-        let others_hold = sqlx::query_scalar!(
-            r#"SELECT COALESCE(sum(amount - settled), 0)::bigint AS "held!" FROM credit_leases
-               WHERE user_id = $1 AND instance_id <> $2"#,
-            account.user_id,
-            self.instance_id
-        )
-        .fetch_one(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-
+        let (granted, available) = (reserved.granted, reserved.available_beyond);
         let mut wallet = lock(account);
         wallet.available_beyond = available;
         if granted == 0 {
@@ -318,7 +301,7 @@ impl Meter {
             wallet.granted += granted;
             wallet.empty_until = None;
         }
-        Ok(others_hold)
+        Ok(reserved.others_hold)
     }
 
     /// Charges a held call and counts it.

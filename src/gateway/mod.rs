@@ -13,6 +13,7 @@ mod limits;
 mod meter;
 mod providers;
 mod proxy;
+mod reservations;
 mod settlement;
 mod signals;
 mod spend_cap;

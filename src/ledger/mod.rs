@@ -162,27 +162,58 @@ pub async fn lock_account(
     Ok((row.balance, row.reserved))
 }
 
-/// Sets aside up to `wanted` available credits (at least `minimum`, else none) for a gateway
-/// lease; returns how many.
-pub async fn reserve(
+/// Sets aside available credits for gateway leases, for many accounts at once (issue 18: the
+/// gateway's cold accounts, one transaction for all). Each request is (account, wanted,
+/// minimum); the answers, in the same order, are what was granted (up to `wanted`, at least
+/// `minimum`, else nothing) and what stays available beyond it. The accounts are locked in id
+/// order, like every batch on credits, so two batches never wait on each other in a cycle.
+/// Each account appears at most once.
+pub async fn reserve_many(
     connection: &mut PgConnection,
-    user_id: Uuid,
-    wanted: i64,
-    minimum: i64,
-) -> Result<i64, LedgerError> {
-    let (balance, reserved) = lock_account(connection, user_id).await?;
-    let granted = wanted.min(balance - reserved);
-    if granted < minimum.max(1) {
-        return Ok(0);
-    }
-    sqlx::query!(
-        "UPDATE credit_accounts SET reserved = reserved + $2 WHERE user_id = $1",
-        user_id,
-        granted
+    requests: &[(Uuid, i64, i64)],
+) -> Result<Vec<(i64, i64)>, LedgerError> {
+    let users: Vec<Uuid> = requests.iter().map(|(user_id, _, _)| *user_id).collect();
+    let available: std::collections::HashMap<Uuid, i64> = sqlx::query!(
+        r#"SELECT user_id, balance - reserved AS "available!" FROM credit_accounts
+           WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE"#,
+        &users
     )
-    .execute(&mut *connection)
-    .await?;
-    Ok(granted)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .map(|row| (row.user_id, row.available))
+    .collect();
+    let answers: Vec<(i64, i64)> = requests
+        .iter()
+        .map(|(user_id, wanted, minimum)| {
+            let available = available.get(user_id).copied().unwrap_or(0);
+            let granted = (*wanted).min(available);
+            let granted = if granted >= (*minimum).max(1) {
+                granted
+            } else {
+                0
+            };
+            (granted, available - granted)
+        })
+        .collect();
+    let (moved_users, amounts): (Vec<Uuid>, Vec<i64>) = users
+        .iter()
+        .zip(&answers)
+        .filter(|(_, (granted, _))| *granted > 0)
+        .map(|(user_id, (granted, _))| (*user_id, *granted))
+        .unzip();
+    if !moved_users.is_empty() {
+        sqlx::query!(
+            r#"UPDATE credit_accounts a SET reserved = a.reserved + r.amount
+               FROM unnest($1::uuid[], $2::bigint[]) AS r(user_id, amount)
+               WHERE a.user_id = r.user_id"#,
+            &moved_users,
+            &amounts
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(answers)
 }
 
 /// Gives reserved credits back to the available ones.
