@@ -409,23 +409,36 @@ impl Directory {
         Ok(())
     }
 
-    /// Reloads every cached account's plan limits.
+    /// Reloads every cached account's plan limits, a few queries for all of them.
     pub async fn refresh_limits(&self) -> Result<(), sqlx::Error> {
-        for account in self.cached_accounts() {
-            let limits = plan_limits(self, account.user_id).await?;
-            *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        let accounts = self.cached_accounts();
+        let users: Vec<Uuid> = accounts.iter().map(|account| account.user_id).collect();
+        for chunk in users.chunks(5000) {
+            let now = self.clock.now();
+            let plans =
+                crate::payment::account_plans(&self.pool, chunk, now, self.billing_grace).await?;
+            for (user_id, plan) in plans {
+                if let Some(account) = self.cached_account(user_id) {
+                    *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits_of(plan);
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// The limits of the account's plan; without any plan, one call a second and a hundred an hour.
+/// The limits of the account's plan.
 async fn plan_limits(directory: &Directory, user_id: Uuid) -> Result<PlanLimits, sqlx::Error> {
     let now = directory.clock.now();
     let (plan, _) =
         crate::payment::account_plan(&directory.pool, user_id, now, directory.billing_grace)
             .await?;
-    Ok(plan.map_or(
+    Ok(limits_of(plan))
+}
+
+/// A plan's limits; without any plan, one call a second and a hundred an hour.
+fn limits_of(plan: Option<crate::plans::Plan>) -> PlanLimits {
+    plan.map_or(
         PlanLimits {
             rps: 1,
             rph: 100,
@@ -436,7 +449,7 @@ async fn plan_limits(directory: &Directory, user_id: Uuid) -> Result<PlanLimits,
             rph: u32::try_from(plan.rph_limit).unwrap_or(1).max(1),
             monthly_quota: plan.monthly_quota,
         },
-    ))
+    )
 }
 
 /// Calls charged in the calendar month (UTC) of `now`, as settled in PostgreSQL.

@@ -31,7 +31,7 @@ pub use erasure::{cancel_live_subscription, forget_customer};
 pub use error::PaymentError;
 pub use order::SubscriptionView;
 pub use stripe_api::StripeApi;
-pub use subscription::account_plan;
+pub use subscription::{account_plan, account_plans};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/myapi/orders", web::post().to(routes::create_order))

@@ -1,6 +1,8 @@
 //! Orders: their states, the row, the view clients see, and every statement on the `orders`
 //! table (the order's column list is written once, in `order_query!`).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
@@ -397,6 +399,32 @@ pub async fn active_subscription(
         };
         (row.plan_id, view)
     }))
+}
+
+/// `active_subscription`'s plan for many users at once: user → plan id, for those that hold
+/// one (the same choice: the live subscription that runs longest).
+pub async fn active_subscription_plans(
+    executor: impl PgExecutor<'_>,
+    users: &[Uuid],
+    grace_start: DateTime<Utc>,
+) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT DISTINCT ON (user_id) user_id, plan_id
+           FROM orders
+           WHERE user_id = ANY($1) AND billing_mode = 'subscription' AND billing_hold IS NULL
+             AND ((subscription_status IN ('active', 'trialing')
+                   AND (current_period_end IS NULL OR current_period_end > $2))
+               OR (subscription_status = 'past_due' AND subscription_state_at > $2))
+           ORDER BY user_id, current_period_end DESC NULLS LAST, id DESC"#,
+        users,
+        grace_start
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.user_id, row.plan_id))
+        .collect())
 }
 
 /// Whether the user holds a subscription Stripe still bills or may bill: active, trialing or

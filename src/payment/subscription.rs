@@ -1,5 +1,7 @@
 //! The plan whose limits apply to an account, through the subscription it holds.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -21,4 +23,32 @@ pub async fn account_plan(
         return Ok((plans::find(pool, plan_id).await?, Some(view)));
     }
     Ok((plans::active_free(pool).await?, None))
+}
+
+/// `account_plan` for many accounts at once (the gateway's periodic reload of every account it
+/// holds): a few queries whatever their number.
+pub async fn account_plans(
+    pool: &PgPool,
+    users: &[Uuid],
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Result<HashMap<Uuid, Option<Plan>>, sqlx::Error> {
+    let subscribed = order::active_subscription_plans(pool, users, now - grace).await?;
+    let mut plans_by_id = HashMap::new();
+    for plan_id in subscribed.values() {
+        if !plans_by_id.contains_key(plan_id) {
+            plans_by_id.insert(*plan_id, plans::find(pool, *plan_id).await?);
+        }
+    }
+    let free = plans::active_free(pool).await?;
+    Ok(users
+        .iter()
+        .map(|user_id| {
+            let plan = match subscribed.get(user_id) {
+                Some(plan_id) => plans_by_id.get(plan_id).cloned().flatten(),
+                None => free.clone(),
+            };
+            (*user_id, plan)
+        })
+        .collect())
 }
