@@ -1461,6 +1461,41 @@ async fn a_new_month_starts_the_shared_quota_from_zero() {
 
 /// Many accounts served in the same ticks are settled together, each exactly: every call
 /// charged once to its own account, every usage row counted.
+/// Cold accounts that need credits at the same moment are reserved together (one transaction
+/// for the batch); each gets only its own: 5 calls at once from each of 60 new accounts holding
+/// 0 to 3 credits serve exactly the credits each holds.
+#[tokio::test]
+async fn cold_accounts_reserved_together_each_spend_exactly_their_own_credits() {
+    let config = TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "1000");
+    let gw = gateway_with(config).await;
+    gw.set_limits(1000, 100_000, None).await;
+    let mut callers = Vec::new();
+    for i in 0..60i64 {
+        let user = gw.app.user(&format!("cold{i}@example.com"), "user").await;
+        let credits = i % 4;
+        if credits > 0 {
+            gw.app.fund(gw.admin(), user.id, credits).await;
+        }
+        callers.push((user.id, user.new_key().await, credits));
+    }
+    let app = &gw.app;
+    let calls = callers.iter().flat_map(|(_, key, _)| {
+        (0..5).map(move |_| async move { (key, call(app, key, "/api/v1/echo/x").await) })
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    for (user_id, key, credits) in &callers {
+        let mine: Vec<_> = answers.iter().filter(|(k, _)| *k == key).collect();
+        let served = mine.iter().filter(|(_, a)| a.status == 200).count() as i64;
+        for (_, refused) in mine.iter().filter(|(_, a)| a.status != 200) {
+            refused.assert_error(402, Some(40201));
+        }
+        assert_eq!(served, *credits, "an account holding {credits} credits");
+        assert_eq!(support::settled_balance(&gw.app.pool, *user_id, 0).await, 0);
+    }
+    let total: i64 = callers.iter().map(|(_, _, credits)| credits).sum();
+    assert_eq!(gw.upstream.hits() as i64, total);
+}
+
 #[tokio::test]
 async fn many_accounts_settle_together_and_exactly() {
     let config = TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "1000");

@@ -204,8 +204,10 @@ impl Meter {
         }
         let returned = async {
             let mut transaction = self.pool.begin().await?;
+            // The account first, like every transaction on its credits, its leases or its
+            // key blocks.
+            ledger::lock_account(&mut transaction, account.user_id).await?;
             if let Some((lease_id, unused)) = lease {
-                ledger::lock_account(&mut transaction, account.user_id).await?;
                 let shrunk = sqlx::query!(
                     "UPDATE credit_leases SET amount = amount - $2 WHERE id = $1 AND amount - settled >= $2",
                     lease_id,

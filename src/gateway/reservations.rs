@@ -107,7 +107,12 @@ async fn run(
             }
         }
         let wanted: Vec<&Wanted> = batch.iter().map(|(wanted, _)| wanted).collect();
-        match reserve_batch(&pool, instance_id, lease_ttl_secs, &wanted).await {
+        let mut outcome = reserve_batch(&pool, instance_id, lease_ttl_secs, &wanted).await;
+        // A deadlock or serialization failure says nothing about the requests: once more.
+        if outcome.as_ref().is_err_and(is_transient) {
+            outcome = reserve_batch(&pool, instance_id, lease_ttl_secs, &wanted).await;
+        }
+        match outcome {
             Ok(reserved) => {
                 for ((_, reply), reserved) in batch.into_iter().zip(reserved) {
                     let _ = reply.send(Ok(reserved));
@@ -128,6 +133,15 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+fn is_transient(error: &ledger::LedgerError) -> bool {
+    match error {
+        ledger::LedgerError::Database(sqlx::Error::Database(database)) => {
+            matches!(database.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
     }
 }
 

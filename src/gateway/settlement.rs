@@ -49,10 +49,15 @@ impl Meter {
             }
         }
         // Renewed when half their time is gone, so each lease is written every few ticks, not
-        // every tick (the cost of holding many quiet accounts' leases).
+        // every tick (the cost of holding many quiet accounts' leases). A lease locked by a
+        // reservation (which renews it itself) or a settlement is left to the next tick: waiting
+        // for it, holding the others, could close a cycle of locks with a batch of reservations.
         sqlx::query!(
             r#"UPDATE credit_leases SET expires_at = now() + make_interval(secs => $2)
-               WHERE instance_id = $1 AND expires_at < now() + make_interval(secs => $2::float8 / 2)"#,
+               WHERE id IN (SELECT id FROM credit_leases
+                            WHERE instance_id = $1
+                              AND expires_at < now() + make_interval(secs => $2::float8 / 2)
+                            FOR UPDATE SKIP LOCKED)"#,
             self.instance_id,
             self.ttl_secs()
         )
@@ -60,7 +65,11 @@ impl Meter {
         .await?;
         sqlx::query!(
             r#"UPDATE key_spend_leases SET expires_at = now() + make_interval(secs => $2)
-               WHERE instance_id = $1 AND expires_at < now() + make_interval(secs => $2::float8 / 2)"#,
+               WHERE (key_id, instance_id) IN (
+                   SELECT key_id, instance_id FROM key_spend_leases
+                   WHERE instance_id = $1
+                     AND expires_at < now() + make_interval(secs => $2::float8 / 2)
+                   FOR UPDATE SKIP LOCKED)"#,
             self.instance_id,
             self.ttl_secs()
         )
