@@ -178,7 +178,7 @@ INSERT INTO api_keys (user_id, name, prefix, key_hash)
 SQL
   : > "$WORK/accounts.tsv"
   local total_ok=0 base_rps=""
-  for n in 1 200 2000 10000; do
+  for n in ${ACCOUNT_NS:-1 200 2000 10000}; do
     seq 1 "$n" | awk '{ printf "mk_acct%039d\n", $1 }' > "$WORK/keys-$n.txt"
     log "many accounts: N=$n"
     read -r rps ok other < <("$LOADGEN" accounts "http://127.0.0.1:$GW/api/v1/bench/data.json" \

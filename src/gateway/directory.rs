@@ -279,10 +279,15 @@ impl Directory {
         {
             return Ok(account);
         }
-        let frozen = users::is_frozen(&self.pool, user_id).await?.unwrap_or(true);
-        let limits = plan_limits(self, user_id).await?;
-        let month = month_of(self.clock.now());
-        let month_calls = month_calls(&self.pool, user_id, self.clock.now()).await?;
+        // Three independent reads at once: a cold account's first call waits for one of them.
+        let now = self.clock.now();
+        let (frozen, limits, month_calls) = tokio::try_join!(
+            users::is_frozen(&self.pool, user_id),
+            plan_limits(self, user_id),
+            month_calls(&self.pool, user_id, now)
+        )?;
+        let frozen = frozen.unwrap_or(true);
+        let month = month_of(now);
         let account = Arc::new(Account {
             user_id,
             frozen: AtomicBool::new(frozen),

@@ -53,6 +53,7 @@ pub struct KeyView {
     pub name: String,
     pub prefix: String,
     pub created_at: DateTime<Utc>,
+    /// The last call, to the half minute.
     pub last_used_at: Option<DateTime<Utc>>,
     /// The client address of the last call.
     pub last_ip: Option<String>,

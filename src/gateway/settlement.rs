@@ -20,6 +20,8 @@ use crate::ledger;
 
 /// Accounts settled together in one transaction.
 const SETTLE_BATCH: usize = 1000;
+/// `last_used_at` is kept to this many seconds.
+const LAST_USED_GRAIN_SECS: i64 = 30;
 
 impl Meter {
     /// One tick: settles every wallet's spending and usage (the busy ones together, in a few
@@ -75,7 +77,7 @@ impl Meter {
         )
         .execute(&self.pool)
         .await?;
-        self.flush_last_used(directory).await
+        self.flush_last_used(directory, false).await
     }
 
     /// Settles the spending and usage of accounts that keep their leases, in one transaction:
@@ -324,13 +326,23 @@ impl Meter {
         Ok(())
     }
 
-    async fn flush_last_used(&self, directory: &Directory) -> Result<(), sqlx::Error> {
+    /// Writes `last_used_at` and `last_ip` of the keys used since they were last written, to
+    /// the half minute (`closing`: all of them): with many keys in use, a write per key per
+    /// tick was most of the database's work beside settlement.
+    async fn flush_last_used(
+        &self,
+        directory: &Directory,
+        closing: bool,
+    ) -> Result<(), sqlx::Error> {
         let mut ids = Vec::new();
         let mut times = Vec::new();
         let mut addresses: Vec<Option<String>> = Vec::new();
         for entry in directory.cached_keys() {
             let used = entry.last_used.load(Ordering::Relaxed);
-            if used > entry.last_flushed.swap(used, Ordering::Relaxed) {
+            let flushed = entry.last_flushed.load(Ordering::Relaxed);
+            let due = used > flushed && (closing || used >= flushed + LAST_USED_GRAIN_SECS);
+            if due {
+                entry.last_flushed.store(used, Ordering::Relaxed);
                 ids.push(entry.key_id);
                 times.push(DateTime::from_timestamp(used, 0).unwrap_or_default());
                 let ip = *entry.last_ip.lock().unwrap_or_else(|p| p.into_inner());
@@ -401,7 +413,7 @@ impl Meter {
                     "settling on shutdown failed; the lease will expire instead");
             }
         }
-        if let Err(error) = self.flush_last_used(directory).await {
+        if let Err(error) = self.flush_last_used(directory, true).await {
             tracing::warn!(error = %error, "writing last_used_at on shutdown failed");
         }
     }
