@@ -620,8 +620,8 @@ async fn revocation_and_freezing_reach_the_other_instance_within_a_second() {
     let other = gw.app.another_instance(TestConfig::default()).await;
     call(&other, &key, "/api/v1/echo/x").await.assert_ok_raw();
 
-    // The other instance learns of it from its status refresh (every half second); the
-    // deadline leaves a loaded machine room for scheduling.
+    // The other instance learns of it from a notification (its periodic status refresh is
+    // only the floor); the deadline leaves a loaded machine room for scheduling.
     let answers = |status: u16| {
         let (other, key) = (&other, &key);
         move || async move {

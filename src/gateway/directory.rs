@@ -1,8 +1,8 @@
 //! What the gateway knows about keys and accounts, kept in memory so a call needs no query:
 //! a key's digest leads to its entry and its account (status, plan limits, limit state and
 //! credit wallet). Changes arrive as notifications (`signals.rs`) within milliseconds; a
-//! refresher still reloads revocations and account status every half second and plan limits
-//! every few seconds, in case a notification was lost.
+//! refresher still reloads revocations, account status and plan limits every five seconds,
+//! in case a notification was lost.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
