@@ -129,6 +129,21 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
     for row in orders:
         w(f"- orders created per second against a local fake Stripe: **{row['rps']:.1f}** "
           f"(p99 {row['p99']:.1f} ms; {int(row['ok'])} of {int(row['total'])} answered 200)")
+    accounts = os.path.join(work, "accounts.tsv")
+    if os.path.exists(accounts):
+        w("\n## Many accounts (issue 18)\n")
+        w("One gateway, 32 connections, every call with the key of an account drawn at random from "
+          "N funded accounts, 10 s per N; \"again\" repeats the last N with its accounts loaded. "
+          "\"Settled after\": from the end of the load until every successful call was charged "
+          "(tick 1 s).\n")
+        w("| N | requests/s | share of N = 1 | settled after ms |")
+        w("|---|---:|---:|---:|")
+        for line in open(accounts):
+            n, rps, share, lag, ok, other = line.rstrip("\n").split("\t")
+            w(f"| {n} | {float(rps):.0f} | {share} | {lag} |")
+        w(f"\n- `{open(os.path.join(work, 'accounts-exactness.txt')).read().strip()}`; targets: "
+          "share >= 0.70 at N = 10,000, settled within 2 ticks (2,000 ms) at every N, charged = "
+          "successful\n")
     w("")
     history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HISTORY.md")
     if os.path.exists(history):
