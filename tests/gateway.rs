@@ -727,13 +727,9 @@ async fn limits_hold_across_two_instances_sharing_redis() {
     assert_eq!(passed + before, 40, "the quota of 40 is met exactly");
 }
 
-#[tokio::test]
-async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
-    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
-    gw.fund(1000).await;
-    gw.set_limits(1_000_000, 10_000_000, None).await;
-    let key = gw.new_key().await;
-
+/// The service's own binary on the test's database, with a settlement tick of a minute (so
+/// nothing it serves is settled before it stops) and a lease TTL of 2 s; and its port.
+async fn start_binary(gw: &Scene) -> (tokio::process::Child, u64) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meterapi"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -770,6 +766,69 @@ async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
     })
     .await
     .expect("the binary logs its port within 120 s");
+    (child, port)
+}
+
+/// A stopped instance (SIGTERM) settles what it served and gives every reserve back before it
+/// exits, without waiting for a tick or for its leases to expire.
+#[tokio::test]
+async fn a_stopped_instance_settles_and_returns_its_reserve_before_it_exits() {
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
+    gw.fund(1000).await;
+    gw.set_limits(1_000_000, 10_000_000, None).await;
+    let key = gw.new_key().await;
+    let capped = gw.new_key().await;
+    let (mut child, port) = start_binary(&gw).await;
+    let capped_id: Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE prefix = $1")
+        .bind(&capped[..11])
+        .fetch_one(&gw.app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE api_keys SET spend_cap_credits = 100, spend_cap_period = 'month' WHERE id = $1",
+    )
+    .bind(capped_id)
+    .execute(&gw.app.pool)
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    for key in [&key, &capped] {
+        for _ in 0..10 {
+            let url = format!("http://127.0.0.1:{port}/api/v1/echo/x");
+            let response = send(client.get(url).header("X-API-Key", key)).await;
+            assert_eq!(response.status, 200, "{}", response.text);
+        }
+    }
+    assert!(gw.reserved().await > 0, "the instance holds a lease");
+    assert_eq!(gw.balance().await, 1000, "nothing settled before the stop");
+
+    let pid = child.id().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the instance stops within 30 s")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    // At once, not after the lease TTL.
+    assert_eq!(gw.balance().await, 980);
+    assert_eq!(gw.reserved().await, 0);
+    assert_eq!(gw.app.count("credit_leases").await, 0);
+    assert_eq!(gw.app.count("key_spend_leases").await, 0);
+    assert_eq!(gw.upstream.hits(), 20);
+}
+
+#[tokio::test]
+async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
+    gw.fund(1000).await;
+    gw.set_limits(1_000_000, 10_000_000, None).await;
+    let key = gw.new_key().await;
+
+    let (mut child, port) = start_binary(&gw).await;
     let client = reqwest::Client::new();
     let mut served = 0;
     for _ in 0..30 {

@@ -183,18 +183,6 @@ impl Meter {
         Ok(())
     }
 
-    /// Writes what `account` spent since the last settlement; with `closing`, or when the
-    /// wallet has been idle, also gives the unspent reserve back and ends the lease.
-    pub async fn settle(
-        &self,
-        account: &Arc<Account>,
-        closing: bool,
-    ) -> Result<(), ledger::LedgerError> {
-        let _reserving = account.top_up.lock().await;
-        let taken = take(account, closing, true);
-        self.settle_taken(account, taken).await
-    }
-
     /// Settles what was taken out of `account`'s wallet, alone in its transaction.
     async fn settle_taken(
         &self,
@@ -405,17 +393,69 @@ impl Meter {
         Ok(returned)
     }
 
-    /// On shutdown: settles every wallet and gives every reserve back.
+    /// On shutdown: settles every wallet and gives every reserve back, in a few set-based
+    /// transactions whatever the number of accounts (one per account took minutes at tens of
+    /// thousands, longer than a process is given to stop). What fails is left to the leases'
+    /// expiry.
     pub async fn close(&self, directory: &Directory) {
+        let mut batch = Vec::new();
         for account in directory.cached_accounts() {
-            if let Err(error) = self.settle(&account, true).await {
+            let _reserving = account.top_up.lock().await;
+            let taken = take(&account, true, true);
+            if taken.lease_id.is_some() {
+                if taken.to_settle != 0 || !taken.usage.usage.is_empty() {
+                    batch.push((account.clone(), taken));
+                }
+            } else if let Err(error) = self.settle_taken(&account, taken).await {
                 tracing::warn!(user_id = %account.user_id, error = %error,
-                    "settling on shutdown failed; the lease will expire instead");
+                    "settling on shutdown failed");
             }
+        }
+        while !batch.is_empty() {
+            let chunk: Vec<_> = batch.drain(..batch.len().min(SETTLE_BATCH)).collect();
+            if let Err(error) = self.settle_batch(chunk).await {
+                tracing::warn!(error = %error, "settling on shutdown failed; the leases will expire instead");
+            }
+        }
+        if let Err(error) = self.return_every_lease().await {
+            tracing::warn!(error = %error, "returning the leases on shutdown failed; they will expire instead");
         }
         if let Err(error) = self.flush_last_used(directory, true).await {
             tracing::warn!(error = %error, "writing last_used_at on shutdown failed");
         }
+    }
+
+    /// Ends every lease and key block of this instance, giving their unsettled reserve back.
+    async fn return_every_lease(&self) -> Result<(), ledger::LedgerError> {
+        let mut transaction = self.pool.begin().await?;
+        let users = sqlx::query_scalar!(
+            "SELECT DISTINCT user_id FROM credit_leases WHERE instance_id = $1",
+            self.instance_id
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        ledger::lock_accounts(&mut transaction, &users).await?;
+        let returned = sqlx::query!(
+            r#"WITH ended AS (DELETE FROM credit_leases WHERE instance_id = $1
+                              RETURNING user_id, amount - settled AS unsettled)
+               SELECT user_id, sum(unsettled)::bigint AS "unsettled!" FROM ended GROUP BY user_id"#,
+            self.instance_id
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        let returned: Vec<(Uuid, i64)> = returned
+            .into_iter()
+            .map(|row| (row.user_id, row.unsettled))
+            .collect();
+        ledger::unreserve_many(&mut transaction, &returned).await?;
+        sqlx::query!(
+            "DELETE FROM key_spend_leases WHERE instance_id = $1",
+            self.instance_id
+        )
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
     }
 }
 

@@ -232,6 +232,28 @@ pub async fn unreserve(
     Ok(())
 }
 
+/// `unreserve` for many accounts at once (the gateway's leases returned on shutdown); each
+/// account at most once, its row locked by the caller.
+pub async fn unreserve_many(
+    connection: &mut PgConnection,
+    amounts: &[(Uuid, i64)],
+) -> Result<(), LedgerError> {
+    if amounts.is_empty() {
+        return Ok(());
+    }
+    let (users, amounts): (Vec<Uuid>, Vec<i64>) = amounts.iter().copied().unzip();
+    sqlx::query!(
+        r#"UPDATE credit_accounts a SET reserved = GREATEST(a.reserved - r.amount, 0)
+           FROM unnest($1::uuid[], $2::bigint[]) AS r(user_id, amount)
+           WHERE a.user_id = r.user_id"#,
+        &users,
+        &amounts
+    )
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 /// Charges `spent` reserved credits: one usage entry, and the balance and the reserve fall
 /// together, so the available credits do not move.
 pub async fn charge_reserved(
