@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A fake Stripe for the order benchmark: answers POST /v1/checkout/sessions with Stripe's own
-fixture object (../shared/fixtures/stripe/fixtures3.json) under a fresh id. Usage:
+"""A fake Stripe for the order benchmark: answers POST /v1/checkout/sessions and POST
+/v1/customers (the user's Stripe customer, made at the first checkout) with Stripe's own fixture
+objects (../shared/fixtures/stripe/fixtures3.json) under fresh ids. Usage:
 fake_stripe.py PORT FIXTURES"""
 import itertools
 import json
@@ -9,7 +10,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, FIXTURES = int(sys.argv[1]), sys.argv[2]
-SESSION = json.load(open(FIXTURES))["resources"]["checkout.session"]
+RESOURCES = json.load(open(FIXTURES))["resources"]
+SESSION = RESOURCES["checkout.session"]
+CUSTOMER = RESOURCES["customer"]
 COUNTER = itertools.count(1)
 LOCK = threading.Lock()
 
@@ -19,10 +22,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path != "/v1/checkout/sessions":
-            return self.answer(404, {"error": {"type": "invalid_request_error", "message": "not faked"}})
         with LOCK:
             n = next(COUNTER)
+        if self.path == "/v1/customers":
+            return self.answer(200, dict(CUSTOMER, id=f"cus_bench_{n}"))
+        if self.path != "/v1/checkout/sessions":
+            return self.answer(404, {"error": {"type": "invalid_request_error", "message": "not faked"}})
         session = dict(SESSION, id=f"cs_bench_{n}", status="open", payment_status="unpaid",
                        url=f"https://checkout.stripe.com/c/pay/cs_bench_{n}")
         self.answer(200, session)
