@@ -37,7 +37,14 @@ async fn main() -> anyhow::Result<()> {
             accounts(&args[2], &args[3], args[4].parse()?, args[5].parse()?).await
         }
         Some("logins") if args.len() == 7 => {
-            logins(&args[2], &args[3], args[4].parse()?, args[5].parse()?, &args[6]).await
+            logins(
+                &args[2],
+                &args[3],
+                args[4].parse()?,
+                args[5].parse()?,
+                &args[6],
+            )
+            .await
         }
         Some("webhooks") if args.len() == 6 => {
             webhooks(&args[2], &args[3], args[4].parse()?, args[5].parse()?).await
@@ -189,7 +196,8 @@ async fn logins(
     let started = Instant::now();
     let loops = (0..connections).map(|i| {
         let (client, url) = (client.clone(), url.to_owned());
-        let body = serde_json::json!({"email": format!("login{i}@example.com"), "password": password});
+        let body =
+            serde_json::json!({"email": format!("login{i}@example.com"), "password": password});
         tokio::spawn(async move {
             let (mut times, mut ok, mut total) = (Vec::new(), 0u64, 0u64);
             while Instant::now() < deadline {
