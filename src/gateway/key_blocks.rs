@@ -17,8 +17,6 @@ use crate::ledger::LedgerError;
 /// After a key's cap was found spent, its calls are refused without asking again for this
 /// long (unless the cap changes).
 const SPENT_BACKOFF: Duration = Duration::from_millis(250);
-/// How long a call waits for other instances to give back a key's unspent blocks.
-const RECLAIM_WAIT: Duration = Duration::from_millis(500);
 
 /// What the meter lends the blocks' reservations: its pool, clock, instance and lease TTL.
 pub(super) struct KeyBlocks<'a> {
@@ -56,11 +54,7 @@ impl KeyBlocks<'_> {
             return Ok(Ok(()));
         }
         if others_hold > 0 {
-            let arrived = account.credits_arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            super::signals::request_reclaim(self.pool, account.user_id).await?;
-            let _ = tokio::time::timeout(RECLAIM_WAIT, arrived).await;
+            super::signals::reclaim_and_wait(self.pool, account).await?;
             self.reserve_key_block(account, key_id, cap, cost).await?;
         }
         if key_covers(account, key_id, cap, cost) {

@@ -28,8 +28,6 @@ use crate::ledger;
 /// After a reservation found no credits, calls answer 40201 without asking again for this long,
 /// unless a notification says credits arrived before.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(250);
-/// How long a call waits for other instances to give back credits it needs.
-const RECLAIM_WAIT: Duration = Duration::from_millis(500);
 /// A wallet idle for this many ticks gives its unspent reserve back. A quiet account keeps its
 /// small lease that long, so its next call finds credits instead of waiting on a reservation;
 /// another instance that needs them meanwhile asks for them back (`reclaim:`).
@@ -153,11 +151,7 @@ impl Meter {
         }
         // Other instances hold the account's credits in their leases: ask them to give back
         // what their calls do not hold, wait (briefly) for it, and reserve again.
-        let arrived = account.credits_arrived.notified();
-        tokio::pin!(arrived);
-        arrived.as_mut().enable();
-        super::signals::request_reclaim(&self.pool, account.user_id).await?;
-        let _ = tokio::time::timeout(RECLAIM_WAIT, arrived).await;
+        super::signals::reclaim_and_wait(&self.pool, account).await?;
         self.reserve_block(account, cost).await?;
         Ok(try_hold(account, cost, cap).map(|()| held()))
     }

@@ -43,13 +43,7 @@ impl Meter {
                 tracing::warn!(user_id = %account.user_id, error = %error, "settling usage failed");
             }
         }
-        while !batch.is_empty() {
-            let chunk: Vec<_> = batch.drain(..batch.len().min(SETTLE_BATCH)).collect();
-            let accounts = chunk.len();
-            if let Err(error) = self.settle_batch(chunk).await {
-                tracing::warn!(accounts, error = %error, "settling a batch of accounts failed");
-            }
-        }
+        self.settle_in_batches(batch).await;
         // Renewed when half their time is gone, so each lease is written every few ticks, not
         // every tick (the cost of holding many quiet accounts' leases). A lease locked by a
         // reservation (which renews it itself) or a settlement is left to the next tick: waiting
@@ -78,6 +72,18 @@ impl Meter {
         .execute(&self.pool)
         .await?;
         self.flush_last_used(directory, false).await
+    }
+
+    /// Settles `batch` in transactions of up to `SETTLE_BATCH` accounts; a batch that fails
+    /// keeps what it had to settle for the next tick (or, on shutdown, for the leases' expiry).
+    async fn settle_in_batches(&self, mut batch: Vec<(Arc<Account>, Taken)>) {
+        while !batch.is_empty() {
+            let chunk: Vec<_> = batch.drain(..batch.len().min(SETTLE_BATCH)).collect();
+            let accounts = chunk.len();
+            if let Err(error) = self.settle_batch(chunk).await {
+                tracing::warn!(accounts, error = %error, "settling a batch of accounts failed");
+            }
+        }
     }
 
     /// Settles the spending and usage of accounts that keep their leases, in one transaction:
@@ -411,12 +417,7 @@ impl Meter {
                     "settling on shutdown failed");
             }
         }
-        while !batch.is_empty() {
-            let chunk: Vec<_> = batch.drain(..batch.len().min(SETTLE_BATCH)).collect();
-            if let Err(error) = self.settle_batch(chunk).await {
-                tracing::warn!(error = %error, "settling on shutdown failed; the leases will expire instead");
-            }
-        }
+        self.settle_in_batches(batch).await;
         if let Err(error) = self.return_every_lease().await {
             tracing::warn!(error = %error, "returning the leases on shutdown failed; they will expire instead");
         }

@@ -12,6 +12,7 @@ use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use super::GatewayState;
+use super::directory::Account;
 
 pub const CHANNEL: &str = "meterapi_gateway";
 
@@ -52,6 +53,21 @@ pub async fn request_reclaim(pool: &PgPool, user_id: Uuid) -> Result<(), sqlx::E
         .execute(pool)
         .await
         .map(drop)
+}
+
+/// How long a call waits for other instances to give back what it needs of an account.
+const RECLAIM_WAIT: Duration = Duration::from_millis(500);
+
+/// Asks every instance to give back what it holds of `account`'s credits (and key blocks) and
+/// does not use, and waits until some arrive or `RECLAIM_WAIT` passed; the caller reserves again.
+pub async fn reclaim_and_wait(pool: &PgPool, account: &Account) -> Result<(), sqlx::Error> {
+    let arrived = account.credits_arrived.notified();
+    tokio::pin!(arrived);
+    // Listening before asking, so an answer that comes at once is not missed.
+    arrived.as_mut().enable();
+    request_reclaim(pool, account.user_id).await?;
+    let _ = tokio::time::timeout(RECLAIM_WAIT, arrived).await;
+    Ok(())
 }
 
 impl GatewayState {
