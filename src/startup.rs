@@ -24,7 +24,7 @@ use crate::mail::{self, Mailer};
 use crate::payment::StripeApi;
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
-use crate::{admin, gateway, ledger, ops, payment, plans};
+use crate::{admin, console, gateway, ledger, ops, payment, plans};
 
 /// How long a stopping server waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -113,6 +113,7 @@ impl Application {
                 .configure(payment::configure)
                 .configure(gateway::configure)
                 .configure(admin::configure)
+                .configure(console::configure)
                 .default_service(web::to(unknown_route))
         })
         .workers(workers)

@@ -31,7 +31,27 @@ macro_rules! embedded_emails {
     };
 }
 
-const TEMPLATES: &[(&str, &str)] = embedded_templates!["errors.html"];
+const TEMPLATES: &[(&str, &str)] = embedded_templates![
+    "errors.html",
+    "console/layout.html",
+    "console/pages/login.html",
+    "console/pages/signup.html",
+    "console/pages/forgot_password.html",
+    "console/pages/reset_password.html",
+    "console/pages/dashboard.html",
+    "console/pages/keys.html",
+    "console/pages/plans.html",
+    "console/pages/checkout_return.html",
+    "console/pages/billing.html",
+    "console/pages/ledger.html",
+    "console/pages/usage.html",
+    "console/pages/settings.html",
+    "console/pages/admin_users.html",
+    "console/pages/admin_plans.html",
+    "console/pages/admin_providers.html",
+    "console/pages/admin_orders.html",
+    "console/pages/admin_redemption.html",
+];
 
 const EMAILS: &[(&str, &str)] = embedded_emails![
     "email_code",

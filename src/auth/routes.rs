@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::captcha::{self, IssuedCaptcha};
@@ -14,6 +14,7 @@ use super::reauth;
 use super::recovery::{self, ResetSent};
 use super::register::{self, CodeSent, LoggedIn};
 use super::session::{self, ActiveUser, CurrentSession};
+use super::two_factor;
 use super::users::{self, Profile};
 use crate::api::{
     self, ApiError, ApiJson, Authorized, ErrorBody, SuccessBody, ok, request_context,
@@ -303,15 +304,32 @@ pub async fn change_password(
     Ok(ok(()))
 }
 
+/// The profile as its own user reads it: with whether two-factor sign-in is on.
+#[derive(Serialize, ToSchema)]
+pub struct OwnProfile {
+    #[serde(flatten)]
+    pub profile: Profile,
+    /// Whether sign-in asks for a second factor (`/myapi/auth/2fa/...`).
+    pub two_factor: bool,
+}
+
 /// The logged-in user's profile.
 #[utoipa::path(get, path = "/myapi/user/profile", tag = "auth", security(("session" = [])),
     responses(
-    (status = 200, body = inline(SuccessBody<Profile>)),
+    (status = 200, body = inline(SuccessBody<OwnProfile>)),
     (status = 401, description = "40101 no valid session.", body = ErrorBody),
     (status = 403, description = "40301 the account is frozen.", body = ErrorBody),
     (status = 404, description = "40402 the session's user no longer exists.", body = ErrorBody)))]
-pub async fn profile(ActiveUser(session): ActiveUser) -> HttpResponse {
-    ok(session.user)
+pub async fn profile(
+    context: web::Data<AppState>,
+    ActiveUser(session): ActiveUser,
+) -> Result<HttpResponse, ApiError> {
+    let mut connection = context.pool.acquire().await?;
+    let two_factor = two_factor::enabled(&mut connection, session.user.id).await?;
+    Ok(ok(OwnProfile {
+        profile: session.user,
+        two_factor,
+    }))
 }
 
 /// The most credits an alert threshold may name.

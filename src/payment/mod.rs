@@ -54,6 +54,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(routes::admin_create_manual_order),
         )
         .route(
+            "/myapi/admin/orders",
+            web::get().to(routes::admin_list_orders),
+        )
+        .route(
             "/myapi/invoices",
             web::get().to(billing_routes::list_invoices),
         )
@@ -87,7 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     paths(routes::create_order, routes::list_orders, routes::get_order, routes::checkout,
-        routes::cancel, routes::admin_create_manual_order, webhook::stripe_webhook,
+        routes::cancel, routes::admin_create_manual_order, routes::admin_list_orders, webhook::stripe_webhook,
         billing_routes::list_invoices, billing_routes::admin_list_invoices,
         billing_routes::billing_portal, billing_routes::change_plan, redemption_routes::redeem,
         redemption_routes::create_batch, redemption_routes::list_batches,

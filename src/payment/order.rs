@@ -332,15 +332,17 @@ pub async fn lock_for_event(
     .await
 }
 
-pub async fn list_for_user(
+/// Orders newest first: one user's, or everyone's when `user_id` is `None` (the admin's view).
+pub async fn list(
     executor: impl PgExecutor<'_>,
-    user_id: Uuid,
+    user_id: Option<Uuid>,
     status: Option<OrderStatus>,
     page: PageRequest,
 ) -> Result<Vec<Order>, sqlx::Error> {
     order_query!(
         "SELECT",
-        r#"FROM orders WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
+        r#"FROM orders WHERE ($1::uuid IS NULL OR user_id = $1)
+             AND ($2::text IS NULL OR status = $2)
            ORDER BY id DESC LIMIT $3 OFFSET $4"#,
         user_id,
         status as Option<OrderStatus>,
@@ -351,14 +353,14 @@ pub async fn list_for_user(
     .await
 }
 
-pub async fn count_for_user(
+pub async fn count(
     executor: impl PgExecutor<'_>,
-    user_id: Uuid,
+    user_id: Option<Uuid>,
     status: Option<OrderStatus>,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM orders
-           WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)"#,
+           WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR status = $2)"#,
         user_id,
         status as Option<OrderStatus>
     )

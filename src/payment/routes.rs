@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Duration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ use super::order::{
 use super::stripe_api::StripeApi;
 use crate::api::{
     ApiError, ApiJson, ApiQuery, Authorized, ErrorBody, IdempotencyKey, Page, PageQuery,
-    PathAndBody, SuccessBody, ok,
+    PageRequest, PathAndBody, SuccessBody, ok,
 };
 use crate::auth::users::Profile;
 use crate::auth::{ActiveUser, AdminUser, users};
@@ -216,6 +216,47 @@ pub struct OrderFilter {
     pub status: Option<String>,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AdminOrderFilter {
+    pub page: Option<u32>,
+    pub page_size: Option<u32>,
+    /// Only orders in this status.
+    pub status: Option<String>,
+    /// Only this user's orders.
+    pub user_id: Option<Uuid>,
+}
+
+/// An order in the admin's list: whose it is, and the order as its user sees it.
+#[derive(Serialize, ToSchema)]
+pub struct AdminOrderView {
+    pub user_id: Uuid,
+    #[serde(flatten)]
+    pub order: OrderView,
+}
+
+/// One page of orders (one user's, or everyone's), newest first.
+async fn order_page(
+    context: &Context,
+    user_id: Option<Uuid>,
+    filter: &OrderFilter,
+) -> Result<(PageRequest, Vec<Order>, i64), ApiError> {
+    let page = PageQuery {
+        page: filter.page,
+        page_size: filter.page_size,
+    }
+    .resolve()?;
+    let status = match filter.status.as_deref().filter(|status| !status.is_empty()) {
+        None => None,
+        Some(status) => Some(OrderStatus::parse(status).ok_or_else(|| {
+            ApiError::bad_request("query parameter `status`: not an order status.")
+        })?),
+    };
+    let orders = order::list(&context.pool, user_id, status, page).await?;
+    let total = order::count(&context.pool, user_id, status).await?;
+    Ok((page, orders, total))
+}
+
 /// The caller's orders, newest first.
 #[utoipa::path(get, path = "/myapi/orders", tag = "payment", params(OrderFilter),
     security(("session" = [])), responses(
@@ -228,22 +269,35 @@ pub async fn list_orders(
         ApiQuery<OrderFilter>,
     >,
 ) -> Result<HttpResponse, ApiError> {
-    let page = PageQuery {
-        page: filter.page,
-        page_size: filter.page_size,
-    }
-    .resolve()?;
-    let status = match filter.status.as_deref().filter(|status| !status.is_empty()) {
-        None => None,
-        Some(status) => Some(OrderStatus::parse(status).ok_or_else(|| {
-            ApiError::bad_request("query parameter `status`: not an order status.")
-        })?),
-    };
-    let user_id = session.user.id;
-    let orders = order::list_for_user(&context.pool, user_id, status, page).await?;
-    let total = order::count_for_user(&context.pool, user_id, status).await?;
+    let (page, orders, total) = order_page(&context, Some(session.user.id), &filter).await?;
     let now = context.clock.now();
     Ok(page.answer(orders.iter().map(|order| order.view(now)).collect(), total))
+}
+
+/// Every user's orders (or one user's, with `user_id`), newest first, each with its `user_id`.
+#[utoipa::path(get, path = "/myapi/admin/orders", tag = "admin", params(AdminOrderFilter),
+    security(("session" = [])), responses(
+    (status = 200, body = inline(SuccessBody<Page<AdminOrderView>>)),
+    (status = 403, description = "Not an admin.", body = ErrorBody)))]
+pub async fn admin_list_orders(
+    context: Context,
+    Authorized(_admin, ApiQuery(query)): Authorized<AdminUser, ApiQuery<AdminOrderFilter>>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = OrderFilter {
+        page: query.page,
+        page_size: query.page_size,
+        status: query.status,
+    };
+    let (page, orders, total) = order_page(&context, query.user_id, &filter).await?;
+    let now = context.clock.now();
+    let views = orders
+        .iter()
+        .map(|order| AdminOrderView {
+            user_id: order.user_id,
+            order: order.view(now),
+        })
+        .collect();
+    Ok(page.answer(views, total))
 }
 
 /// One of the caller's orders.

@@ -19,7 +19,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["payment"],
     &["gateway"],
     &["admin"],
-    &["ops"],
+    &["ops", "console"],
     &["startup", "cli"],
 ];
 

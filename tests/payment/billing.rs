@@ -670,3 +670,57 @@ async fn one_subscription_checkout_is_open_at_a_time() {
         .await
         .assert_error(400, Some(40021));
 }
+
+#[tokio::test]
+async fn an_admin_lists_every_users_orders_or_one_users_and_others_may_not() {
+    let shop = shop().await;
+    let paid = shop.paid_one_time_order().await;
+    let plan_id = shop.one_time_plan().await;
+    let pending = shop.pending_order(plan_id).await;
+    let other = shop.app.user("other@example.com", "user").await;
+    let others = other
+        .post("/myapi/orders", json!({"plan_id": plan_id}))
+        .await
+        .assert_ok()["order_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let admin = shop.admin();
+    let list = admin.get("/myapi/admin/orders").await;
+    let data = list.assert_ok();
+    assert_eq!(data["total"], 3);
+    let numbers: Vec<&str> = data["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|order| order["order_no"].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, [others.as_str(), pending.as_str(), paid.as_str()]);
+    assert_eq!(data["items"][0]["user_id"], other.id.to_string());
+    assert_eq!(data["items"][2]["status"], "paid");
+    assert_eq!(data["items"][2]["amount_cents"], 990);
+
+    let path = format!(
+        "/myapi/admin/orders?user_id={}&status=pending",
+        shop.user().id
+    );
+    let mine = admin.get(&path).await;
+    let data = mine.assert_ok();
+    assert_eq!(data["total"], 1);
+    assert_eq!(data["items"][0]["order_no"], pending.as_str());
+    assert_eq!(data["items"][0]["user_id"], shop.user().id.to_string());
+
+    admin
+        .get("/myapi/admin/orders?status=lost")
+        .await
+        .assert_error(400, None);
+    admin
+        .get("/myapi/admin/orders?user_id=someone")
+        .await
+        .assert_error(400, None);
+    shop.user()
+        .get("/myapi/admin/orders")
+        .await
+        .assert_error(403, None);
+}

@@ -47,6 +47,10 @@ struct State {
     /// Per idempotency key: what was asked (method, path, parameters) and what was answered.
     replies: HashMap<String, (String, Value)>,
     failing: bool,
+    /// Set: Checkout Sessions get a URL on this fake that a browser can open (`hosted_pages`).
+    hosted_base: Option<String>,
+    /// Per hosted session: its success and cancel URLs.
+    hosted: HashMap<String, (String, String)>,
     sessions: u32,
     customers: u32,
 }
@@ -78,6 +82,13 @@ impl FakeStripe {
             base_url: format!("http://127.0.0.1:{port}/"),
             state,
         }
+    }
+
+    /// Gives every new Checkout Session a `url` on this fake instead of checkout.stripe.com: a
+    /// page with a "Pay" link to the session's `success_url` and a "Cancel" link to its
+    /// `cancel_url`, for tests that walk a checkout in a browser (the webhook stays the test's).
+    pub fn hosted_pages(&self) {
+        self.state.lock().unwrap().hosted_base = Some(self.base_url.clone());
     }
 
     /// Makes every call fail with Stripe's 500 `api_error` until set back.
@@ -274,6 +285,9 @@ async fn handle(
         serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string()).unwrap_or_default(),
     );
     let form: HashMap<String, String> = pairs.into_iter().collect();
+    if let Some(session_id) = req.path().strip_prefix("/c/pay/") {
+        return hosted_page(&state.lock().unwrap(), session_id);
+    }
     let authorized = req
         .headers()
         .get("authorization")
@@ -342,7 +356,16 @@ async fn handle(
     let reply = match (method.as_str(), segments.as_slice()) {
         ("POST", ["checkout", "sessions"]) => {
             state.sessions += 1;
-            checkout_session(&form, state.sessions)
+            let mut session = checkout_session(&form, state.sessions);
+            if let Some(base) = state.hosted_base.clone() {
+                let id = session["id"].as_str().unwrap().to_owned();
+                session["url"] = json!(format!("{base}c/pay/{id}"));
+                let page = |name: &str| form.get(name).cloned().unwrap_or_default();
+                state
+                    .hosted
+                    .insert(id, (page("success_url"), page("cancel_url")));
+            }
+            session
         }
         ("POST", ["customers"]) => {
             state.customers += 1;
@@ -400,6 +423,22 @@ async fn handle(
         state.replies.insert(key, (asked, reply.clone()));
     }
     HttpResponse::Ok().json(reply)
+}
+
+/// The stand-in for Stripe's hosted checkout page (`hosted_pages`).
+fn hosted_page(state: &State, session_id: &str) -> HttpResponse {
+    let Some((success, cancel)) = state.hosted.get(session_id) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let attribute = |url: &str| url.replace('&', "&amp;").replace('"', "&quot;");
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><title>Fake Stripe Checkout</title><h1>Fake Stripe Checkout</h1>\
+         <p><a id=\"pay\" href=\"{}\">Pay</a> <a id=\"cancel\" href=\"{}\">Cancel</a></p>",
+            attribute(success),
+            attribute(cancel)
+        ))
 }
 
 fn checkout_session(form: &HashMap<String, String>, n: u32) -> Value {

@@ -1,0 +1,618 @@
+//! The hosted console: its pages over HTTP (the headers that keep a browser strict, the
+//! reader's language, the embedded assets), and the whole product walked in a real browser
+//! (Debian's Chromium driven through ChromeDriver) from sign-up to a metered call.
+
+mod support;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::scene::Scene;
+use support::stripe::fixture;
+use support::{TestConfig, USER_PASSWORD, send, spawn_app};
+
+const PAGES: &[&str] = &[
+    "/login",
+    "/signup",
+    "/forgot-password",
+    "/reset-password",
+    "/dashboard",
+    "/keys",
+    "/plans",
+    "/billing",
+    "/billing/success",
+    "/billing/cancel",
+    "/ledger",
+    "/usage",
+    "/settings",
+    "/admin/users",
+    "/admin/plans",
+    "/admin/providers",
+    "/admin/orders",
+    "/admin/redemption",
+];
+
+#[tokio::test]
+async fn every_page_is_a_shell_under_a_strict_policy() {
+    let app = spawn_app().await;
+    for path in PAGES {
+        let page = app.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        let policy = page.header("content-security-policy").unwrap();
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "{policy}");
+        assert_eq!(page.header("x-frame-options"), Some("DENY"));
+        assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+        // No script the policy would have to allow: every <script> is the bundled file or a
+        // JSON data block, which browsers never run.
+        for script in page.text.split("<script").skip(1) {
+            let tag = &script[..script.find('>').unwrap()];
+            assert!(
+                tag.contains(r#"src="/assets/console.js""#)
+                    || tag.contains(r#"type="application/json""#),
+                "{path}: an inline script: <script{tag}>"
+            );
+        }
+        assert!(!page.text.contains(" style="), "{path}: an inline style");
+        assert!(
+            !page.text.contains(" onclick="),
+            "{path}: an inline handler"
+        );
+        assert!(page.text.contains(r#"<html lang="en">"#), "{path}");
+    }
+    // The shell holds no data: a page asks the API with the tab's session.
+    let home = app.get("/").await;
+    assert_eq!(home.status, 302);
+    assert_eq!(home.header("location"), Some("/dashboard"));
+}
+
+#[tokio::test]
+async fn pages_speak_the_readers_language() {
+    let app = spawn_app().await;
+    let page = |headers: &[(&str, &str)], path: &str| {
+        let mut request = app.request(Method::GET, path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request)
+    };
+    let browser_zh = page(&[("accept-language", "zh-CN,zh;q=0.9,en;q=0.8")], "/login").await;
+    assert!(browser_zh.text.contains(r#"<html lang="zh">"#));
+    assert!(browser_zh.text.contains("登录"));
+    // The script gets the same words.
+    assert!(browser_zh.text.contains(r#""log_in":"登录""#));
+
+    let browser_en = page(&[("accept-language", "fr, en;q=0.5")], "/login").await;
+    assert!(browser_en.text.contains(r#"<html lang="en">"#));
+    assert!(browser_en.text.contains("Log in"));
+
+    assert!(
+        page(&[("x-lang", "zh")], "/signup")
+            .await
+            .text
+            .contains(r#"lang="zh""#)
+    );
+
+    // `?lang=` wins and is remembered for the next pages.
+    let chosen = page(&[("accept-language", "en")], "/login?lang=zh").await;
+    assert!(chosen.text.contains(r#"<html lang="zh">"#));
+    let cookie = chosen.header("set-cookie").unwrap().to_owned();
+    assert!(cookie.starts_with("lang=zh;"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    let remembered = page(&[("accept-language", "en"), ("cookie", "lang=zh")], "/keys").await;
+    assert!(remembered.text.contains(r#"<html lang="zh">"#));
+    let nonsense = page(&[("cookie", "lang=klingon")], "/keys").await;
+    assert!(nonsense.text.contains(r#"<html lang="en">"#));
+}
+
+#[tokio::test]
+async fn the_script_and_styles_come_from_the_binary_and_are_revalidated_by_tag() {
+    let app = spawn_app().await;
+    for (path, content_type) in [
+        ("/assets/console.js", "text/javascript; charset=utf-8"),
+        ("/assets/console.css", "text/css; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let first = app.get(path).await;
+        assert_eq!(first.status, 200, "{path}");
+        assert_eq!(first.header("content-type"), Some(content_type));
+        assert!(!first.text.is_empty());
+        let tag = first.header("etag").unwrap().to_owned();
+        let again = send(
+            app.request(Method::GET, path)
+                .header("if-none-match", tag.clone()),
+        )
+        .await;
+        assert_eq!(again.status, 304, "{path}");
+        assert!(again.text.is_empty());
+        let other = send(
+            app.request(Method::GET, path)
+                .header("if-none-match", "\"something-else\""),
+        )
+        .await;
+        assert_eq!(other.status, 200, "{path}");
+    }
+}
+
+/// Every word a page or the script asks for exists in both languages.
+#[test]
+fn every_word_the_console_uses_is_translated() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let strings = |lang: &str| -> serde_json::Map<String, Value> {
+        let path = root.join(format!("templates/console/strings/{lang}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (en, zh) = (strings("en"), strings("zh"));
+    // Templates write `{{ t.word }}`; the script writes `t("word")`.
+    let mut sources = vec![(
+        std::fs::read_to_string(root.join("assets/console/console.js")).unwrap(),
+        "t(\"",
+    )];
+    for entry in files_under(&root.join("templates/console")) {
+        if entry.extension().is_some_and(|ext| ext == "html") {
+            sources.push((std::fs::read_to_string(entry).unwrap(), "{{ t."));
+        }
+    }
+    let mut used = Vec::new();
+    for (source, marker) in &sources {
+        let pieces: Vec<&str> = source.split(marker).collect();
+        for (before, piece) in pieces.iter().zip(&pieces[1..]) {
+            let word: String = piece
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            // `t("` ends `onSubmit("` too: only a call of `t` itself counts.
+            let call = before
+                .chars()
+                .last()
+                .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '.');
+            let closed = *marker == "{{ t." || piece[word.len()..].starts_with('"');
+            if !word.is_empty() && closed && call {
+                used.push(word);
+            }
+        }
+    }
+    assert!(
+        used.len() > 100,
+        "the scan found the words ({})",
+        used.len()
+    );
+    for word in used {
+        assert!(en.contains_key(&word), "`{word}` has no English");
+        assert!(zh.contains_key(&word), "`{word}` has no Chinese");
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+// ---- the walk in a browser ----------------------------------------------------------------
+
+/// Chromium and ChromeDriver from Debian's packages, a fresh profile, headless.
+struct Chromium {
+    browser: Browser,
+    _driver: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+const DRIVER: &str = "chromedriver";
+
+async fn chromium(test: &str) -> Option<Chromium> {
+    let installed = std::process::Command::new(DRIVER)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !installed {
+        support::skip(
+            test,
+            "ChromeDriver is not installed (apt-get install chromium chromium-driver; .ci/run \
+             installs them)",
+        );
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = tokio::process::Command::new(DRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ChromeDriver starts");
+    let profile = tempfile::tempdir().unwrap();
+    // The flags keep Chromium off the network this machine does not have (its background
+    // services), and root-friendly (no sandbox) in CI.
+    let args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--disable-quic".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--window-size=1280,900".to_owned(),
+        "--lang=en-US".to_owned(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({"binary": "/usr/bin/chromium", "args": args}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let browser = loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let attempt = ClientBuilder::new(connector)
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await;
+        match attempt {
+            Ok(browser) => break browser,
+            Err(error) if Instant::now() > deadline => panic!("Chromium did not start: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    Some(Chromium {
+        browser,
+        _driver: driver,
+        _profile: profile,
+    })
+}
+
+/// A page of the console as a person uses it.
+struct Tab<'a> {
+    browser: &'a Browser,
+    base: String,
+}
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+impl Tab<'_> {
+    /// Opens `path` and waits until its script has filled it.
+    async fn open(&self, path: &str) {
+        self.browser
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap();
+        self.ready().await;
+    }
+
+    async fn ready(&self) {
+        self.find("body[data-ready]").await;
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.browser
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|error| panic!("no `{css}` on the page: {error}"))
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.find(css).await;
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.unwrap();
+    }
+
+    async fn path(&self) -> String {
+        self.browser.current_url().await.unwrap().path().to_owned()
+    }
+
+    /// Waits until the address's path is `path`.
+    async fn arrives_at(&self, path: &str) {
+        until(&format!("the browser at {path}"), || async {
+            (self.path().await == path).then_some(())
+        })
+        .await;
+        self.ready().await;
+    }
+
+    /// Waits until `css` shows text for which `accept` holds, and returns it.
+    async fn text_of(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
+        until(&format!("`{css}` to show the expected text"), || async {
+            let text = self
+                .browser
+                .find(Locator::Css(css))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            accept(&text).then_some(text)
+        })
+        .await
+    }
+
+    async fn screenshot(&self, path: &Path) {
+        let png = self.browser.screenshot().await.unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+/// Polls `probe` until it yields, for at most PATIENCE.
+async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "not within {PATIENCE:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The Checkout Session Stripe sends when a one-time payment completes.
+fn completed_session(order_no: &str, session_id: &str, amount: i64) -> Value {
+    let mut session = fixture("checkout.session");
+    session["id"] = json!(session_id);
+    session["client_reference_id"] = json!(order_no);
+    session["metadata"] = json!({"order_no": order_no});
+    session["mode"] = json!("payment");
+    session["status"] = json!("complete");
+    session["payment_status"] = json!("paid");
+    session["amount_total"] = json!(amount);
+    session["currency"] = json!("usd");
+    session["payment_intent"] = json!(format!("pi_{}", &order_no[4..]));
+    session
+}
+
+fn event(event_type: &str, object: Value) -> Value {
+    let mut event = fixture("event");
+    event["id"] = json!(format!("evt_{}", uuid::Uuid::new_v4().simple()));
+    event["type"] = json!(event_type);
+    event["created"] = json!(chrono::Utc::now().timestamp());
+    event["data"] = json!({"object": object});
+    event
+}
+
+const WALKER: &str = "walker@example.com";
+const WALKER_PASSWORD: &str = "walking-the-console";
+
+#[tokio::test]
+async fn a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_them() {
+    let test = "a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_them";
+    let Some(chromium) = chromium(test).await else {
+        return;
+    };
+    // The browser follows Stripe's redirects back, so the service's public address is its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let scene = Scene::builder()
+        .config(
+            TestConfig::default()
+                .var("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .var("PUBLIC_URL", base.clone()),
+        )
+        .start()
+        .await;
+    scene.stripe.hosted_pages();
+    let tab = Tab {
+        browser: &chromium.browser,
+        base,
+    };
+    let walk = AssertUnwindSafe(walk_the_console(&scene, &tab))
+        .catch_unwind()
+        .await;
+    if let Err(panic) = walk {
+        // What the browser showed when the walk stopped, for whoever reads the failure.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-walk");
+        tab.screenshot(&dir.join("failure.png")).await;
+        if let Ok(source) = tab.browser.source().await {
+            std::fs::write(dir.join("failure.html"), source).ok();
+        }
+        eprintln!(
+            "the browser's last page: {}",
+            dir.join("failure.png").display()
+        );
+        std::panic::resume_unwind(panic);
+    }
+    chromium.browser.close().await.ok();
+}
+
+async fn walk_the_console(scene: &Scene, tab: &Tab<'_>) {
+    let starter = scene
+        .admin()
+        .post(
+            "/myapi/admin/plans",
+            json!({"name": "Starter", "plan_type": "one_time", "amount_cents": 900,
+                "currency": "usd", "credits": 500, "rps_limit": 20, "rph_limit": 5000,
+                "description": "500 credits to start with"}),
+        )
+        .await
+        .assert_ok()["id"]
+        .as_i64()
+        .unwrap();
+
+    // Sign up: captcha (the test code), the email code from the SMTP sink, a password.
+    tab.open("/signup").await;
+    tab.fill("form[data-form=signup] input[name=email]", WALKER)
+        .await;
+    tab.find("[data-captcha-image][src^='data:image/png']")
+        .await;
+    tab.fill("form[data-form=signup] input[name=captcha]", "pass")
+        .await;
+    tab.click("[data-action=send_code]").await;
+    tab.text_of("[data-cooldown]", |text| !text.is_empty())
+        .await;
+    until("the email code in the inbox", || async {
+        (!scene.smtp.mails_to(WALKER).is_empty()).then_some(())
+    })
+    .await;
+    let code = scene.last_code(WALKER);
+    tab.fill("form[data-form=signup] input[name=email_code]", &code)
+        .await;
+    tab.fill(
+        "form[data-form=signup] input[name=password]",
+        WALKER_PASSWORD,
+    )
+    .await;
+    tab.click("form[data-form=signup] [type=submit]").await;
+    tab.arrives_at("/dashboard").await;
+    tab.text_of("[data-slot=who]", |text| text == WALKER).await;
+
+    // Log out, and in again.
+    tab.click("[data-action=logout]").await;
+    tab.arrives_at("/login").await;
+    log_in(tab, WALKER, WALKER_PASSWORD).await;
+    tab.arrives_at("/dashboard").await;
+    let credits = tab
+        .text_of(".cards .card:nth-child(2) dd", |text| !text.is_empty())
+        .await;
+    assert_eq!(credits, "0");
+
+    // Buy the plan: Checkout (the fake Stripe's page), Stripe's webhook, back to the console.
+    tab.open("/plans").await;
+    tab.click(&format!("article[data-plan-id='{starter}'] button"))
+        .await;
+    let session_id = until("the browser on Stripe's checkout page", || async {
+        let url = tab.browser.current_url().await.ok()?;
+        url.path().strip_prefix("/c/pay/").map(str::to_owned)
+    })
+    .await;
+    let (order_no, amount): (String, i64) =
+        sqlx::query_as("SELECT order_no, amount_cents FROM orders WHERE status = 'pending'")
+            .fetch_one(&scene.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(amount, 900);
+    let paid = event(
+        "checkout.session.completed",
+        completed_session(&order_no, &session_id, amount),
+    );
+    scene.deliver(&paid).await.assert_ok();
+    tab.click("#pay").await;
+    tab.arrives_at("/billing/success").await;
+    tab.find("[data-slot=order][data-status=paid]").await;
+    tab.open("/dashboard").await;
+    tab.text_of(".cards .card:nth-child(2) dd", |text| text == "500")
+        .await;
+    save_for_the_readme(tab, "console-dashboard.png").await;
+
+    // A key, shown once, and a call with it through the gateway.
+    tab.open("/keys").await;
+    tab.fill("form[data-form=create_key] input[name=name]", "walk key")
+        .await;
+    tab.click("form[data-form=create_key] [type=submit]").await;
+    let key = tab
+        .text_of("[data-slot=new_key_value]", |text| !text.is_empty())
+        .await;
+    tab.text_of("[data-slot=keys] tbody", |text| text.contains("walk key"))
+        .await;
+    let call = send(
+        scene
+            .app
+            .request(Method::GET, "/api/v1/echo/walk")
+            .header("X-API-Key", &key),
+    )
+    .await;
+    assert_eq!(call.status, 200, "{}", call.text);
+
+    // The usage chart shows the call once the gateway has settled it.
+    until("the call on the usage chart", || async {
+        tab.open("/usage").await;
+        let chart = tab.find("[data-slot=chart]").await;
+        let total = chart.attr("data-total").await.ok()??;
+        (total == "1").then_some(())
+    })
+    .await;
+    let bar = tab.find("svg.usage-chart rect[data-provider=echo]").await;
+    assert_eq!(bar.attr("data-value").await.unwrap().as_deref(), Some("1"));
+    tab.click("form[data-form=usage] select[name=metric] option[value=credits]")
+        .await;
+    tab.text_of("[data-slot=chart_caption]", |text| {
+        text == "Credits in this period: 1"
+    })
+    .await;
+    save_for_the_readme(tab, "console-usage.png").await;
+
+    // An admin (in the same browser, after the user signs out) freezes the user.
+    tab.click("[data-action=logout]").await;
+    tab.arrives_at("/login").await;
+    log_in(tab, "admin@example.com", USER_PASSWORD).await;
+    tab.arrives_at("/dashboard").await;
+    tab.find("[data-admin-only]:not([hidden])").await;
+    tab.open("/admin/users").await;
+    tab.fill("form[data-form=user_search] input[name=email]", "walker")
+        .await;
+    tab.click("form[data-form=user_search] [type=submit]").await;
+    tab.text_of("[data-slot=users] tbody", |text| {
+        text.contains(WALKER) && !text.contains("admin@example.com")
+    })
+    .await;
+    tab.click("[data-slot=users] tbody tr button.danger").await;
+    tab.browser.accept_alert().await.unwrap();
+    tab.text_of("[data-slot=users] tbody", |text| text.contains("frozen"))
+        .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM users WHERE email = $1")
+        .bind(WALKER)
+        .fetch_one(&scene.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "frozen");
+    let refused = send(
+        scene
+            .app
+            .request(Method::GET, "/api/v1/echo/walk")
+            .header("X-API-Key", &key),
+    )
+    .await;
+    refused.assert_error(403, Some(40301));
+}
+
+async fn log_in(tab: &Tab<'_>, email: &str, password: &str) {
+    tab.fill("form[data-form=login] input[name=email]", email)
+        .await;
+    tab.fill("form[data-form=login] input[name=password]", password)
+        .await;
+    tab.click("form[data-form=login] [type=submit]").await;
+}
+
+/// With `CONSOLE_SCREENSHOTS=<dir>`, the walk saves the pictures the README shows.
+async fn save_for_the_readme(tab: &Tab<'_>, name: &str) {
+    if let Ok(dir) = std::env::var("CONSOLE_SCREENSHOTS") {
+        tab.screenshot(&Path::new(&dir).join(name)).await;
+    }
+}
