@@ -407,13 +407,10 @@ fn event(event_type: &str, object: Value) -> Value {
 const WALKER: &str = "walker@example.com";
 const WALKER_PASSWORD: &str = "walking-the-console";
 
-#[tokio::test]
-async fn a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_them() {
-    let test = "a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_them";
-    let Some(chromium) = chromium(test).await else {
-        return;
-    };
-    // The browser follows Stripe's redirects back, so the service's public address is its own.
+/// A browser and the service with its fakes, whose public address is its own (the browser
+/// follows Stripe's redirects and the reset link back to it); None after recording the skip.
+async fn browser_scene(test: &str) -> Option<(Chromium, Scene, String)> {
+    let chromium = chromium(test).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -429,26 +426,51 @@ async fn a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_th
         .start()
         .await;
     scene.stripe.hosted_pages();
+    Some((chromium, scene, base))
+}
+
+/// Runs a walk; when it fails, saves what the browser showed under `target/console-walk/`.
+async fn walk_or_show(tab: &Tab<'_>, name: &str, walk: impl std::future::Future<Output = ()>) {
+    let walked = AssertUnwindSafe(walk).catch_unwind().await;
+    if let Err(panic) = walked {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-walk");
+        tab.screenshot(&dir.join(format!("{name}.png"))).await;
+        if let Ok(source) = tab.browser.source().await {
+            std::fs::write(dir.join(format!("{name}.html")), source).ok();
+        }
+        eprintln!(
+            "the browser's last page: {}",
+            dir.join(format!("{name}.png")).display()
+        );
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[tokio::test]
+async fn a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_them() {
+    let test = "a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_them";
+    let Some((chromium, scene, base)) = browser_scene(test).await else {
+        return;
+    };
     let tab = Tab {
         browser: &chromium.browser,
         base,
     };
-    let walk = AssertUnwindSafe(walk_the_console(&scene, &tab))
-        .catch_unwind()
-        .await;
-    if let Err(panic) = walk {
-        // What the browser showed when the walk stopped, for whoever reads the failure.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-walk");
-        tab.screenshot(&dir.join("failure.png")).await;
-        if let Ok(source) = tab.browser.source().await {
-            std::fs::write(dir.join("failure.html"), source).ok();
-        }
-        eprintln!(
-            "the browser's last page: {}",
-            dir.join("failure.png").display()
-        );
-        std::panic::resume_unwind(panic);
-    }
+    walk_or_show(&tab, "sign-up-walk", walk_the_console(&scene, &tab)).await;
+    chromium.browser.close().await.ok();
+}
+
+#[tokio::test]
+async fn the_account_billing_and_admin_pages_work_in_a_browser() {
+    let test = "the_account_billing_and_admin_pages_work_in_a_browser";
+    let Some((chromium, scene, base)) = browser_scene(test).await else {
+        return;
+    };
+    let tab = Tab {
+        browser: &chromium.browser,
+        base,
+    };
+    walk_or_show(&tab, "account-walk", account_walk(&scene, &tab)).await;
     chromium.browser.close().await.ok();
 }
 
@@ -615,4 +637,234 @@ async fn save_for_the_readme(tab: &Tab<'_>, name: &str) {
     if let Ok(dir) = std::env::var("CONSOLE_SCREENSHOTS") {
         tab.screenshot(&Path::new(&dir).join(name)).await;
     }
+}
+
+const CALLER: &str = "caller@example.com";
+
+/// The authenticator: a code from the enrolled secret (RFC 6238, as the tests of two-factor).
+fn authenticator_code(secret: &str) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret).unwrap();
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    totp.generate(chrono::Utc::now().timestamp() as u64)
+        .to_string()
+}
+
+async fn account_walk(scene: &Scene, tab: &Tab<'_>) {
+    // Forgotten password: the email's link, the token out of the address bar, a new password.
+    tab.open("/forgot-password").await;
+    tab.fill("form[data-form=forgot] input[name=email]", CALLER)
+        .await;
+    tab.find("[data-captcha-image][src^='data:image/png']")
+        .await;
+    tab.fill("form[data-form=forgot] input[name=captcha]", "pass")
+        .await;
+    tab.click("form[data-form=forgot] [type=submit]").await;
+    tab.text_of("[data-notice]", |text| text.contains("reset link"))
+        .await;
+    let mail = until("the reset email", || async {
+        scene.smtp.mails_to(CALLER).pop()
+    })
+    .await;
+    let link = format!(
+        "/reset-password?token={}",
+        support::reset_token(&mail.decoded())
+    );
+    tab.open(&link).await;
+    let address = tab.browser.current_url().await.unwrap();
+    assert_eq!((address.path(), address.query()), ("/reset-password", None));
+    tab.fill(
+        "form[data-form=reset] input[name=password]",
+        "a brand new secret",
+    )
+    .await;
+    tab.click("form[data-form=reset] [type=submit]").await;
+    tab.text_of("[data-notice]", |text| text.contains("new password is set"))
+        .await;
+    tab.open("/login").await;
+    log_in(tab, CALLER, "a brand new secret").await;
+    tab.arrives_at("/dashboard").await;
+
+    // Two-factor: set up with the authenticator, recovery codes once, then the second step.
+    tab.open("/settings").await;
+    tab.text_of("[data-field=email]", |text| text == CALLER)
+        .await;
+    tab.click("[data-slot=two_factor] button").await;
+    let secret = tab
+        .text_of("[data-slot=two_factor_secret]", |text| !text.is_empty())
+        .await;
+    tab.fill(
+        "form[data-form=enable_2fa] input[name=code]",
+        &authenticator_code(&secret),
+    )
+    .await;
+    tab.click("form[data-form=enable_2fa] [type=submit]").await;
+    let recovery = tab
+        .text_of("[data-slot=recovery_list]", |text| !text.is_empty())
+        .await;
+    let recovery_code = recovery.lines().next().unwrap().trim().to_owned();
+    tab.find("form[data-form=disable_2fa]:not([hidden])").await;
+    tab.click("[data-action=logout]").await;
+    tab.arrives_at("/login").await;
+    log_in(tab, CALLER, "a brand new secret").await;
+    tab.fill("form[data-form=login_2fa] input[name=code]", &recovery_code)
+        .await;
+    tab.click("form[data-form=login_2fa] [type=submit]").await;
+    tab.arrives_at("/dashboard").await;
+    tab.open("/settings").await;
+    tab.text_of("[data-slot=sessions] tbody", |text| {
+        text.contains("This session")
+    })
+    .await;
+
+    // A redemption code on the dashboard, and the ledger's line for it.
+    let batch = scene
+        .admin()
+        .post(
+            "/myapi/admin/redemption-batches",
+            json!({"count": 1, "credits": 100, "note": "walk"}),
+        )
+        .await;
+    let code = batch.assert_ok()["codes"][0].as_str().unwrap().to_owned();
+    tab.open("/dashboard").await;
+    tab.fill("form[data-form=redeem] input[name=code]", &code)
+        .await;
+    tab.click("form[data-form=redeem] [type=submit]").await;
+    tab.text_of("[data-notice]", |text| text.contains("100 credits added"))
+        .await;
+    tab.text_of(".cards .card:nth-child(2) dd", |text| text == "100")
+        .await;
+    tab.open("/ledger").await;
+    tab.text_of("[data-slot=ledger] tbody", |text| {
+        text.contains("+100") && text.contains("redemption")
+    })
+    .await;
+
+    // An order paid outside Stripe shows on the billing page.
+    let plan = scene
+        .admin()
+        .post(
+            "/myapi/admin/plans",
+            json!({"name": "Pack", "plan_type": "one_time", "amount_cents": 1500,
+                "currency": "usd", "credits": 50, "rps_limit": 5, "rph_limit": 500}),
+        )
+        .await
+        .assert_ok()["id"]
+        .as_i64()
+        .unwrap();
+    let manual = json!({"user_id": scene.user().id, "plan_id": plan});
+    let order = scene.admin().post("/myapi/admin/orders", manual).await;
+    let order_no = order.assert_ok()["order_no"].as_str().unwrap().to_owned();
+    tab.open("/billing").await;
+    tab.text_of("[data-slot=orders] tbody", |text| {
+        text.contains(&order_no) && text.contains("paid") && text.contains("$15.00")
+    })
+    .await;
+
+    // Key controls in their dialog.
+    tab.open("/keys").await;
+    tab.fill("form[data-form=create_key] input[name=name]", "capped")
+        .await;
+    tab.click("form[data-form=create_key] [type=submit]").await;
+    tab.text_of("[data-slot=keys] tbody", |text| text.contains("capped"))
+        .await;
+    tab.click("[data-slot=keys] tbody tr button").await;
+    tab.fill("form[data-form=key_controls] input[name=rps_limit]", "5")
+        .await;
+    tab.fill("form[data-form=key_controls] input[name=cap_credits]", "50")
+        .await;
+    tab.fill("form[data-form=key_controls] input[name=providers]", "echo")
+        .await;
+    tab.click("form[data-form=key_controls] [type=submit]")
+        .await;
+    tab.text_of("[data-slot=keys] tbody", |text| {
+        text.contains("5 per second") && text.contains("0 / 50") && text.contains("echo")
+    })
+    .await;
+    // (The reset signed the fixture's own session out: the database tells what was saved.)
+    let saved: (
+        Option<i32>,
+        Option<i64>,
+        Option<String>,
+        Option<Vec<String>>,
+    ) = sqlx::query_as(
+        "SELECT rps_limit, spend_cap_credits, spend_cap_period, providers FROM api_keys
+         WHERE name = 'capped'",
+    )
+    .fetch_one(&scene.app.pool)
+    .await
+    .unwrap();
+    let month = Some("month".to_owned());
+    assert_eq!(
+        saved,
+        (Some(5), Some(50), month, Some(vec!["echo".to_owned()]))
+    );
+
+    // The admin's pages: a plan made with the form, the providers, one user's orders, a
+    // redemption batch whose codes show once.
+    tab.click("[data-action=logout]").await;
+    tab.arrives_at("/login").await;
+    log_in(tab, "admin@example.com", USER_PASSWORD).await;
+    tab.arrives_at("/dashboard").await;
+    tab.open("/admin/plans").await;
+    tab.fill(
+        "form[data-form=plan] input[name=name]",
+        "Made in the console",
+    )
+    .await;
+    tab.fill("form[data-form=plan] input[name=amount_cents]", "2500")
+        .await;
+    tab.fill("form[data-form=plan] input[name=credits]", "300")
+        .await;
+    tab.fill("form[data-form=plan] input[name=rps_limit]", "10")
+        .await;
+    tab.fill("form[data-form=plan] input[name=rph_limit]", "1000")
+        .await;
+    tab.click("form[data-form=plan] [type=submit]").await;
+    tab.text_of("[data-slot=plans] tbody", |text| {
+        text.contains("Made in the console")
+    })
+    .await;
+    let made: i64 = sqlx::query_scalar("SELECT credits FROM plans WHERE name = $1")
+        .bind("Made in the console")
+        .fetch_one(&scene.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(made, 300);
+    tab.open("/admin/providers").await;
+    tab.text_of("[data-slot=providers] tbody", |text| text.contains("echo"))
+        .await;
+    tab.open(&format!("/admin/orders?user_id={}", scene.user().id))
+        .await;
+    tab.text_of("[data-slot=orders] tbody", |text| text.contains(&order_no))
+        .await;
+    tab.open("/admin/redemption").await;
+    tab.fill("form[data-form=batch] input[name=count]", "2")
+        .await;
+    tab.fill("form[data-form=batch] input[name=credits]", "5")
+        .await;
+    tab.fill("form[data-form=batch] input[name=note]", "from the console")
+        .await;
+    tab.click("form[data-form=batch] [type=submit]").await;
+    let codes = until("the new codes", || async {
+        let area = tab
+            .browser
+            .find(Locator::Css("[data-slot=codes_text]"))
+            .await
+            .ok()?;
+        let value = area.prop("value").await.ok()??;
+        (!value.is_empty()).then_some(value)
+    })
+    .await;
+    assert_eq!(codes.lines().count(), 2, "{codes}");
+    tab.text_of("[data-slot=batches] tbody", |text| {
+        text.contains("from the console")
+    })
+    .await;
+
+    // The same pages in Chinese.
+    tab.open("/dashboard?lang=zh").await;
+    tab.text_of("header nav a[href='/dashboard']", |text| text == "概览")
+        .await;
+    tab.text_of(".cards .card:nth-child(2) dt", |text| text == "额度")
+        .await;
 }

@@ -1193,7 +1193,8 @@
                 ),
             ],
           ],
-          data.items
+          // The admin lists of plans and providers are short and come whole, not paged.
+          Array.isArray(data) ? data : data.items
         )
       );
     };
