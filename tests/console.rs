@@ -681,6 +681,9 @@ async fn account_walk(scene: &Scene, tab: &Tab<'_>) {
     tab.text_of("[data-notice]", |text| text.contains("new password is set"))
         .await;
     tab.open("/login").await;
+    // The second step is there, but not shown before the first step asks for it.
+    let second_step = tab.find("form[data-form=login_2fa]").await;
+    assert!(!second_step.is_displayed().await.unwrap());
     log_in(tab, CALLER, "a brand new secret").await;
     tab.arrives_at("/dashboard").await;
 
@@ -706,6 +709,8 @@ async fn account_walk(scene: &Scene, tab: &Tab<'_>) {
     tab.click("[data-action=logout]").await;
     tab.arrives_at("/login").await;
     log_in(tab, CALLER, "a brand new secret").await;
+    tab.find("form[data-form=login]:is([hidden])").await;
+    tab.find("form[data-form=login_2fa]:not([hidden])").await;
     tab.fill("form[data-form=login_2fa] input[name=code]", &recovery_code)
         .await;
     tab.click("form[data-form=login_2fa] [type=submit]").await;
