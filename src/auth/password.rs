@@ -1,6 +1,7 @@
-//! Argon2id password hashing on a pool of its own: one thread per core at the lowest priority
-//! (nice 19), so a login flood queues here and the kernel runs the gateway's threads first:
-//! hashing takes the CPU the rest of the service leaves.
+//! Argon2id password hashing on a pool of its own: a thread per core but one
+//! (`ARGON2_THREADS`), at the lowest priority (nice 19), so a login flood queues here, one core
+//! stays free of it, and the kernel runs the gateway's threads first on the others: hashing
+//! takes the CPU the rest of the service leaves.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -50,10 +51,9 @@ impl Passwords {
             None,
         )
         .map_err(|error| anyhow::anyhow!("invalid Argon2 parameters: {error}"))?;
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let (jobs, queue) = sync_channel::<Job>(MAX_QUEUED);
         let queue = Arc::new(Mutex::new(queue));
-        for index in 0..cores {
+        for index in 0..settings.argon2_threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{index}"))
