@@ -61,7 +61,7 @@ async fn every_page_is_a_shell_under_a_strict_policy() {
         for script in page.text.split("<script").skip(1) {
             let tag = &script[..script.find('>').unwrap()];
             assert!(
-                tag.contains(r#"src="/assets/console.js""#)
+                tag.contains(r#"type="module" src="/assets/console.js""#)
                     || tag.contains(r#"type="application/json""#),
                 "{path}: an inline script: <script{tag}>"
             );
@@ -123,6 +123,8 @@ async fn the_script_and_styles_come_from_the_binary_and_are_revalidated_by_tag()
     let app = spawn_app().await;
     for (path, content_type) in [
         ("/assets/console.js", "text/javascript; charset=utf-8"),
+        ("/assets/core.js", "text/javascript; charset=utf-8"),
+        ("/assets/admin.js", "text/javascript; charset=utf-8"),
         ("/assets/console.css", "text/css; charset=utf-8"),
         ("/favicon.svg", "image/svg+xml"),
     ] {
@@ -157,10 +159,12 @@ fn every_word_the_console_uses_is_translated() {
     };
     let (en, zh) = (strings("en"), strings("zh"));
     // Templates write `{{ t.word }}`; the script writes `t("word")`.
-    let mut sources = vec![(
-        std::fs::read_to_string(root.join("assets/console/console.js")).unwrap(),
-        "t(\"",
-    )];
+    let mut sources = Vec::new();
+    for entry in files_under(&root.join("assets/console")) {
+        if entry.extension().is_some_and(|ext| ext == "js") {
+            sources.push((std::fs::read_to_string(entry).unwrap(), "t(\""));
+        }
+    }
     for entry in files_under(&root.join("templates/console")) {
         if entry.extension().is_some_and(|ext| ext == "html") {
             sources.push((std::fs::read_to_string(entry).unwrap(), "{{ t."));

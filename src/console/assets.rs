@@ -1,4 +1,4 @@
-//! The console's script, style sheet and icon, compiled into the binary. Each is answered with
+//! The console's script modules, style sheet and icon, compiled into the binary. Each is answered with
 //! an `ETag` of its content, so a browser revalidates with one cheap request and never runs a
 //! stale script after an upgrade.
 
@@ -14,12 +14,25 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// A script module of the console: `/assets/{name}`, from `assets/console/{name}`.
+macro_rules! script {
+    ($name:literal) => {
+        Asset {
+            path: concat!("/assets/", $name),
+            content_type: "text/javascript; charset=utf-8",
+            body: include_bytes!(concat!("../../assets/console/", $name)),
+        }
+    };
+}
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/assets/console.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../assets/console/console.js"),
-    },
+    script!("console.js"),
+    script!("core.js"),
+    script!("public.js"),
+    script!("account.js"),
+    script!("billing.js"),
+    script!("usage.js"),
+    script!("admin.js"),
     Asset {
         path: "/assets/console.css",
         content_type: "text/css; charset=utf-8",
