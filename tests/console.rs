@@ -218,8 +218,22 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// Chromium and ChromeDriver from Debian's packages, a fresh profile, headless.
 struct Chromium {
     browser: Browser,
-    _driver: tokio::process::Child,
+    driver: tokio::process::Child,
     _profile: tempfile::TempDir,
+}
+
+impl Drop for Chromium {
+    /// ChromeDriver runs in a process group of its own with the browser it started: killing
+    /// the group leaves no Chromium behind, whatever the walk did (killing the driver alone
+    /// would orphan the browser).
+    fn drop(&mut self) {
+        if let Some(group) = self.driver.id() {
+            std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status()
+                .ok();
+        }
+    }
 }
 
 const DRIVER: &str = "chromedriver";
@@ -246,6 +260,7 @@ async fn chromium(test: &str) -> Option<Chromium> {
         .arg(format!("--port={port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .expect("ChromeDriver starts");
@@ -286,7 +301,7 @@ async fn chromium(test: &str) -> Option<Chromium> {
     };
     Some(Chromium {
         browser,
-        _driver: driver,
+        driver,
         _profile: profile,
     })
 }
@@ -433,9 +448,11 @@ async fn browser_scene(test: &str) -> Option<(Chromium, Scene, String)> {
     Some((chromium, scene, base))
 }
 
-/// Runs a walk; when it fails, saves what the browser showed under `target/console-walk/`.
+/// Runs a walk and ends the browser's session; when the walk fails, first saves what the
+/// browser showed under `target/console-walk/`.
 async fn walk_or_show(tab: &Tab<'_>, name: &str, walk: impl std::future::Future<Output = ()>) {
     let walked = AssertUnwindSafe(walk).catch_unwind().await;
+    let ended = tab.browser.clone();
     if let Err(panic) = walked {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-walk");
         tab.screenshot(&dir.join(format!("{name}.png"))).await;
@@ -446,8 +463,10 @@ async fn walk_or_show(tab: &Tab<'_>, name: &str, walk: impl std::future::Future<
             "the browser's last page: {}",
             dir.join(format!("{name}.png")).display()
         );
+        ended.close().await.ok();
         std::panic::resume_unwind(panic);
     }
+    ended.close().await.ok();
 }
 
 #[tokio::test]
@@ -461,7 +480,6 @@ async fn a_new_user_walks_from_sign_up_to_a_metered_call_and_an_admin_freezes_th
         base,
     };
     walk_or_show(&tab, "sign-up-walk", walk_the_console(&scene, &tab)).await;
-    chromium.browser.close().await.ok();
 }
 
 #[tokio::test]
@@ -475,7 +493,6 @@ async fn the_account_billing_and_admin_pages_work_in_a_browser() {
         base,
     };
     walk_or_show(&tab, "account-walk", account_walk(&scene, &tab)).await;
-    chromium.browser.close().await.ok();
 }
 
 async fn walk_the_console(scene: &Scene, tab: &Tab<'_>) {
