@@ -34,6 +34,7 @@ macro_rules! embedded_emails {
 const TEMPLATES: &[(&str, &str)] = embedded_templates![
     "errors.html",
     "console/layout.html",
+    "console/captcha.html",
     "console/pages/login.html",
     "console/pages/signup.html",
     "console/pages/forgot_password.html",

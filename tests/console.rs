@@ -893,4 +893,44 @@ async fn account_walk(scene: &Scene, tab: &Tab<'_>) {
         .await;
     tab.text_of(".cards .card:nth-child(2) dt", |text| text == "额度")
         .await;
+
+    // Three wrong passwords from this address: the next login, and its second step, ask for the
+    // captcha, and pass with it.
+    tab.click("[data-action=logout]").await;
+    tab.arrives_at("/login").await;
+    for _ in 0..3 {
+        log_in(tab, CALLER, "not the password").await;
+        tab.text_of("form[data-form=login] [data-error]", |text| {
+            text.contains("(40111)")
+        })
+        .await;
+    }
+    log_in(tab, CALLER, "a brand new secret").await;
+    tab.text_of("form[data-form=login] [data-error]", |text| {
+        text.contains("(40002)")
+    })
+    .await;
+    let image = "[data-captcha]:not([hidden]) img[src^='data:image/png']";
+    tab.find(&format!("form[data-form=login] {image}")).await;
+    tab.fill("form[data-form=login] input[name=captcha]", "pass")
+        .await;
+    tab.click("form[data-form=login] [type=submit]").await;
+    tab.find("form[data-form=login_2fa]:not([hidden])").await;
+    let second_recovery_code = recovery.lines().nth(1).unwrap().trim().to_owned();
+    tab.fill(
+        "form[data-form=login_2fa] input[name=code]",
+        &second_recovery_code,
+    )
+    .await;
+    tab.click("form[data-form=login_2fa] [type=submit]").await;
+    tab.text_of("form[data-form=login_2fa] [data-error]", |text| {
+        text.contains("(40002)")
+    })
+    .await;
+    tab.find(&format!("form[data-form=login_2fa] {image}"))
+        .await;
+    tab.fill("form[data-form=login_2fa] input[name=captcha]", "pass")
+        .await;
+    tab.click("form[data-form=login_2fa] [type=submit]").await;
+    tab.arrives_at("/dashboard").await;
 }

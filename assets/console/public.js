@@ -17,34 +17,45 @@ import {
 
 const pages = {};
 
+/**
+ * Sends with the form's captcha once the API has asked for one (40002, after repeated failures
+ * from the address) or refused its answer (40001); each answer needs a new image.
+ */
+async function withCaptcha(form, send) {
+  const fieldset = $("[data-captcha]", form);
+  try {
+    return await send(fieldset.hidden ? {} : captchaOf(form));
+  } catch (error) {
+    if (error.subCode === 40002 || error.subCode === 40001 || !fieldset.hidden) {
+      fieldset.hidden = false;
+      await attempt(() => loadCaptcha(fieldset), $("[data-error]", form));
+    }
+    throw error;
+  }
+}
+
 pages.login = () => {
   let ticket = null;
-  const captcha = $("[data-captcha]");
   onSubmit("login", async (form, v) => {
-    const body = { email: v.email, password: v.password };
-    if (!captcha.hidden) Object.assign(body, captchaOf(form));
-    try {
-      const data = await api("POST", "/myapi/auth/login", body);
-      if (data.mfa_required) {
-        ticket = data.ticket;
-        form.hidden = true;
-        const second = formNamed("login_2fa");
-        second.hidden = false;
-        $("input[name=code]", second).focus();
-        return;
-      }
-      signedIn(data.token);
-    } catch (error) {
-      // After repeated failures the API asks for a captcha (40002) or says it was wrong (40001).
-      if (error.subCode === 40002 || error.subCode === 40001 || !captcha.hidden) {
-        captcha.hidden = false;
-        await attempt(() => loadCaptcha(captcha), $("[data-error]", form));
-      }
-      throw error;
+    // The password as typed: spaces are part of it.
+    const password = form.elements.password.value;
+    const data = await withCaptcha(form, (captcha) =>
+      api("POST", "/myapi/auth/login", { email: v.email, password, ...captcha })
+    );
+    if (data.mfa_required) {
+      ticket = data.ticket;
+      form.hidden = true;
+      const second = formNamed("login_2fa");
+      second.hidden = false;
+      $("input[name=code]", second).focus();
+      return;
     }
+    signedIn(data.token);
   });
   onSubmit("login_2fa", async (form, v) => {
-    const data = await api("POST", "/myapi/auth/login/2fa", { ticket, code: v.code });
+    const data = await withCaptcha(form, (captcha) =>
+      api("POST", "/myapi/auth/login/2fa", { ticket, code: v.code, ...captcha })
+    );
     signedIn(data.token);
   });
 };
