@@ -1,7 +1,7 @@
 //! The hosted console: the whole product in a browser, served by the binary (issue 15).
 //!
 //! Every page is a shell rendered from `templates/console/` in the reader's language; the
-//! script (`assets/console/console.js`, embedded) fills it by calling the same `/myapi`
+//! script (the ES modules under `assets/console/`, embedded) fills it by calling the same `/myapi`
 //! endpoints as any frontend, with the session token in `Authorization`, so nothing is
 //! reachable through a page that the API does not allow. The token lives in the tab's
 //! `sessionStorage`, never in a cookie: the browser sends no ambient credential, so no other
