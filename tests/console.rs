@@ -14,8 +14,8 @@ use futures_util::FutureExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::scene::Scene;
-use support::stripe::fixture;
-use support::{TestConfig, USER_PASSWORD, send, spawn_app};
+use support::stripe::{completed_session, event};
+use support::{TestConfig, USER_PASSWORD, eventually, send, spawn_app};
 
 const PAGES: &[&str] = &[
     "/login",
@@ -251,11 +251,7 @@ async fn chromium(test: &str) -> Option<Chromium> {
         );
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let driver = tokio::process::Command::new(DRIVER)
         .arg(format!("--port={port}"))
         .stdout(std::process::Stdio::null())
@@ -353,7 +349,7 @@ impl Tab<'_> {
 
     /// Waits until the address's path is `path`.
     async fn arrives_at(&self, path: &str) {
-        until(&format!("the browser at {path}"), || async {
+        eventually(PATIENCE, &format!("the browser at {path}"), || async {
             (self.path().await == path).then_some(())
         })
         .await;
@@ -362,17 +358,21 @@ impl Tab<'_> {
 
     /// Waits until `css` shows text for which `accept` holds, and returns it.
     async fn text_of(&self, css: &str, accept: impl Fn(&str) -> bool) -> String {
-        until(&format!("`{css}` to show the expected text"), || async {
-            let text = self
-                .browser
-                .find(Locator::Css(css))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            accept(&text).then_some(text)
-        })
+        eventually(
+            PATIENCE,
+            &format!("`{css}` to show the expected text"),
+            || async {
+                let text = self
+                    .browser
+                    .find(Locator::Css(css))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                accept(&text).then_some(text)
+            },
+        )
         .await
     }
 
@@ -383,58 +383,20 @@ impl Tab<'_> {
     }
 }
 
-/// Polls `probe` until it yields, for at most PATIENCE.
-async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "not within {PATIENCE:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The Checkout Session Stripe sends when a one-time payment completes.
-fn completed_session(order_no: &str, session_id: &str, amount: i64) -> Value {
-    let mut session = fixture("checkout.session");
-    session["id"] = json!(session_id);
-    session["client_reference_id"] = json!(order_no);
-    session["metadata"] = json!({"order_no": order_no});
-    session["mode"] = json!("payment");
-    session["status"] = json!("complete");
-    session["payment_status"] = json!("paid");
-    session["amount_total"] = json!(amount);
-    session["currency"] = json!("usd");
-    session["payment_intent"] = json!(format!("pi_{}", &order_no[4..]));
-    session
-}
-
-fn event(event_type: &str, object: Value) -> Value {
-    let mut event = fixture("event");
-    event["id"] = json!(format!("evt_{}", uuid::Uuid::new_v4().simple()));
-    event["type"] = json!(event_type);
-    event["created"] = json!(chrono::Utc::now().timestamp());
-    event["data"] = json!({"object": object});
-    event
-}
-
 const WALKER: &str = "walker@example.com";
 const WALKER_PASSWORD: &str = "walking-the-console";
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
 
 /// A browser and the service with its fakes, whose public address is its own (the browser
 /// follows Stripe's redirects and the reset link back to it); None after recording the skip.
 async fn browser_scene(test: &str) -> Option<(Chromium, Scene, String)> {
     let chromium = chromium(test).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let scene = Scene::builder()
         .config(
@@ -520,7 +482,7 @@ async fn walk_the_console(scene: &Scene, tab: &Tab<'_>) {
     tab.click("[data-action=send_code]").await;
     tab.text_of("[data-cooldown]", |text| !text.is_empty())
         .await;
-    until("the email code in the inbox", || async {
+    eventually(PATIENCE, "the email code in the inbox", || async {
         (!scene.smtp.mails_to(WALKER).is_empty()).then_some(())
     })
     .await;
@@ -550,10 +512,14 @@ async fn walk_the_console(scene: &Scene, tab: &Tab<'_>) {
     tab.open("/plans").await;
     tab.click(&format!("article[data-plan-id='{starter}'] button"))
         .await;
-    let session_id = until("the browser on Stripe's checkout page", || async {
-        let url = tab.browser.current_url().await.ok()?;
-        url.path().strip_prefix("/c/pay/").map(str::to_owned)
-    })
+    let session_id = eventually(
+        PATIENCE,
+        "the browser on Stripe's checkout page",
+        || async {
+            let url = tab.browser.current_url().await.ok()?;
+            url.path().strip_prefix("/c/pay/").map(str::to_owned)
+        },
+    )
     .await;
     let (order_no, amount): (String, i64) =
         sqlx::query_as("SELECT order_no, amount_cents FROM orders WHERE status = 'pending'")
@@ -563,7 +529,7 @@ async fn walk_the_console(scene: &Scene, tab: &Tab<'_>) {
     assert_eq!(amount, 900);
     let paid = event(
         "checkout.session.completed",
-        completed_session(&order_no, &session_id, amount),
+        completed_session(&order_no, &session_id, amount, "paid"),
     );
     scene.deliver(&paid).await.assert_ok();
     tab.click("#pay").await;
@@ -594,7 +560,7 @@ async fn walk_the_console(scene: &Scene, tab: &Tab<'_>) {
     assert_eq!(call.status, 200, "{}", call.text);
 
     // The usage chart shows the call once the gateway has settled it.
-    until("the call on the usage chart", || async {
+    eventually(PATIENCE, "the call on the usage chart", || async {
         tab.open("/usage").await;
         let chart = tab.find("[data-slot=chart]").await;
         let total = chart.attr("data-total").await.ok()??;
@@ -682,7 +648,7 @@ async fn account_walk(scene: &Scene, tab: &Tab<'_>) {
     tab.click("form[data-form=forgot] [type=submit]").await;
     tab.text_of("[data-notice]", |text| text.contains("reset link"))
         .await;
-    let mail = until("the reset email", || async {
+    let mail = eventually(PATIENCE, "the reset email", || async {
         scene.smtp.mails_to(CALLER).pop()
     })
     .await;
@@ -871,7 +837,7 @@ async fn account_walk(scene: &Scene, tab: &Tab<'_>) {
     tab.fill("form[data-form=batch] input[name=note]", "from the console")
         .await;
     tab.click("form[data-form=batch] [type=submit]").await;
-    let codes = until("the new codes", || async {
+    let codes = eventually(PATIENCE, "the new codes", || async {
         let area = tab
             .browser
             .find(Locator::Css("[data-slot=codes_text]"))

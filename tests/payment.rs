@@ -16,7 +16,7 @@ use chrono::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::scene::Scene;
-use support::stripe::fixture;
+use support::stripe::{completed_session, event, event_at, fixture};
 use support::{TestResponse, assert_ledger_consistent, send};
 use uuid::Uuid;
 
@@ -106,35 +106,6 @@ impl Scene {
         let path = format!("/myapi/orders/{order_no}/cancel");
         self.user().call(Method::POST, &path, Some(body)).await
     }
-}
-
-/// A Stripe event of `event_type` about `object`, created at `created` (Unix seconds).
-fn event_at(event_type: &str, object: Value, created: i64) -> Value {
-    let mut event = fixture("event");
-    event["id"] = json!(format!("evt_{}", Uuid::new_v4().simple()));
-    event["type"] = json!(event_type);
-    event["created"] = json!(created);
-    event["data"] = json!({"object": object});
-    event
-}
-
-fn event(event_type: &str, object: Value) -> Value {
-    event_at(event_type, object, chrono::Utc::now().timestamp())
-}
-
-/// A Checkout Session as Stripe sends it when the order's checkout completes.
-fn completed_session(order_no: &str, session_id: &str, amount: i64, payment_status: &str) -> Value {
-    let mut session = fixture("checkout.session");
-    session["id"] = json!(session_id);
-    session["client_reference_id"] = json!(order_no);
-    session["metadata"] = json!({"order_no": order_no});
-    session["mode"] = json!("payment");
-    session["status"] = json!("complete");
-    session["payment_status"] = json!(payment_status);
-    session["amount_total"] = json!(amount);
-    session["currency"] = json!("usd");
-    session["payment_intent"] = json!(format!("pi_{}", &order_no[4..]));
-    session
 }
 
 fn subscription_session(order_no: &str, session_id: &str, subscription: &str) -> Value {

@@ -480,3 +480,37 @@ pub fn stripe_signature(payload: &[u8], secret: &str, timestamp: i64) -> String 
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("t={timestamp},v1={hex}")
 }
+
+/// A Stripe event of `event_type` about `object`, created at `created` (Unix seconds).
+pub fn event_at(event_type: &str, object: Value, created: i64) -> Value {
+    let mut event = fixture("event");
+    event["id"] = json!(format!("evt_{}", uuid::Uuid::new_v4().simple()));
+    event["type"] = json!(event_type);
+    event["created"] = json!(created);
+    event["data"] = json!({"object": object});
+    event
+}
+
+pub fn event(event_type: &str, object: Value) -> Value {
+    event_at(event_type, object, chrono::Utc::now().timestamp())
+}
+
+/// A Checkout Session as Stripe sends it when the order's checkout completes.
+pub fn completed_session(
+    order_no: &str,
+    session_id: &str,
+    amount: i64,
+    payment_status: &str,
+) -> Value {
+    let mut session = fixture("checkout.session");
+    session["id"] = json!(session_id);
+    session["client_reference_id"] = json!(order_no);
+    session["metadata"] = json!({"order_no": order_no});
+    session["mode"] = json!("payment");
+    session["status"] = json!("complete");
+    session["payment_status"] = json!(payment_status);
+    session["amount_total"] = json!(amount);
+    session["currency"] = json!("usd");
+    session["payment_intent"] = json!(format!("pi_{}", &order_no[4..]));
+    session
+}
