@@ -35,6 +35,7 @@ pub struct Application {
     database: Database,
     clock: Arc<Clock>,
     gateway: Arc<GatewayState>,
+    state: web::Data<AppState>,
     background: tokio::task::JoinHandle<()>,
     housekeeping: tokio::task::JoinHandle<()>,
     mail_outbox: tokio::task::JoinHandle<()>,
@@ -91,6 +92,7 @@ impl Application {
         let billing_alerts = tokio::spawn(payment::alerts::run(state.clone().into_inner()));
 
         let cors = api::cors(&state.settings.cors);
+        let served_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(ops::metrics::metrics_middleware))
@@ -127,6 +129,7 @@ impl Application {
             database,
             clock,
             gateway,
+            state: served_state,
             background,
             housekeeping,
             mail_outbox,
@@ -159,6 +162,7 @@ impl Application {
         // The outbox keeps what it could not send yet; the next start sends it.
         self.mail_outbox.abort();
         self.gateway.meter.close(&self.gateway.directory).await;
+        self.state.limiter.return_leases().await;
         self.database.shut_down().await;
         served.context("the HTTP server failed")
     }

@@ -712,19 +712,128 @@ async fn limits_hold_across_two_instances_sharing_redis() {
     );
     assert!(allowed >= 5, "the limit let through {allowed}");
 
-    // The monthly quota stops at its number exactly across both instances.
+    // The monthly quota stops at its number exactly across instances that lease their events
+    // (at a million calls a second, a busy instance takes up to 64 at a time): never above it,
+    // and not below it either, since the events an instance leased and did not use go back to
+    // Redis once it is idle.
     let before = allowed;
     gw.set_limits(1_000_000, 10_000_000, Some(40)).await;
     let reloaded = gw.app.another_instance(TestConfig::default()).await;
     let third = reloaded.another_instance(TestConfig::default()).await;
     let instances = [&reloaded, &third];
-    let responses = futures_util::stream::iter(0..100)
+    let responses = futures_util::stream::iter(0..60)
         .map(|i| call(instances[i % 2], &key, "/api/v1/echo/x"))
         .buffer_unordered(20)
         .collect::<Vec<_>>()
         .await;
-    let passed = responses.iter().filter(|r| r.status == 200).count();
-    assert_eq!(passed + before, 40, "the quota of 40 is met exactly");
+    let mut passed = before;
+    for response in responses {
+        match response.status {
+            200 => passed += 1,
+            _ => response.assert_error(429, Some(42903)),
+        }
+    }
+    assert!(passed <= 40, "{passed} calls passed a quota of 40");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut i = 0;
+    while passed < 40 && Instant::now() < deadline {
+        let response = call(instances[i % 2], &key, "/api/v1/echo/x").await;
+        match response.status {
+            200 => passed += 1,
+            _ => {
+                response.assert_error(429, Some(42903));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        i += 1;
+    }
+    assert_eq!(
+        passed, 40,
+        "the quota of 40 is reached across the instances"
+    );
+    tokio::time::sleep(meterapi::limits::LEASE_IDLE_RETURN * 2).await;
+    for instance in instances {
+        call(instance, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(429, Some(42903));
+    }
+}
+
+/// Two instances sharing Redis lease a busy account's events (at 160 calls a second, at most
+/// 160 / 16 = 10 at a time each) and still admit no more than the shared limit allows: from a
+/// full bucket, the burst of 160 and 160 a second; once the bucket is drained, at most 160 a
+/// second plus what each instance held leased when the second began.
+#[tokio::test]
+async fn leased_limits_admit_at_most_a_lease_per_instance_above_the_shared_rate() {
+    let Some(redis) = support::redis_url(
+        "leased_limits_admit_at_most_a_lease_per_instance_above_the_shared_rate",
+    ) else {
+        return;
+    };
+    let gw = gateway_with(sharing_redis(redis)).await;
+    gw.fund(100_000).await;
+    gw.set_limits(160, 10_000_000, None).await;
+    let key = gw.new_key().await;
+    let other = gw.app.another_instance(TestConfig::default()).await;
+    let instances = [&gw.app, &other];
+
+    let key = key.as_str();
+    let started = Instant::now();
+    let run = Duration::from_millis(2500);
+    let calls = futures_util::stream::iter(0..)
+        .take_while(|_| std::future::ready(started.elapsed() < run))
+        .map(|i| async move {
+            let sent = started.elapsed();
+            let response = call(instances[i % 2], key, "/api/v1/echo/x").await;
+            (sent, started.elapsed(), response)
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut admitted = Vec::new();
+    for (sent, answered, response) in &calls {
+        match response.status {
+            200 => admitted.push((*sent, *answered)),
+            _ => response.assert_error(429, Some(42901)),
+        }
+    }
+    let total = admitted.len() as f64;
+    assert!(
+        total <= 160.0 + 160.0 * elapsed,
+        "{total} calls passed 160/s (burst 160) in {elapsed:.2} s"
+    );
+    assert!(
+        admitted.len() >= 160 && admitted.len() < calls.len(),
+        "the burst passes and the limit refuses the rest: {} of {}",
+        admitted.len(),
+        calls.len()
+    );
+    // In the second from `a`, the shared limit admits what its bucket still held at `a` (at most
+    // the burst, and at most 160 + 160 a less what was admitted before `a`) and 160 more; the
+    // instances add at most the events each held leased at `a`, 10 each. Calls sent after `a`
+    // and answered within the second were admitted inside it; calls answered before `a` were
+    // admitted before it.
+    for start_ms in [500, 1000, 1500] {
+        let from = Duration::from_millis(start_ms);
+        let to = from + Duration::from_secs(1);
+        let before = admitted
+            .iter()
+            .filter(|(_, answered)| *answered <= from)
+            .count();
+        let inside = admitted
+            .iter()
+            .filter(|(sent, answered)| *sent >= from && *answered <= to)
+            .count();
+        let held = (160 + 160 * start_ms as usize / 1000)
+            .saturating_sub(before)
+            .min(160);
+        let bound = held + 160 + 2 * 10 + 1;
+        assert!(
+            inside <= bound,
+            "{inside} calls admitted in the second from {start_ms} ms (at most {bound})"
+        );
+    }
 }
 
 /// The service's own binary on the test's database, with a settlement tick of a minute (so

@@ -14,6 +14,8 @@ use ipnet::IpNet;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::batch::Batched;
+use super::cold::{self, AccountRecord};
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
 use super::spend_cap::SpendCap;
 use super::wallet::Wallet;
@@ -77,7 +79,7 @@ pub struct Account {
     pub limits: RwLock<PlanLimits>,
     /// Names the account's limits in the shared limiter.
     pub limit_key: String,
-    pub limit_state: Mutex<LocalCells>,
+    pub limit_state: Arc<Mutex<LocalCells>>,
     /// The month's charged calls that PostgreSQL knew of when the account was loaded, and that
     /// month (a later month starts from zero).
     pub month_seed: AtomicI64,
@@ -120,6 +122,7 @@ impl Account {
                 ttl: MONTH_COUNTER_TTL,
             }),
             cells: &self.limit_state,
+            leased: true,
         }
     }
 }
@@ -136,6 +139,9 @@ pub struct Directory {
     keys: RwLock<HashMap<Vec<u8>, Arc<KeyEntry>>>,
     accounts: RwLock<HashMap<Uuid, Arc<Account>>>,
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// Cold keys and accounts, loaded together when many arrive at once.
+    cold_keys: Batched<Vec<u8>, Arc<KeyEntry>>,
+    cold_accounts: Batched<Uuid, AccountRecord>,
 }
 
 pub enum Lookup {
@@ -147,8 +153,21 @@ pub enum Lookup {
 }
 
 impl Directory {
+    /// Starts the tasks that load cold keys and accounts (they end with the directory).
     pub fn new(pool: PgPool, clock: Arc<Clock>, billing_grace: chrono::Duration) -> Directory {
+        let key_pool = pool.clone();
+        let cold_keys = Batched::start("keys", move |digests| {
+            let pool = key_pool.clone();
+            async move { cold::keys(&pool, digests).await }
+        });
+        let (account_pool, account_clock) = (pool.clone(), clock.clone());
+        let cold_accounts = Batched::start("accounts", move |user_ids| {
+            let (pool, now) = (account_pool.clone(), account_clock.now());
+            async move { cold::accounts(&pool, user_ids, now, billing_grace).await }
+        });
         Directory {
+            cold_keys,
+            cold_accounts,
             pool,
             clock,
             billing_grace,
@@ -216,54 +235,9 @@ impl Directory {
 
     /// The key whose secret, or previous secret within its rotation's grace, has `digest`.
     async fn load_key(&self, digest: &[u8]) -> Result<Option<Arc<KeyEntry>>, sqlx::Error> {
-        let row = sqlx::query!(
-            r#"SELECT id, user_id, revoked_at IS NOT NULL AS "revoked!",
-                      COALESCE(extract(epoch FROM last_used_at)::bigint, 0) AS "last_used!",
-                      key_hash = $1 AS "current!",
-                      extract(epoch FROM expires_at)::bigint AS expires_at,
-                      extract(epoch FROM previous_expires_at)::bigint AS previous_expires_at,
-                      rps_limit, providers, allowed_ips, spend_cap_credits, spend_cap_period,
-                      (extract(epoch FROM changed_at) * 1000000)::bigint AS "changed_at!"
-               FROM api_keys WHERE key_hash = $1 OR previous_key_hash = $1"#,
-            digest
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row.filter(|row| !row.revoked) else {
+        let Some(entry) = self.cold_keys.get(digest.to_vec()).await? else {
             return Ok(None);
         };
-        // A previous secret lives until its grace ends (and never past the key's own expiry).
-        let expires_at = if row.current {
-            row.expires_at
-        } else {
-            let grace_end = row.previous_expires_at.unwrap_or(0);
-            Some(row.expires_at.map_or(grace_end, |at| at.min(grace_end)))
-        };
-        let allowed_ips = row.allowed_ips.map(|networks| {
-            networks
-                .iter()
-                .filter_map(|network| network.parse::<IpNet>().ok())
-                .collect()
-        });
-        let entry = Arc::new(KeyEntry {
-            key_id: row.id,
-            user_id: row.user_id,
-            revoked: AtomicBool::new(row.revoked),
-            last_used: AtomicI64::new(row.last_used),
-            last_flushed: AtomicI64::new(row.last_used),
-            last_ip: Mutex::new(None),
-            controls: KeyControls {
-                expires_at,
-                rps: row.rps_limit.and_then(|rps| u32::try_from(rps).ok()),
-                providers: row.providers,
-                allowed_ips,
-                spend_cap: SpendCap::from_columns(
-                    row.spend_cap_credits,
-                    row.spend_cap_period.as_deref(),
-                ),
-            },
-            changed_at: row.changed_at,
-        });
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         Ok(Some(keys.entry(digest.to_vec()).or_insert(entry).clone()))
     }
@@ -279,21 +253,26 @@ impl Directory {
         {
             return Ok(account);
         }
-        // Three independent reads at once: a cold account's first call waits for one of them.
-        let now = self.clock.now();
-        let (frozen, limits, month_calls) = tokio::try_join!(
-            users::is_frozen(&self.pool, user_id),
-            plan_limits(self, user_id),
-            month_calls(&self.pool, user_id, now)
-        )?;
-        let frozen = frozen.unwrap_or(true);
-        let month = month_of(now);
+        let AccountRecord {
+            frozen,
+            limits,
+            month_calls,
+            month,
+        } = match self.cold_accounts.get(user_id).await? {
+            Some(record) => record,
+            None => AccountRecord {
+                frozen: true,
+                limits: limits_of(None),
+                month_calls: 0,
+                month: month_of(self.clock.now()),
+            },
+        };
         let account = Arc::new(Account {
             user_id,
             frozen: AtomicBool::new(frozen),
             limits: RwLock::new(limits),
             limit_key: user_id.to_string(),
-            limit_state: Mutex::new(LocalCells::seeded(month, month_calls)),
+            limit_state: Arc::new(Mutex::new(LocalCells::seeded(month, month_calls))),
             month_seed: AtomicI64::new(month_calls),
             seed_month: month,
             wallet: Mutex::new(Wallet::default()),
@@ -442,7 +421,7 @@ async fn plan_limits(directory: &Directory, user_id: Uuid) -> Result<PlanLimits,
 }
 
 /// A plan's limits; without any plan, one call a second and a hundred an hour.
-fn limits_of(plan: Option<crate::plans::Plan>) -> PlanLimits {
+pub(super) fn limits_of(plan: Option<crate::plans::Plan>) -> PlanLimits {
     plan.map_or(
         PlanLimits {
             rps: 1,

@@ -2,8 +2,10 @@
 //! and the account status that sums them up.
 //! Codes 40102, 40103, 40201, 40301, 42901-42903, 50201, 50301; extensions 40303-40305.
 
+mod batch;
 mod body;
 mod breaker;
+mod cold;
 mod directory;
 mod error;
 mod key_blocks;

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::batch::Failure;
 use crate::api::is_outage;
 use crate::ledger;
 
@@ -32,25 +33,6 @@ pub(super) struct Reserved {
     pub available_beyond: i64,
     /// The account's credits that other instances' leases hold unsettled.
     pub others_hold: i64,
-}
-
-/// A failed batch, told to each of its requests (a database error cannot be cloned).
-#[derive(Clone, Debug)]
-struct Failure {
-    outage: bool,
-    message: String,
-}
-
-impl From<Failure> for sqlx::Error {
-    fn from(failure: Failure) -> sqlx::Error {
-        let error = std::io::Error::other(failure.message);
-        if failure.outage {
-            // Counted as an outage (503), like the error it stands for.
-            sqlx::Error::Io(error)
-        } else {
-            sqlx::Error::Decode(Box::new(error))
-        }
-    }
 }
 
 type Reply = oneshot::Sender<Result<Reserved, Failure>>;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::lease::Lease;
 use super::{Exceeded, Rate, Verdict};
 
 /// The most rates a bundle holds (the gateway's per second and per hour).
@@ -42,6 +43,8 @@ pub struct LocalCells {
     tats: [u64; MAX_RATES],
     period: u32,
     count: i64,
+    /// Events of the shared limits leased from Redis.
+    pub(super) lease: Lease,
 }
 
 impl LocalCells {

@@ -4,10 +4,15 @@
 //! monthly quota) is checked together and consumed only when every limit passes; a refused
 //! event consumes nothing.
 //!
+//! A busy subject of a bundle that allows it (`leased`: the gateway's) takes its shared limits'
+//! events from Redis in leases sized to its pace (`lease.rs`), with the over-admission that
+//! costs bounded and written down there.
+//!
 //! When Redis is unreachable a check falls back to the in-process state and logs it: limits stay
 //! in force per instance rather than failing open or failing every call.
 
 mod gcra;
+mod lease;
 mod redis_store;
 
 use std::collections::HashMap;
@@ -18,6 +23,8 @@ use secrecy::ExposeSecret;
 
 use crate::config::Settings;
 pub use gcra::LocalCells;
+pub use lease::{IDLE_RETURN as LEASE_IDLE_RETURN, LEASE_MAX};
+use lease::{LeaseBook, lease_cap};
 use redis_store::RedisStore;
 
 /// `limit` events per `period`, all of which may come at once (burst = limit).
@@ -79,9 +86,12 @@ pub struct Bundle<'a> {
     /// At most `MAX_RATES`.
     pub rates: &'a [Rate],
     pub quota: Option<Quota>,
-    /// This instance's state of the bundle: the limits in process, and the fallback when Redis
-    /// is down.
-    pub cells: &'a Mutex<LocalCells>,
+    /// This instance's state of the bundle: the limits in process, the fallback when Redis is
+    /// down, and its lease.
+    pub cells: &'a Arc<Mutex<LocalCells>>,
+    /// Whether a busy subject may lease events from Redis (with the bounded over-admission of
+    /// `lease.rs`) instead of asking it for every event.
+    pub leased: bool,
 }
 
 /// Which limit refused an event.
@@ -139,6 +149,7 @@ pub struct Limiter {
     /// The in-process cells of single-rate throttles, keyed by class and subject.
     throttles: Mutex<HashMap<ThrottleKey, Arc<Mutex<LocalCells>>>>,
     shared: Option<RedisStore>,
+    leases: Arc<LeaseBook>,
 }
 
 impl Limiter {
@@ -151,33 +162,76 @@ impl Limiter {
             }
             None => None,
         };
+        let started = Instant::now();
+        let leases = Arc::<LeaseBook>::default();
+        if let Some(store) = &shared {
+            lease::spawn_sweeper(&leases, store.clone(), started);
+        }
         Ok(Limiter {
-            started: Instant::now(),
+            started,
             throttles: Mutex::default(),
             shared,
+            leases,
         })
     }
 
-    /// Microseconds on this instance's monotonic clock, offset by an hour so the first cells
-    /// are never "in the past" of zero.
     fn now_us(&self) -> u64 {
-        self.started.elapsed().as_micros() as u64 + 3_600_000_000
+        now_us(self.started)
+    }
+
+    /// Gives every leased event back to Redis: the instance is stopping.
+    pub async fn return_leases(&self) {
+        if let Some(shared) = &self.shared {
+            self.leases.give_back(shared, None).await;
+        }
     }
 
     /// Checks every limit of `bundle`; consumes one event from each only if all pass and
     /// `consume`.
     pub async fn check_bundle(&self, bundle: &Bundle<'_>, consume: bool) -> Verdict {
         if let Some(shared) = &self.shared {
-            match shared.check(bundle, consume).await {
-                Ok(verdict) => {
-                    if verdict.exceeded.is_none()
-                        && consume
-                        && let Some(quota) = bundle.quota
-                    {
-                        lock(bundle.cells).record(quota.period);
+            let period = bundle.quota.map(|quota| quota.period);
+            let now = self.now_us();
+            let wanted = {
+                let mut cells = lock(bundle.cells);
+                if bundle.leased
+                    && let Some(remaining) = cells.lease.take(now, period, consume)
+                {
+                    if consume && let Some(period) = period {
+                        cells.record(period);
                     }
-                    return verdict;
+                    return Verdict {
+                        exceeded: None,
+                        remaining,
+                    };
                 }
+                match (consume, bundle.leased) {
+                    (false, _) => 0,
+                    (true, false) => 1,
+                    (true, true) => cells.lease.want(now, lease_cap(bundle.rates)),
+                }
+            };
+            let answer = shared.check(bundle, wanted).await;
+            let granted = answer.as_ref().map_or(0, |(_, granted)| *granted);
+            if granted > 0 || wanted > 1 {
+                let mut cells = lock(bundle.cells);
+                if wanted > 1 {
+                    let remaining = answer.as_ref().map_or(0, |(verdict, _)| verdict.remaining);
+                    cells
+                        .lease
+                        .land(granted.saturating_sub(1), remaining, period, now);
+                }
+                if granted > 0
+                    && let Some(period) = period
+                {
+                    cells.record(period);
+                }
+            }
+            if granted > 1 {
+                self.leases.note(bundle);
+            }
+            match answer {
+                Ok((verdict, _)) => return verdict,
                 Err(error) => tracing::warn!(class = bundle.class, error = %error,
                     "Redis limiter unavailable; using the in-process limits"),
             }
@@ -191,7 +245,7 @@ impl Limiter {
         let period = bundle.quota.map(|quota| quota.period);
         lock(bundle.cells).refund(bundle.rates, period);
         if let Some(shared) = &self.shared
-            && let Err(error) = shared.refund(bundle).await
+            && let Err(error) = shared.refund(bundle, 1).await
         {
             tracing::warn!(class = bundle.class, error = %error,
                 "could not give an event back to Redis");
@@ -232,6 +286,7 @@ impl Limiter {
             rates: &[rate],
             quota: None,
             cells: &cells,
+            leased: false,
         };
         let verdict = self.check_bundle(&bundle, consume).await;
         match verdict.exceeded {
@@ -261,6 +316,12 @@ impl Limiter {
             .or_default()
             .clone()
     }
+}
+
+/// Microseconds on an instance's monotonic clock since `started`, offset by an hour so the first
+/// cells are never "in the past" of zero.
+fn now_us(started: Instant) -> u64 {
+    started.elapsed().as_micros() as u64 + 3_600_000_000
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -10,26 +10,30 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::{Bundle, Exceeded, Verdict};
 
 /// KEYS[1..n]: a GCRA cell per rate; KEYS[n+1]: the quota's counter when ARGV[2] is '1'.
-/// ARGV: n, has quota, consume ('1'/'0'), quota limit (-1: none), quota seed, quota ttl s,
-/// then for each rate its emission interval and burst tolerance in µs.
-/// Returns {failed (0: none, i: rate i, n+1: the quota), remaining of rate 1, retry µs}.
-/// A refused call writes nothing (a counter seeded from the database excepted).
+/// ARGV: n, has quota, events wanted (0: only check that one would pass), quota limit (-1:
+/// none), quota seed, quota ttl s, then for each rate its emission interval and burst tolerance
+/// in µs. Grants as many of the wanted events as every limit allows at once, at least one.
+/// Returns {failed (0: none, i: rate i, n+1: the quota), remaining of rate 1 after the granted
+/// events, retry µs, events granted}. A refused call writes nothing (a counter seeded from the
+/// database excepted).
 const CHECK: &str = r"
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local n = tonumber(ARGV[1])
-local next_tats = {}
-local remaining = 0
+local wanted = tonumber(ARGV[3])
+local granted = math.max(wanted, 1)
+local tats = {}
+local first_allows = 0
 for i = 1, n do
   local interval = tonumber(ARGV[5 + 2 * i])
   local tolerance = tonumber(ARGV[6 + 2 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if not tat or tat < now then tat = now end
-  if tat - now > tolerance then return {i, 0, tat - now - tolerance} end
-  next_tats[i] = tat + interval
-  if i == 1 and next_tats[i] - now <= tolerance then
-    remaining = math.floor((tolerance - (next_tats[i] - now)) / interval) + 1
-  end
+  if tat - now > tolerance then return {i, 0, tat - now - tolerance, 0} end
+  tats[i] = tat
+  local allows = math.floor((tolerance - (tat - now)) / interval) + 1
+  if i == 1 then first_allows = allows end
+  granted = math.min(granted, allows)
 end
 if ARGV[2] == '1' then
   local used = tonumber(redis.call('GET', KEYS[n + 1]))
@@ -38,31 +42,36 @@ if ARGV[2] == '1' then
     redis.call('SET', KEYS[n + 1], used, 'EX', tonumber(ARGV[6]), 'NX')
   end
   local limit = tonumber(ARGV[4])
-  if limit >= 0 and used >= limit then return {n + 1, 0, 0} end
-end
-if ARGV[3] == '1' then
-  for i = 1, n do
-    local ttl = math.ceil((next_tats[i] - now) / 1000) + 1
-    redis.call('SET', KEYS[i], string.format('%.0f', next_tats[i]), 'PX', ttl)
+  if limit >= 0 then
+    if used >= limit then return {n + 1, 0, 0, 0} end
+    granted = math.min(granted, limit - used)
   end
-  if ARGV[2] == '1' then redis.call('INCR', KEYS[n + 1]) end
 end
-return {0, remaining, 0}
+if wanted == 0 then return {0, math.max(first_allows - 1, 0), 0, 0} end
+for i = 1, n do
+  local next_tat = tats[i] + granted * tonumber(ARGV[5 + 2 * i])
+  local ttl = math.ceil((next_tat - now) / 1000) + 1
+  redis.call('SET', KEYS[i], string.format('%.0f', next_tat), 'PX', ttl)
+end
+if ARGV[2] == '1' then redis.call('INCRBY', KEYS[n + 1], granted) end
+return {0, math.max(first_allows - granted, 0), 0, granted}
 ";
 
-/// KEYS as CHECK. ARGV: n, has quota, then each rate's emission interval in µs.
-/// Gives one consumed event back.
+/// KEYS as CHECK. ARGV: n, has quota, events, then each rate's emission interval in µs.
+/// Gives consumed events back.
 const REFUND: &str = r"
 local n = tonumber(ARGV[1])
+local events = tonumber(ARGV[3])
 for i = 1, n do
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if tat then
-    redis.call('SET', KEYS[i], string.format('%.0f', tat - tonumber(ARGV[2 + i])), 'KEEPTTL')
+    local back = tat - events * tonumber(ARGV[3 + i])
+    redis.call('SET', KEYS[i], string.format('%.0f', back), 'KEEPTTL')
   end
 end
 if ARGV[2] == '1' then
   local used = tonumber(redis.call('GET', KEYS[n + 1]))
-  if used and used > 0 then redis.call('DECR', KEYS[n + 1]) end
+  if used and used > 0 then redis.call('SET', KEYS[n + 1], math.max(used - events, 0), 'KEEPTTL') end
 end
 return 1
 ";
@@ -70,6 +79,7 @@ return 1
 /// A check that takes longer than this counts as Redis being unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+#[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
     check: redis::Script,
@@ -105,21 +115,27 @@ impl RedisStore {
         }
     }
 
-    pub async fn check(&self, bundle: &Bundle<'_>, consume: bool) -> redis::RedisResult<Verdict> {
+    /// Checks `bundle` and takes up to `wanted` events of it (none: only checks that one would
+    /// pass); returns the verdict and the events granted.
+    pub async fn check(
+        &self,
+        bundle: &Bundle<'_>,
+        wanted: u32,
+    ) -> redis::RedisResult<(Verdict, u32)> {
         let mut invocation = self.check.prepare_invoke();
         self.keys(bundle, &mut invocation);
         let quota = bundle.quota.as_ref();
         invocation
             .arg(bundle.rates.len())
             .arg(if quota.is_some() { "1" } else { "0" })
-            .arg(if consume { "1" } else { "0" })
+            .arg(wanted)
             .arg(quota.and_then(|quota| quota.limit).unwrap_or(-1))
             .arg(quota.map_or(0, |quota| quota.seed))
             .arg(quota.map_or(1, |quota| quota.ttl.as_secs().max(1)));
         for rate in bundle.rates {
             invocation.arg(rate.interval_us()).arg(rate.tolerance_us());
         }
-        let (failed, remaining, retry_us): (usize, i64, i64) = invocation
+        let (failed, remaining, retry_us, granted): (usize, i64, i64, u32) = invocation
             .invoke_async(&mut self.connection.clone())
             .await?;
         let exceeded = match failed {
@@ -130,18 +146,21 @@ impl RedisStore {
             }),
             _ => Some(Exceeded::Quota),
         };
-        Ok(Verdict {
+        let verdict = Verdict {
             exceeded,
             remaining: u32::try_from(remaining).unwrap_or(0),
-        })
+        };
+        Ok((verdict, granted))
     }
 
-    pub async fn refund(&self, bundle: &Bundle<'_>) -> redis::RedisResult<()> {
+    /// Gives `events` consumed events of `bundle` back.
+    pub async fn refund(&self, bundle: &Bundle<'_>, events: u32) -> redis::RedisResult<()> {
         let mut invocation = self.refund.prepare_invoke();
         self.keys(bundle, &mut invocation);
         invocation
             .arg(bundle.rates.len())
-            .arg(if bundle.quota.is_some() { "1" } else { "0" });
+            .arg(if bundle.quota.is_some() { "1" } else { "0" })
+            .arg(events);
         for rate in bundle.rates {
             invocation.arg(rate.interval_us());
         }
