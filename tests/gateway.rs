@@ -713,7 +713,7 @@ async fn limits_hold_across_two_instances_sharing_redis() {
     assert!(allowed >= 5, "the limit let through {allowed}");
 
     // The monthly quota stops at its number exactly across instances that lease their events
-    // (at a million calls a second, a busy instance takes up to 64 at a time): never above it,
+    // (at a million calls a second, a busy instance may lease up to 1,024 at a time): never above it,
     // and not below it either, since the events an instance leased and did not use go back to
     // Redis once it is idle.
     let before = allowed;

@@ -3,9 +3,10 @@
 //! process, so Redis is asked once per lease instead of once per call.
 //!
 //! What it costs in exactness, per limit (written out in `docs/RELIABILITY.md`):
-//! - Over-admission: an instance holds at most one lease per subject, of at most `lease_cap`
-//!   events (a sixteenth of the smallest limit, at most `LEASE_MAX`), and every leased event was
-//!   counted by Redis when it was leased. So in any window, the events admitted are at most what
+//! - Over-admission: an instance holds at most `lease_cap` events of a subject, leased or on
+//!   their way (a sixteenth of the smallest limit, at most `LEASE_MAX`; one lease at a time,
+//!   topped up to its size when half spent), and every leased event was counted by Redis when it
+//!   was leased. So in any window, the events admitted are at most what
 //!   the shared limit allows in that window plus, per instance, the events it held unused when
 //!   the window began: `instances × lease_cap`.
 //! - Exact where the rate is low: a limit below `2 × SHARE_OF_LIMIT` events per period gives a
@@ -25,7 +26,7 @@ use super::redis_store::RedisStore;
 use super::{Bundle, LocalCells, Quota, Rate, lock};
 
 /// The largest lease, in events.
-pub const LEASE_MAX: u32 = 64;
+pub const LEASE_MAX: u32 = 1024;
 /// A lease takes at most this share of a limit (one sixteenth).
 const SHARE_OF_LIMIT: u32 = 16;
 /// Leases that run out within this time of each other double the next one's size.
@@ -79,24 +80,40 @@ impl Default for Lease {
 
 impl Lease {
     /// A leased event for a call in `period`: taken when `consume`, only looked at otherwise.
-    /// Returns the first rate's events still allowed, as far as this instance knows.
-    pub(super) fn take(&mut self, now: u64, period: Option<u32>, consume: bool) -> Option<u32> {
+    /// Returns the first rate's events still allowed, as far as this instance knows, and how
+    /// many events to lease ahead now (zero: none), so that a busy subject's calls rarely find
+    /// the lease empty: when the taken event leaves the lease half empty and no lease is on its
+    /// way, the lease is topped up to its size (`top_up`) while calls go on spending the rest.
+    pub(super) fn take(
+        &mut self,
+        now: u64,
+        period: Option<u32>,
+        consume: bool,
+        cap: u32,
+    ) -> Option<(u32, u32)> {
         if self.tokens == 0 || self.period != period {
             return None;
         }
-        if consume {
-            self.tokens -= 1;
-            self.last_use_us = now;
+        let remaining = self
+            .remaining_hint
+            .saturating_add(self.tokens - u32::from(consume));
+        if !consume {
+            return Some((remaining, 0));
         }
-        Some(self.remaining_hint.saturating_add(self.tokens))
+        self.tokens -= 1;
+        self.last_use_us = now;
+        if self.refilling || self.tokens > self.size / 2 {
+            return Some((remaining, 0));
+        }
+        self.pace(now, cap);
+        let ahead = self.size.saturating_sub(self.tokens);
+        self.refilling = ahead > 0;
+        Some((remaining, ahead))
     }
 
-    /// How many events a call that found no leased event asks Redis for, at most `cap`: its
-    /// own, plus a lease when the pace calls for one and no other lease is on its way.
-    pub(super) fn want(&mut self, now: u64, cap: u32) -> u32 {
-        if self.refilling {
-            return 1;
-        }
+    /// Sizes the next lease: double when the last one ran low within `PACE_WINDOW` of the one
+    /// before, half otherwise, within one event and `cap`.
+    fn pace(&mut self, now: u64, cap: u32) {
         let quick = now.saturating_sub(self.last_refill_us) < PACE_WINDOW_US;
         self.size = if quick {
             self.size.saturating_mul(2)
@@ -105,6 +122,29 @@ impl Lease {
         }
         .clamp(1, cap);
         self.last_refill_us = now;
+    }
+
+    /// Events leased ahead by `take` arrived (none when the lease failed or was refused).
+    pub(super) fn top_up(&mut self, events: u32, remaining_hint: u32, period: Option<u32>) {
+        self.refilling = false;
+        if events == 0 {
+            return;
+        }
+        if self.period != period {
+            self.tokens = 0;
+            self.period = period;
+        }
+        self.tokens += events;
+        self.remaining_hint = remaining_hint;
+    }
+
+    /// How many events a call that found no leased event asks Redis for, at most `cap`: its
+    /// own, plus a lease when the pace calls for one and no other lease is on its way.
+    pub(super) fn want(&mut self, now: u64, cap: u32) -> u32 {
+        if self.refilling {
+            return 1;
+        }
+        self.pace(now, cap);
         self.refilling = self.size > 1;
         self.size
     }
@@ -276,18 +316,54 @@ mod tests {
             "a lease is on its way: one event only"
         );
         lease.land(1, 3, Some(202611), 2);
-        assert_eq!(lease.take(3, Some(202611), false), Some(4));
+        assert_eq!(lease.take(3, Some(202611), false, 16), Some((4, 0)));
         assert_eq!(
-            lease.take(3, Some(202612), true),
+            lease.take(3, Some(202612), true, 16),
             None,
             "another month's events"
         );
-        assert_eq!(lease.take(3, Some(202611), true), Some(3));
-        assert_eq!(lease.take(4, Some(202611), true), None);
+        assert_eq!(lease.take(3, Some(202611), true, 16).map(|t| t.0), Some(3));
+        assert_eq!(lease.take(4, Some(202611), true, 16), None);
+        lease.top_up(0, 0, Some(202611));
         lease.want(5, 16);
         lease.land(5, 0, Some(202611), 5);
         assert_eq!(lease.take_unused(Some(4)), None, "used since");
         assert_eq!(lease.take_unused(Some(5)), Some((5, Some(202611))));
         assert!(!lease.holds_events());
+    }
+
+    #[test]
+    fn a_busy_lease_is_topped_up_ahead_when_half_spent_and_never_beyond_its_size() {
+        const P: Option<u32> = Some(202611);
+        let mut lease = Lease::default();
+        let now = 1_000_000;
+        lease.want(now, 16);
+        assert_eq!(lease.want(now + 1, 16), 2);
+        lease.land(1, 10, P, now + 1);
+        assert_eq!(lease.take(now + 2, P, true, 16), Some((10, 4)));
+        assert_eq!(
+            lease.take(now + 2, P, true, 16),
+            None,
+            "spent; the top-up is on its way"
+        );
+        assert_eq!(
+            lease.want(now + 2, 16),
+            1,
+            "meanwhile a call asks for its own event"
+        );
+        lease.top_up(4, 10, P);
+        assert_eq!(lease.take(now + 3, P, true, 16), Some((13, 0)));
+        assert_eq!(
+            lease.take(now + 3, P, true, 16),
+            Some((12, 6)),
+            "half spent: up to 8"
+        );
+        assert_eq!(
+            lease.take(now + 3, P, true, 16),
+            Some((11, 0)),
+            "one top-up at a time"
+        );
+        lease.top_up(6, 10, P);
+        assert_eq!(lease.tokens, 7, "at most the lease's size, 8");
     }
 }

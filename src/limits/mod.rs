@@ -192,13 +192,18 @@ impl Limiter {
         if let Some(shared) = &self.shared {
             let period = bundle.quota.map(|quota| quota.period);
             let now = self.now_us();
+            let cap = lease_cap(bundle.rates);
             let wanted = {
                 let mut cells = lock(bundle.cells);
                 if bundle.leased
-                    && let Some(remaining) = cells.lease.take(now, period, consume)
+                    && let Some((remaining, ahead)) = cells.lease.take(now, period, consume, cap)
                 {
                     if consume && let Some(period) = period {
                         cells.record(period);
+                    }
+                    drop(cells);
+                    if ahead > 0 {
+                        self.lease_ahead(shared, bundle, ahead);
                     }
                     return Verdict {
                         exceeded: None,
@@ -208,7 +213,7 @@ impl Limiter {
                 match (consume, bundle.leased) {
                     (false, _) => 0,
                     (true, false) => 1,
-                    (true, true) => cells.lease.want(now, lease_cap(bundle.rates)),
+                    (true, true) => cells.lease.want(now, cap),
                 }
             };
             let answer = shared.check(bundle, wanted).await;
@@ -238,6 +243,36 @@ impl Limiter {
         }
         let quota = bundle.quota.map(|quota| (quota.limit, quota.period));
         lock(bundle.cells).check(self.now_us(), bundle.rates, quota, consume)
+    }
+
+    /// Tops `bundle`'s lease up by `events` in the background: the call that asked goes on.
+    fn lease_ahead(&self, shared: &RedisStore, bundle: &Bundle<'_>, events: u32) {
+        let (shared, leases) = (shared.clone(), self.leases.clone());
+        let (class, key, rates) = (bundle.class, bundle.key.to_owned(), bundle.rates.to_vec());
+        let (quota, cells) = (bundle.quota, bundle.cells.clone());
+        tokio::spawn(async move {
+            let bundle = Bundle {
+                class,
+                key: &key,
+                rates: &rates,
+                quota,
+                cells: &cells,
+                leased: true,
+            };
+            let period = quota.map(|quota| quota.period);
+            let answer = shared.check(&bundle, events).await;
+            let (granted, remaining) = match &answer {
+                Ok((verdict, granted)) => (*granted, verdict.remaining),
+                Err(error) => {
+                    tracing::warn!(class, error = %error, "could not lease limit events ahead");
+                    (0, 0)
+                }
+            };
+            lock(&cells).lease.top_up(granted, remaining, period);
+            if granted > 0 {
+                leases.note(&bundle);
+            }
+        });
     }
 
     /// Gives back the event consumed by a successful check.
