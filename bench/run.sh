@@ -10,19 +10,21 @@
 #                                  and again warm; ACCOUNT_NS="1 10000" chooses others)
 #   FLOOD_ONLY=1 bench/run.sh   only the gateway's p99 at 500 requests/s without and during a
 #                               login flood, FLOOD_ROUNDS times (3)
+#   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
 #   PROFILE=1 bench/run.sh   also samples the gateway arm with perf (linux-perf) and writes
 #                            the hottest functions to $WORK/profile.txt
 #
 # Arms: `direct` (the load tool against the upstream nginx), `nginx` (an nginx proxy_pass with
 # upstream keep-alive in front of it), `gateway` (meterapi with every check on, forwarding to
-# the same upstream) and `gateway+redis` (the same with REDIS_URL). Each server gets one worker
-# (nginx worker_processes 1, meterapi HTTP_WORKERS=1), the arms are interleaved round by round,
-# and the tables give medians. The figures are ratios measured in the same run; the absolute
+# the same upstream) and `gateway+redis` (the same with REDIS_URL). The proxy and meterapi get
+# the same number of workers (nginx worker_processes, meterapi HTTP_WORKERS: $WORKERS, one unless
+# set), the arms are interleaved round by round, and the tables give medians. The figures are ratios measured in the same run; the absolute
 # numbers are only context.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+export WORKERS=${WORKERS:-1}
 ROUNDS=3 SECS=8 CONNECTIONS=64 RATE_SECS=10 LOGIN_SECS=5 WEBHOOK_EVENTS=5000 ORDER_SECS=5
 if [ "${1:-}" = "--quick" ]; then
   ROUNDS=1 SECS=2 RATE_SECS=2 LOGIN_SECS=2 WEBHOOK_EVENTS=500 ORDER_SECS=2
@@ -94,7 +96,7 @@ http {
 }
 EOF
 cat > "$WORK/proxy.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 pid $WORK/proxy.pid;
 error_log $WORK/proxy.err;
 events { worker_connections 8192; }
@@ -126,7 +128,7 @@ DBURL="postgres://postgres@127.0.0.1:5432/$DB"
 start_gateway() { # port, extra env...; sets STARTED to the pid
   local port=$1; shift
   env APP_ENV=development DATABASE_URL="$DBURL" LISTEN_ADDR="127.0.0.1:$port" \
-    HTTP_WORKERS=1 DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000 \
+    HTTP_WORKERS="$WORKERS" DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000 \
     TRUSTED_PROXIES=127.0.0.1/32 \
     STRIPE_SECRET_KEY=sk_test_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
     STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &
