@@ -3,20 +3,33 @@
 //! batch of them costs a few queries, not five each.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::directory::{KeyControls, KeyEntry, limits_of};
 use super::limits::{PlanLimits, month_of, month_start};
 use super::spend_cap::SpendCap;
 use crate::auth::users;
+
+/// A live key as one of its secrets finds it.
+#[derive(Clone, Debug)]
+pub(super) struct KeyRecord {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    /// Unix seconds.
+    pub last_used: i64,
+    /// When this secret stops being accepted (unix seconds): the key's expiry, or for a rotated
+    /// key's previous secret the end of its grace.
+    pub expires_at: Option<i64>,
+    pub rps: Option<u32>,
+    pub providers: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<IpNet>>,
+    pub spend_cap: Option<SpendCap>,
+    /// `changed_at` of the row (microseconds).
+    pub changed_at: i64,
+}
 
 /// What a cold account's first call needs from PostgreSQL.
 #[derive(Clone, Copy, Debug)]
@@ -33,7 +46,7 @@ pub(super) struct AccountRecord {
 pub(super) async fn keys(
     pool: &PgPool,
     digests: Vec<Vec<u8>>,
-) -> Result<HashMap<Vec<u8>, Arc<KeyEntry>>, sqlx::Error> {
+) -> Result<HashMap<Vec<u8>, KeyRecord>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"SELECT id, user_id, key_hash, previous_key_hash,
                   COALESCE(extract(epoch FROM last_used_at)::bigint, 0) AS "last_used!",
@@ -50,46 +63,46 @@ pub(super) async fn keys(
     let asked: HashSet<&[u8]> = digests.iter().map(Vec::as_slice).collect();
     let mut found = HashMap::new();
     for row in rows {
-        let allowed_ips: Option<Vec<IpNet>> = row.allowed_ips.map(|networks| {
-            networks
-                .iter()
-                .filter_map(|network| network.parse::<IpNet>().ok())
-                .collect()
-        });
         // A previous secret lives until its grace ends (and never past the key's own expiry).
         let previous_until = row.previous_expires_at.unwrap_or(0);
         let previous_expiry = Some(
             row.expires_at
                 .map_or(previous_until, |at| at.min(previous_until)),
         );
-        let secrets = [
-            (Some(row.key_hash), row.expires_at),
-            (row.previous_key_hash, previous_expiry),
-        ];
-        for (digest, expires_at) in secrets {
-            let Some(digest) = digest.filter(|digest| asked.contains(digest.as_slice())) else {
-                continue;
-            };
-            let entry = KeyEntry {
-                key_id: row.id,
-                user_id: row.user_id,
-                revoked: AtomicBool::new(false),
-                last_used: AtomicI64::new(row.last_used),
-                last_flushed: AtomicI64::new(row.last_used),
-                last_ip: Mutex::<Option<IpAddr>>::new(None),
-                controls: KeyControls {
+        let record = KeyRecord {
+            key_id: row.id,
+            user_id: row.user_id,
+            last_used: row.last_used,
+            expires_at: row.expires_at,
+            rps: row.rps_limit.and_then(|rps| u32::try_from(rps).ok()),
+            providers: row.providers,
+            allowed_ips: row.allowed_ips.map(|networks| {
+                networks
+                    .iter()
+                    .filter_map(|network| network.parse::<IpNet>().ok())
+                    .collect()
+            }),
+            spend_cap: SpendCap::from_columns(
+                row.spend_cap_credits,
+                row.spend_cap_period.as_deref(),
+            ),
+            changed_at: row.changed_at,
+        };
+        if let Some(previous) = row
+            .previous_key_hash
+            .filter(|d| asked.contains(d.as_slice()))
+        {
+            let expires_at = previous_expiry;
+            found.insert(
+                previous,
+                KeyRecord {
                     expires_at,
-                    rps: row.rps_limit.and_then(|rps| u32::try_from(rps).ok()),
-                    providers: row.providers.clone(),
-                    allowed_ips: allowed_ips.clone(),
-                    spend_cap: SpendCap::from_columns(
-                        row.spend_cap_credits,
-                        row.spend_cap_period.as_deref(),
-                    ),
+                    ..record.clone()
                 },
-                changed_at: row.changed_at,
-            };
-            found.insert(digest, Arc::new(entry));
+            );
+        }
+        if asked.contains(row.key_hash.as_slice()) {
+            found.insert(row.key_hash, record);
         }
     }
     Ok(found)
@@ -114,7 +127,7 @@ pub(super) async fn accounts(
         .map(|(user_id, plan)| {
             let record = AccountRecord {
                 frozen: !active.contains(&user_id),
-                limits: limits_of(plan),
+                limits: PlanLimits::of(plan),
                 month_calls: calls.get(&user_id).copied().unwrap_or(0),
                 month: month_of(now),
             };

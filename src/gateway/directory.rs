@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::batch::Batched;
-use super::cold::{self, AccountRecord};
+use super::cold::{self, AccountRecord, KeyRecord};
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
 use super::spend_cap::SpendCap;
 use super::wallet::Wallet;
@@ -69,6 +69,27 @@ impl KeyControls {
         self.providers
             .as_ref()
             .is_none_or(|providers| providers.iter().any(|allowed| allowed == slug))
+    }
+}
+
+impl From<KeyRecord> for KeyEntry {
+    fn from(record: KeyRecord) -> KeyEntry {
+        KeyEntry {
+            key_id: record.key_id,
+            user_id: record.user_id,
+            revoked: AtomicBool::new(false),
+            last_used: AtomicI64::new(record.last_used),
+            last_flushed: AtomicI64::new(record.last_used),
+            last_ip: Mutex::new(None),
+            controls: KeyControls {
+                expires_at: record.expires_at,
+                rps: record.rps,
+                providers: record.providers,
+                allowed_ips: record.allowed_ips,
+                spend_cap: record.spend_cap,
+            },
+            changed_at: record.changed_at,
+        }
     }
 }
 
@@ -140,7 +161,7 @@ pub struct Directory {
     accounts: RwLock<HashMap<Uuid, Arc<Account>>>,
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
     /// Cold keys and accounts, loaded together when many arrive at once.
-    cold_keys: Batched<Vec<u8>, Arc<KeyEntry>>,
+    cold_keys: Batched<Vec<u8>, KeyRecord>,
     cold_accounts: Batched<Uuid, AccountRecord>,
 }
 
@@ -235,9 +256,10 @@ impl Directory {
 
     /// The key whose secret, or previous secret within its rotation's grace, has `digest`.
     async fn load_key(&self, digest: &[u8]) -> Result<Option<Arc<KeyEntry>>, sqlx::Error> {
-        let Some(entry) = self.cold_keys.get(digest.to_vec()).await? else {
+        let Some(record) = self.cold_keys.get(digest.to_vec()).await? else {
             return Ok(None);
         };
+        let entry = Arc::new(KeyEntry::from(record));
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         Ok(Some(keys.entry(digest.to_vec()).or_insert(entry).clone()))
     }
@@ -262,7 +284,7 @@ impl Directory {
             Some(record) => record,
             None => AccountRecord {
                 frozen: true,
-                limits: limits_of(None),
+                limits: PlanLimits::of(None),
                 month_calls: 0,
                 month: month_of(self.clock.now()),
             },
@@ -403,7 +425,8 @@ impl Directory {
                 crate::payment::account_plans(&self.pool, chunk, now, self.billing_grace).await?;
             for (user_id, plan) in plans {
                 if let Some(account) = self.cached_account(user_id) {
-                    *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits_of(plan);
+                    *account.limits.write().unwrap_or_else(|p| p.into_inner()) =
+                        PlanLimits::of(plan);
                 }
             }
         }
@@ -417,23 +440,7 @@ async fn plan_limits(directory: &Directory, user_id: Uuid) -> Result<PlanLimits,
     let (plan, _) =
         crate::payment::account_plan(&directory.pool, user_id, now, directory.billing_grace)
             .await?;
-    Ok(limits_of(plan))
-}
-
-/// A plan's limits; without any plan, one call a second and a hundred an hour.
-pub(super) fn limits_of(plan: Option<crate::plans::Plan>) -> PlanLimits {
-    plan.map_or(
-        PlanLimits {
-            rps: 1,
-            rph: 100,
-            monthly_quota: Some(0),
-        },
-        |plan| PlanLimits {
-            rps: u32::try_from(plan.rps_limit).unwrap_or(1).max(1),
-            rph: u32::try_from(plan.rph_limit).unwrap_or(1).max(1),
-            monthly_quota: plan.monthly_quota,
-        },
-    )
+    Ok(PlanLimits::of(plan))
 }
 
 /// Calls charged in the calendar month (UTC) of `now`, as settled in PostgreSQL.

@@ -15,6 +15,22 @@ pub struct PlanLimits {
 }
 
 impl PlanLimits {
+    /// A plan's limits; without any plan, one call a second and a hundred an hour.
+    pub fn of(plan: Option<crate::plans::Plan>) -> PlanLimits {
+        plan.map_or(
+            PlanLimits {
+                rps: 1,
+                rph: 100,
+                monthly_quota: Some(0),
+            },
+            |plan| PlanLimits {
+                rps: u32::try_from(plan.rps_limit).unwrap_or(1).max(1),
+                rph: u32::try_from(plan.rph_limit).unwrap_or(1).max(1),
+                monthly_quota: plan.monthly_quota,
+            },
+        )
+    }
+
     /// The bundle's rates: per second first (its remainder is `X-RateLimit-Remaining`), then
     /// per hour.
     pub fn rates(self) -> [Rate; 2] {
