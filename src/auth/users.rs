@@ -270,16 +270,6 @@ pub async fn set_role(pool: &PgPool, email: &str, role: Role) -> Result<bool, sq
     Ok(updated.rows_affected() == 1)
 }
 
-/// Whether an account is frozen; None when there is no such account.
-pub async fn is_frozen(pool: &PgPool, user_id: Uuid) -> Result<Option<bool>, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT status = 'frozen' AS "frozen!" FROM users WHERE id = $1"#,
-        user_id
-    )
-    .fetch_optional(pool)
-    .await
-}
-
 /// Which of `user_ids` are active accounts.
 pub async fn active_among(pool: &PgPool, user_ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(

@@ -136,6 +136,16 @@ pub(super) async fn accounts(
         .collect())
 }
 
+/// Calls charged in the calendar month (UTC) of `now`, as settled in PostgreSQL.
+pub async fn month_calls(
+    pool: &PgPool,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let calls = month_calls_of(pool, &[user_id], now).await?;
+    Ok(calls.get(&user_id).copied().unwrap_or(0))
+}
+
 /// Calls charged in the calendar month (UTC) of `now`, as settled, of each of `user_ids` that
 /// made any.
 async fn month_calls_of(

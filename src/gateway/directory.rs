@@ -314,15 +314,17 @@ impl Directory {
             .cloned()
     }
 
-    /// Reloads one cached account's status and plan limits (a freeze, a subscription).
+    /// Reloads one cached account's status and plan limits (a freeze, a subscription), with
+    /// the same look-up as a cold account's.
     pub async fn refresh_account(&self, user_id: Uuid) -> Result<(), sqlx::Error> {
         let Some(account) = self.cached_account(user_id) else {
             return Ok(());
         };
-        let frozen = users::is_frozen(&self.pool, user_id).await?.unwrap_or(true);
-        let limits = plan_limits(self, user_id).await?;
-        account.frozen.store(frozen, Ordering::Relaxed);
-        *account.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        let Some(record) = self.cold_accounts.get(user_id).await? else {
+            return Ok(());
+        };
+        account.frozen.store(record.frozen, Ordering::Relaxed);
+        *account.limits.write().unwrap_or_else(|p| p.into_inner()) = record.limits;
         Ok(())
     }
 
@@ -432,33 +434,6 @@ impl Directory {
         }
         Ok(())
     }
-}
-
-/// The limits of the account's plan.
-async fn plan_limits(directory: &Directory, user_id: Uuid) -> Result<PlanLimits, sqlx::Error> {
-    let now = directory.clock.now();
-    let (plan, _) =
-        crate::payment::account_plan(&directory.pool, user_id, now, directory.billing_grace)
-            .await?;
-    Ok(PlanLimits::of(plan))
-}
-
-/// Calls charged in the calendar month (UTC) of `now`, as settled in PostgreSQL.
-pub async fn month_calls(
-    pool: &PgPool,
-    user_id: Uuid,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<i64, sqlx::Error> {
-    let start = super::limits::month_start(now);
-    let calls = sqlx::query_scalar!(
-        r#"SELECT COALESCE(sum(calls), 0)::bigint AS "calls!" FROM usage_hourly
-           WHERE user_id = $1 AND hour >= $2"#,
-        user_id,
-        start
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(calls)
 }
 
 /// The account's wallet, locked (a panic while it was held leaves it usable).

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::directory::month_calls;
+use super::cold::month_calls;
 use super::keys::AccountCaller;
 use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
 use crate::ledger;
