@@ -1664,6 +1664,71 @@ async fn cold_accounts_reserved_together_each_spend_exactly_their_own_credits() 
     assert_eq!(gw.upstream.hits() as i64, total);
 }
 
+/// A quiet account with a large balance reserves a hundred calls' worth at its first call
+/// (sized by the balance its account load found), and keeps that small share of its credits
+/// through idle ticks; an account whose lease is a large share of its credits gives it back
+/// after ten idle ticks, for whichever instance needs it.
+#[tokio::test]
+async fn a_rich_quiet_account_reserves_a_hundred_calls_at_once_and_keeps_them_while_idle() {
+    let config = TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "1000");
+    let gw = gateway_with(config).await;
+    gw.set_limits(1000, 100_000, None).await;
+    let rich = gw.app.user("rich@example.com", "user").await;
+    gw.app.fund(gw.admin(), rich.id, 64_000).await;
+    let poor = gw.app.user("poor@example.com", "user").await;
+    gw.app.fund(gw.admin(), poor.id, 100).await;
+    let reserved = |user_id| support::credit_account(&gw.app.pool, user_id, "reserved");
+    for user in [&rich, &poor] {
+        call(&gw.app, &user.new_key().await, "/api/v1/echo/x")
+            .await
+            .assert_ok_raw();
+    }
+    // What the lease took in all, whether or not a tick settled the call meanwhile.
+    let pool = &gw.app.pool;
+    let leased = |user_id, funded: i64| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT reserved + $2 - balance FROM credit_accounts WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(funded)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        leased(rich.id, 64_000).await,
+        100,
+        "a hundred calls, not ten"
+    );
+    assert_eq!(
+        leased(poor.id, 100).await,
+        10,
+        "ten calls of a hundred credits"
+    );
+    assert_eq!(
+        support::settled_balance(&gw.app.pool, rich.id, 63_999).await,
+        63_999
+    );
+    // Ten idle ticks of 100 ms, and twenty more: the small share stays.
+    support::eventually(
+        Duration::from_secs(10),
+        "the poor account's lease goes back",
+        || async { (reserved(poor.id).await == 0).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        reserved(rich.id).await,
+        99,
+        "the rich account's lease is kept"
+    );
+    assert_eq!(
+        support::settled_balance(&gw.app.pool, poor.id, 99).await,
+        99
+    );
+    assert_eq!(gw.upstream.hits(), 2);
+}
+
 #[tokio::test]
 async fn many_accounts_settle_together_and_exactly() {
     let config = TestConfig::default().var("AUTH_LOGIN_PER_IP_PER_MINUTE", "1000");

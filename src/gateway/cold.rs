@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::limits::{PlanLimits, month_of, month_start};
 use super::spend_cap::SpendCap;
 use crate::auth::users;
+use crate::ledger;
 
 /// A live key as one of its secrets finds it.
 #[derive(Clone, Debug)]
@@ -39,6 +40,8 @@ pub(super) struct AccountRecord {
     /// Calls charged in `month` (YYYYMM, the month of the load), as settled.
     pub month_calls: i64,
     pub month: u32,
+    /// Credits available beyond every lease at the load: they size the first reservation.
+    pub available: i64,
 }
 
 /// The live keys whose secret, or previous secret within its rotation's grace, has one of
@@ -116,10 +119,11 @@ pub(super) async fn accounts(
     now: DateTime<Utc>,
     billing_grace: chrono::Duration,
 ) -> Result<HashMap<Uuid, AccountRecord>, sqlx::Error> {
-    let (active, plans, calls) = tokio::try_join!(
+    let (active, plans, calls, available) = tokio::try_join!(
         users::active_among(pool, &user_ids),
         crate::payment::account_plans(pool, &user_ids, now, billing_grace),
-        month_calls_of(pool, &user_ids, now)
+        month_calls_of(pool, &user_ids, now),
+        ledger::available_among(pool, &user_ids)
     )?;
     let active: HashSet<Uuid> = active.into_iter().collect();
     Ok(plans
@@ -130,6 +134,7 @@ pub(super) async fn accounts(
                 limits: PlanLimits::of(plan),
                 month_calls: calls.get(&user_id).copied().unwrap_or(0),
                 month: month_of(now),
+                available: available.get(&user_id).copied().unwrap_or(0),
             };
             (user_id, record)
         })

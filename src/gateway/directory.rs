@@ -280,6 +280,7 @@ impl Directory {
             limits,
             month_calls,
             month,
+            available,
         } = match self.cold_accounts.get(user_id).await? {
             Some(record) => record,
             None => AccountRecord {
@@ -287,6 +288,7 @@ impl Directory {
                 limits: PlanLimits::of(None),
                 month_calls: 0,
                 month: month_of(self.clock.now()),
+                available: 0,
             },
         };
         let account = Arc::new(Account {
@@ -297,7 +299,7 @@ impl Directory {
             limit_state: Arc::new(Mutex::new(LocalCells::seeded(month, month_calls))),
             month_seed: AtomicI64::new(month_calls),
             seed_month: month,
-            wallet: Mutex::new(Wallet::default()),
+            wallet: Mutex::new(Wallet::knowing(available)),
             top_up: tokio::sync::Mutex::new(()),
             credits_arrived: tokio::sync::Notify::new(),
         });

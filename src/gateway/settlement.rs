@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::directory::{Account, Directory, lock};
 use super::key_blocks::{end_key_blocks, settle_key_blocks};
-use super::meter::{IDLE_TICKS, Meter};
+use super::meter::{Meter, idle_ticks_kept};
 use super::wallet::KeyBudget;
 use super::wallet::{UsageDelta, UsageKey, Wallet};
 use crate::ledger;
@@ -482,8 +482,9 @@ fn take(account: &Arc<Account>, closing: bool, may_give_back: bool) -> Taken {
     wallet.idle_ticks = if quiet { wallet.idle_ticks + 1 } else { 0 };
     wallet.spent_last_tick = wallet.spent_this_tick;
     wallet.spent_this_tick = 0;
-    let give_back =
-        may_give_back && (closing || wallet.idle_ticks >= IDLE_TICKS) && wallet.held == 0;
+    let give_back = may_give_back
+        && (closing || wallet.idle_ticks >= idle_ticks_kept(&wallet))
+        && wallet.held == 0;
     if give_back {
         wallet.granted = wallet.spent;
     }

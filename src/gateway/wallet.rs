@@ -54,6 +54,15 @@ pub struct Wallet {
 }
 
 impl Wallet {
+    /// An empty wallet of an account that had `available` credits beyond every lease when it
+    /// was loaded: its first reservation is sized by them, as later ones are.
+    pub(super) fn knowing(available: i64) -> Wallet {
+        Wallet {
+            available_beyond: available,
+            ..Wallet::default()
+        }
+    }
+
     pub(super) fn remaining(&self) -> i64 {
         self.granted - self.spent - self.held
     }

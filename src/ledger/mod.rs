@@ -388,6 +388,25 @@ pub async fn balances(
         .collect())
 }
 
+/// What each of several accounts has available beyond every lease (balance less reserved);
+/// an account without credits is absent.
+pub async fn available_among(
+    pool: &PgPool,
+    user_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, i64>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT user_id, balance - reserved AS "available!" FROM credit_accounts
+           WHERE user_id = ANY($1)"#,
+        user_ids
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.user_id, row.available))
+        .collect())
+}
+
 /// An entry as the user sees it.
 #[derive(Serialize, ToSchema)]
 pub struct Entry {
