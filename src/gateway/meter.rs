@@ -39,9 +39,10 @@ pub(super) const IDLE_TICKS: u32 = 10;
 /// them back (`reclaim:`).
 pub(super) const SMALL_LEASE_IDLE_TICKS: u32 = 120;
 
-/// How many idle ticks a wallet keeps its lease.
+/// How many idle ticks a wallet keeps its lease. A wallet with blocks of capped keys gives them
+/// back after `IDLE_TICKS` as before: a block may be most of what its key's cap allows.
 pub(super) fn idle_ticks_kept(wallet: &Wallet) -> u32 {
-    if wallet.remaining() <= wallet.available_beyond / 16 {
+    if wallet.key_budgets.is_empty() && wallet.remaining() <= wallet.available_beyond / 16 {
         SMALL_LEASE_IDLE_TICKS
     } else {
         IDLE_TICKS
