@@ -7,7 +7,9 @@
 #   bench/run.sh --quick  one short round of everything, as a smoke test
 #   ARMS="nginx gateway" THROUGHPUT_ONLY=1 bench/run.sh --quick   just those arms' throughput
 #   ACCOUNTS_ONLY=1 bench/run.sh   only the many-accounts arm (N = 1, 200, 2,000, 10,000 cold
-#                                  and again warm; ACCOUNT_NS="1 10000" chooses others)
+#                                  and again warm; ACCOUNT_NS="1 10000" chooses others;
+#                                  ACCOUNT_CONNECTIONS=1 calls one at a time, so the first
+#                                  pass times a lone cold call instead of a crowd's)
 #   FLOOD_ONLY=1 bench/run.sh   only the gateway's p99 at 500 requests/s without and during a
 #                               login flood, FLOOD_ROUNDS times (3)
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
@@ -196,7 +198,7 @@ SQL
     seq 1 "$n" | awk '{ printf "mk_acct%039d\n", $1 }' > "$WORK/keys-$n.txt"
     log "many accounts: N=$n"
     read -r rps ok other < <("$LOADGEN" accounts "http://127.0.0.1:$GW/api/v1/bench/data.json" \
-      "$WORK/keys-$n.txt" "$ACCOUNT_SECS" 32)
+      "$WORK/keys-$n.txt" "$ACCOUNT_SECS" "$ACCOUNT_CONNECTIONS")
     local stop_ns
     stop_ns=$(date +%s%N)
     total_ok=$((total_ok + ok))
@@ -223,7 +225,7 @@ SQL
     | column -t -s $'\t' >&2
   cat "$WORK/accounts-exactness.txt" >&2
 }
-ACCOUNT_SECS=${ACCOUNT_SECS:-15}
+ACCOUNT_SECS=${ACCOUNT_SECS:-15} ACCOUNT_CONNECTIONS=${ACCOUNT_CONNECTIONS:-32}
 if [ "${ACCOUNTS_ONLY:-0}" = 1 ]; then
   sleep 1.5 # the gateways reload providers every second
   accounts_arm

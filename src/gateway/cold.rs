@@ -3,6 +3,8 @@
 //! batch of them costs a few queries, not five each.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -10,9 +12,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::limits::{PlanLimits, month_of, month_start};
+use super::reservations::{LeaseTerms, Reserved, reserve_batch, return_grants};
 use super::spend_cap::SpendCap;
 use crate::auth::users;
-use crate::ledger;
+use crate::ledger::{self, LeaseRequest};
 
 /// A live key as one of its secrets finds it.
 #[derive(Clone, Debug)]
@@ -33,16 +36,40 @@ pub(super) struct KeyRecord {
 }
 
 /// What a cold account's first call needs from PostgreSQL.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct AccountRecord {
     pub frozen: bool,
     pub limits: PlanLimits,
     /// Calls charged in `month` (YYYYMM, the month of the load), as settled.
     pub month_calls: i64,
     pub month: u32,
-    /// Credits available beyond every lease at the load: they size the first reservation.
+    /// The account's first lease, reserved with the load when the call that asked knew what it
+    /// would cost.
+    pub first_lease: Option<Arc<FirstLease>>,
+    /// Credits available beyond every lease (after the first one), which size the next
+    /// reservation and the `X-Credits-Remaining` of an answer before it.
     pub available: i64,
 }
+
+/// A first lease's grant. Every call that a load answered gets the same record, so the grant is
+/// taken once: by the wallet the load creates, or by the one that won a race with it.
+#[derive(Debug)]
+pub(super) struct FirstLease {
+    lease_id: Uuid,
+    reserved: Reserved,
+    taken: AtomicBool,
+}
+
+impl FirstLease {
+    /// The lease and its grant, to the first caller only.
+    pub fn take(&self) -> Option<(Uuid, Reserved)> {
+        (!self.taken.swap(true, Ordering::AcqRel)).then_some((self.lease_id, self.reserved))
+    }
+}
+
+/// A cold account to load, and what the call that asked will cost (0: reserve nothing, as for
+/// a reload of the account's status).
+pub(super) type AccountLoad = (Uuid, i64);
 
 /// The live keys whose secret, or previous secret within its rotation's grace, has one of
 /// `digests`, by digest. Revoked and unknown digests are absent.
@@ -111,22 +138,95 @@ pub(super) async fn keys(
     Ok(found)
 }
 
-/// The status, plan limits and month's calls of `user_ids` at `now`; an account that does not
-/// exist, or is not active, is frozen.
+/// The status, plan limits and month's calls of the accounts of `loads` at `now`, and the first
+/// lease of each whose call named a cost, reserved at the same time: a cold call waits for one
+/// round of queries instead of a load and then a reservation (issue 18). The reservation does
+/// not wait for the status: a frozen account's lease goes back, unused, like any idle lease.
+/// An account that does not exist, or is not active, is frozen.
 pub(super) async fn accounts(
     pool: &PgPool,
-    user_ids: Vec<Uuid>,
+    loads: Vec<AccountLoad>,
     now: DateTime<Utc>,
     billing_grace: chrono::Duration,
-) -> Result<HashMap<Uuid, AccountRecord>, sqlx::Error> {
-    let (active, plans, calls, available) = tokio::try_join!(
-        users::active_among(pool, &user_ids),
-        crate::payment::account_plans(pool, &user_ids, now, billing_grace),
-        month_calls_of(pool, &user_ids, now),
-        ledger::available_among(pool, &user_ids)
-    )?;
+    terms: LeaseTerms,
+) -> Result<HashMap<AccountLoad, AccountRecord>, sqlx::Error> {
+    // One lease per account, sized for the dearest call that asked.
+    let mut cost_of: HashMap<Uuid, i64> = HashMap::new();
+    for &(user_id, cost) in &loads {
+        let dearest = cost_of.entry(user_id).or_insert(0);
+        *dearest = (*dearest).max(cost);
+    }
+    let user_ids: Vec<Uuid> = cost_of.keys().copied().collect();
+    let leases: Vec<LeaseRequest> = cost_of
+        .iter()
+        .filter(|(_, cost)| **cost > 0)
+        .map(|(user_id, cost)| terms.request(*user_id, terms.first_lease_id(*user_id), 0, *cost))
+        .collect();
+    let first_leases = async {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        reserve_batch(pool, terms, &leases).await
+    };
+    let without_lease: Vec<Uuid> = cost_of
+        .iter()
+        .filter(|(_, cost)| **cost <= 0)
+        .map(|(user_id, _)| *user_id)
+        .collect();
+    let reads = async {
+        tokio::try_join!(
+            users::active_among(pool, &user_ids),
+            crate::payment::account_plans(pool, &user_ids, now, billing_grace),
+            month_calls_of(pool, &user_ids, now),
+            async {
+                if without_lease.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                ledger::available_among(pool, &without_lease).await
+            }
+        )
+    };
+    let (reads, reserved) = tokio::join!(reads, first_leases);
+    // A lease that no wallet will hold goes back at once; a reservation that failed leaves the
+    // first call to reserve on its own.
+    let reserved = match reserved {
+        Ok(reserved) => reserved,
+        Err(error) => {
+            tracing::warn!(accounts = leases.len(), error = %error,
+                "reserving the first leases of cold accounts failed");
+            vec![Reserved::NOTHING; leases.len()]
+        }
+    };
+    let (active, plans, calls, available) = match reads {
+        Ok(reads) => reads,
+        Err(error) => {
+            let grants: Vec<(Uuid, Uuid, i64)> = leases
+                .iter()
+                .zip(&reserved)
+                .filter(|(_, reserved)| reserved.granted > 0)
+                .map(|(lease, reserved)| (lease.user_id, lease.lease_id, reserved.granted))
+                .collect();
+            if let Err(error) = return_grants(pool, &grants).await {
+                tracing::warn!(accounts = grants.len(), error = %error,
+                    "returning the first leases of a failed load failed; they end with the lease");
+            }
+            return Err(error);
+        }
+    };
     let active: HashSet<Uuid> = active.into_iter().collect();
-    Ok(plans
+    let first_lease: HashMap<Uuid, Arc<FirstLease>> = leases
+        .iter()
+        .zip(reserved)
+        .map(|(lease, reserved)| {
+            let first = FirstLease {
+                lease_id: lease.lease_id,
+                reserved,
+                taken: AtomicBool::new(false),
+            };
+            (lease.user_id, Arc::new(first))
+        })
+        .collect();
+    let records: HashMap<Uuid, AccountRecord> = plans
         .into_iter()
         .map(|(user_id, plan)| {
             let record = AccountRecord {
@@ -134,10 +234,18 @@ pub(super) async fn accounts(
                 limits: PlanLimits::of(plan),
                 month_calls: calls.get(&user_id).copied().unwrap_or(0),
                 month: month_of(now),
-                available: available.get(&user_id).copied().unwrap_or(0),
+                first_lease: first_lease.get(&user_id).cloned(),
+                available: first_lease.get(&user_id).map_or_else(
+                    || available.get(&user_id).copied().unwrap_or(0),
+                    |first| first.reserved.available_beyond,
+                ),
             };
             (user_id, record)
         })
+        .collect();
+    Ok(loads
+        .into_iter()
+        .filter_map(|load| Some((load, records.get(&load.0)?.clone())))
         .collect())
 }
 

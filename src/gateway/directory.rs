@@ -15,8 +15,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::batch::Batched;
-use super::cold::{self, AccountRecord, KeyRecord};
+use super::cold::{self, AccountLoad, AccountRecord, KeyRecord};
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
+use super::reservations::{LeaseTerms, return_grants};
 use super::spend_cap::SpendCap;
 use super::wallet::Wallet;
 use crate::auth::users;
@@ -162,7 +163,7 @@ pub struct Directory {
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
     /// Cold keys and accounts, loaded together when many arrive at once.
     cold_keys: Batched<Vec<u8>, KeyRecord>,
-    cold_accounts: Batched<Uuid, AccountRecord>,
+    cold_accounts: Batched<AccountLoad, AccountRecord>,
 }
 
 pub enum Lookup {
@@ -174,17 +175,23 @@ pub enum Lookup {
 }
 
 impl Directory {
-    /// Starts the tasks that load cold keys and accounts (they end with the directory).
-    pub fn new(pool: PgPool, clock: Arc<Clock>, billing_grace: chrono::Duration) -> Directory {
+    /// Starts the tasks that load cold keys and accounts (they end with the directory); a cold
+    /// account's first lease is reserved on `terms`.
+    pub(super) fn new(
+        pool: PgPool,
+        clock: Arc<Clock>,
+        billing_grace: chrono::Duration,
+        terms: LeaseTerms,
+    ) -> Directory {
         let key_pool = pool.clone();
         let cold_keys = Batched::start("keys", move |digests| {
             let pool = key_pool.clone();
             async move { cold::keys(&pool, digests).await }
         });
         let (account_pool, account_clock) = (pool.clone(), clock.clone());
-        let cold_accounts = Batched::start("accounts", move |user_ids| {
+        let cold_accounts = Batched::start("accounts", move |loads| {
             let (pool, now) = (account_pool.clone(), account_clock.now());
-            async move { cold::accounts(&pool, user_ids, now, billing_grace).await }
+            async move { cold::accounts(&pool, loads, now, billing_grace, terms).await }
         });
         Directory {
             cold_keys,
@@ -199,8 +206,9 @@ impl Directory {
     }
 
     /// What the caches know of the key with `digest`, with its account; revoked keys count as
-    /// unknown. No query, but for the account of a known key on first use.
-    pub async fn cached(&self, digest: &[u8]) -> Result<Lookup, sqlx::Error> {
+    /// unknown. No query, but for the account of a known key on first use (with its first
+    /// lease when the call named what it costs, `first_cost` > 0).
+    pub async fn cached(&self, digest: &[u8], first_cost: i64) -> Result<Lookup, sqlx::Error> {
         let cached = self
             .keys
             .read()
@@ -208,16 +216,16 @@ impl Directory {
             .get(digest)
             .cloned();
         match cached {
-            Some(entry) => self.found(entry).await,
+            Some(entry) => self.found(entry, first_cost).await,
             None if self.recently_unknown(digest) => Ok(Lookup::Unknown),
             None => Ok(Lookup::NotCached),
         }
     }
 
     /// The key with `digest` from PostgreSQL, remembered either way.
-    pub async fn load(&self, digest: &[u8]) -> Result<Lookup, sqlx::Error> {
+    pub async fn load(&self, digest: &[u8], first_cost: i64) -> Result<Lookup, sqlx::Error> {
         match self.load_key(digest).await? {
-            Some(entry) => self.found(entry).await,
+            Some(entry) => self.found(entry, first_cost).await,
             // Unknown or revoked: remembered as bad for a moment, never kept as a key.
             None => {
                 self.remember_unknown(digest.to_vec());
@@ -226,11 +234,11 @@ impl Directory {
         }
     }
 
-    async fn found(&self, entry: Arc<KeyEntry>) -> Result<Lookup, sqlx::Error> {
+    async fn found(&self, entry: Arc<KeyEntry>, first_cost: i64) -> Result<Lookup, sqlx::Error> {
         if entry.revoked.load(Ordering::Relaxed) {
             return Ok(Lookup::Unknown);
         }
-        let account = self.account(entry.user_id).await?;
+        let account = self.account(entry.user_id, first_cost).await?;
         Ok(Lookup::Found(entry, account))
     }
 
@@ -264,15 +272,14 @@ impl Directory {
         Ok(Some(keys.entry(digest.to_vec()).or_insert(entry).clone()))
     }
 
-    /// The account, loaded on first use.
-    pub async fn account(&self, user_id: Uuid) -> Result<Arc<Account>, sqlx::Error> {
-        if let Some(account) = self
-            .accounts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&user_id)
-            .cloned()
-        {
+    /// The account, loaded on first use, with a first lease for calls that cost `first_cost`
+    /// when that is above zero.
+    pub async fn account(
+        &self,
+        user_id: Uuid,
+        first_cost: i64,
+    ) -> Result<Arc<Account>, sqlx::Error> {
+        if let Some(account) = self.cached_account(user_id) {
             return Ok(account);
         }
         let AccountRecord {
@@ -280,31 +287,64 @@ impl Directory {
             limits,
             month_calls,
             month,
+            first_lease,
             available,
-        } = match self.cold_accounts.get(user_id).await? {
+        } = match self.cold_accounts.get((user_id, first_cost)).await? {
             Some(record) => record,
             None => AccountRecord {
                 frozen: true,
                 limits: PlanLimits::of(None),
                 month_calls: 0,
                 month: month_of(self.clock.now()),
+                first_lease: None,
                 available: 0,
             },
         };
-        let account = Arc::new(Account {
-            user_id,
-            frozen: AtomicBool::new(frozen),
-            limits: RwLock::new(limits),
-            limit_key: user_id.to_string(),
-            limit_state: Arc::new(Mutex::new(LocalCells::seeded(month, month_calls))),
-            month_seed: AtomicI64::new(month_calls),
-            seed_month: month,
-            wallet: Mutex::new(Wallet::knowing(available)),
-            top_up: tokio::sync::Mutex::new(()),
-            credits_arrived: tokio::sync::Notify::new(),
-        });
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
-        Ok(accounts.entry(user_id).or_insert(account).clone())
+        match accounts.entry(user_id) {
+            // Another load of the account won the race. While its wallet still holds the first
+            // lease, this load's grant is in that lease too and the wallet takes it; otherwise
+            // it goes back.
+            std::collections::hash_map::Entry::Occupied(loaded) => {
+                if let Some((lease_id, reserved)) = first_lease.and_then(|first| first.take())
+                    && reserved.granted > 0
+                {
+                    let mut wallet = lock(loaded.get());
+                    if wallet.lease_id == Some(lease_id) {
+                        wallet.adopt(lease_id, reserved);
+                    } else {
+                        let pool = self.pool.clone();
+                        let grant = [(user_id, lease_id, reserved.granted)];
+                        tokio::spawn(async move {
+                            if let Err(error) = return_grants(&pool, &grant).await {
+                                tracing::warn!(%user_id, error = %error,
+                                    "returning a raced first lease failed; it ends with the lease");
+                            }
+                        });
+                    }
+                }
+                Ok(loaded.get().clone())
+            }
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let mut wallet = Wallet::knowing(available);
+                if let Some((lease_id, reserved)) = first_lease.and_then(|first| first.take()) {
+                    wallet.adopt(lease_id, reserved);
+                }
+                let account = Arc::new(Account {
+                    user_id,
+                    frozen: AtomicBool::new(frozen),
+                    limits: RwLock::new(limits),
+                    limit_key: user_id.to_string(),
+                    limit_state: Arc::new(Mutex::new(LocalCells::seeded(month, month_calls))),
+                    month_seed: AtomicI64::new(month_calls),
+                    seed_month: month,
+                    wallet: Mutex::new(wallet),
+                    top_up: tokio::sync::Mutex::new(()),
+                    credits_arrived: tokio::sync::Notify::new(),
+                });
+                Ok(vacant.insert(account).clone())
+            }
+        }
     }
 
     /// The account if this instance has it in memory.
@@ -322,7 +362,7 @@ impl Directory {
         let Some(account) = self.cached_account(user_id) else {
             return Ok(());
         };
-        let Some(record) = self.cold_accounts.get(user_id).await? else {
+        let Some(record) = self.cold_accounts.get((user_id, 0)).await? else {
             return Ok(());
         };
         account.frozen.store(record.frozen, Ordering::Relaxed);

@@ -283,18 +283,20 @@ fn well_formed(key: &str) -> bool {
 /// The key and account of a request made with an API key. A malformed key is refused at once;
 /// a key the caches know costs no query; a key they do not know costs one, so the keys not
 /// found are limited per client (429 beyond `GATEWAY_FAILED_KEYS_PER_IP_PER_MINUTE`) before
-/// more queries are made for that client.
+/// more queries are made for that client. A cold account's first lease is reserved with its
+/// load, for calls that cost `first_cost` (0: none).
 pub async fn authenticate(
     state: &AppState,
     gateway: &GatewayState,
     req: &HttpRequest,
     presented: &str,
+    first_cost: i64,
 ) -> Result<(Arc<KeyEntry>, Arc<Account>), GatewayError> {
     if !well_formed(presented) {
         return Err(GatewayError::KeyInvalid);
     }
     let digest = token::digest(presented);
-    let lookup = match gateway.directory.cached(&digest).await? {
+    let lookup = match gateway.directory.cached(&digest, first_cost).await? {
         Lookup::NotCached => {
             let client = client_key(req, &state.settings.trusted_proxies);
             let rate = Rate::per_minute(state.settings.gateway.failed_keys_per_ip_per_minute);
@@ -304,7 +306,7 @@ pub async fn authenticate(
                     retry_after_secs: allowed.retry_after_secs(),
                 });
             }
-            let lookup = gateway.directory.load(&digest).await?;
+            let lookup = gateway.directory.load(&digest, first_cost).await?;
             if matches!(lookup, Lookup::Unknown) {
                 state.limiter.check("bad_key", &client, rate).await;
             }
@@ -353,7 +355,7 @@ impl FromRequest for AccountCaller {
             let (Some(gateway), Some(state)) = (gateway, state) else {
                 return Err(ApiError::internal(anyhow::anyhow!("no gateway state")));
             };
-            let (entry, account) = authenticate(&state, &gateway, &req, &key).await?;
+            let (entry, account) = authenticate(&state, &gateway, &req, &key, 0).await?;
             if account.frozen.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(GatewayError::AccountFrozen.into());
             }

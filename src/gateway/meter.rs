@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::directory::{Account, lock};
 use super::key_blocks::{KeyBlocks, release_key_blocks};
-use super::reservations::{Reservations, Wanted};
+use super::reservations::{LeaseTerms, Reservations};
 use super::spend_cap::SpendCap;
 use super::wallet::{Shortfall, Wallet};
 use crate::clock::Clock;
@@ -53,7 +53,7 @@ pub struct Meter {
     pub(super) pool: PgPool,
     pub(super) clock: Arc<Clock>,
     pub(super) instance_id: Uuid,
-    lease_ttl: Duration,
+    terms: LeaseTerms,
     reservations: Reservations,
 }
 
@@ -94,19 +94,18 @@ impl Drop for HeldCredits<'_> {
 
 impl Meter {
     /// A meter, and the task that runs its reservations (so it needs a Tokio runtime).
-    pub fn new(pool: PgPool, clock: Arc<Clock>, lease_ttl: Duration) -> Meter {
-        let instance_id = Uuid::new_v4();
+    pub(super) fn new(pool: PgPool, clock: Arc<Clock>, terms: LeaseTerms) -> Meter {
         Meter {
-            reservations: Reservations::start(pool.clone(), instance_id, lease_ttl.as_secs_f64()),
+            reservations: Reservations::start(pool.clone(), terms),
             pool,
             clock,
-            instance_id,
-            lease_ttl,
+            instance_id: terms.instance_id,
+            terms,
         }
     }
 
     pub(super) fn ttl_secs(&self) -> f64 {
-        self.lease_ttl.as_secs_f64()
+        self.terms.ttl_secs
     }
 
     fn key_blocks(&self) -> KeyBlocks<'_> {
@@ -278,29 +277,23 @@ impl Meter {
         }
     }
 
-    /// Reserves a block of credits into the lease (`lease_target`), and answers how many of the
-    /// account's credits other instances' leases hold unsettled. Callers hold `account.top_up`.
+    /// Reserves a block of credits into the lease (`LeaseTerms::request`), and answers how many
+    /// of the account's credits other instances' leases hold unsettled. Callers hold
+    /// `account.top_up`.
     async fn reserve_block(
         &self,
         account: &Account,
         cost: i64,
     ) -> Result<i64, ledger::LedgerError> {
-        let (wanted, lease_id) = {
+        let (lease_id, pace) = {
             let wallet = lock(account);
             (
-                lease_target(&wallet, cost),
                 wallet.lease_id.unwrap_or_else(Uuid::new_v4),
+                wallet.spent_last_tick.max(wallet.spent_this_tick),
             )
         };
-        let reserved = self
-            .reservations
-            .reserve(Wanted {
-                user_id: account.user_id,
-                lease_id,
-                amount: wanted,
-                minimum: cost,
-            })
-            .await?;
+        let request = self.terms.request(account.user_id, lease_id, pace, cost);
+        let reserved = self.reservations.reserve(request).await?;
         let (granted, available) = (reserved.granted, reserved.available_beyond);
         let mut wallet = lock(account);
         wallet.available_beyond = available;
@@ -380,18 +373,4 @@ fn try_hold(account: &Account, cost: i64, cap: Option<(Uuid, SpendCap)>) -> Resu
         budget.held += cost;
     }
     Ok(())
-}
-
-/// The credits a reservation asks for: two ticks at the account's pace, at least ten calls; and
-/// for an account with plenty beyond its lease, up to a hundred calls (at most a 64th of what
-/// is beyond), so that many quiet accounts with large balances reserve once per hundred calls
-/// instead of once per ten (issue 18: at 10,000 such accounts the reservations were most of
-/// PostgreSQL's work). Near the end of an account's credits the block stays small, so no
-/// instance sits on credits another needs.
-fn lease_target(wallet: &Wallet, cost: i64) -> i64 {
-    let pace = wallet.spent_last_tick.max(wallet.spent_this_tick);
-    let plenty = (wallet.available_beyond / 64).min(cost.saturating_mul(100));
-    pace.saturating_mul(2)
-        .max(cost.saturating_mul(10))
-        .max(plenty)
 }

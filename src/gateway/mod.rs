@@ -54,9 +54,10 @@ impl GatewayState {
     pub async fn new(settings: &Settings, pool: PgPool, clock: Arc<Clock>) -> anyhow::Result<Self> {
         let providers = ProviderTable::default();
         providers.reload(&pool).await?;
+        let terms = reservations::LeaseTerms::new(settings.gateway.lease_ttl);
         Ok(GatewayState {
-            directory: Directory::new(pool.clone(), clock.clone(), settings.billing_grace),
-            meter: Meter::new(pool, clock, settings.gateway.lease_ttl),
+            directory: Directory::new(pool.clone(), clock.clone(), settings.billing_grace, terms),
+            meter: Meter::new(pool, clock, terms),
             providers,
             in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),
             breakers: breaker::Breakers::new(

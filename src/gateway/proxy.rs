@@ -121,7 +121,14 @@ pub async fn forward(
 ) -> Result<HttpResponse, ApiError> {
     let started = tokio::time::Instant::now();
     let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
-    let (key_entry, account) = authenticate(&context, &gateway, &req, &key).await?;
+    // Looked up first, answered in the contract's order: a cold account's load reserves a
+    // first lease for what this call costs.
+    let path = split_path(req.uri().path());
+    let provider = path
+        .and_then(|(slug, _)| gateway.providers.get(slug))
+        .filter(|provider| provider.enabled);
+    let first_cost = provider.as_ref().map_or(0, |provider| provider.cost);
+    let (key_entry, account) = authenticate(&context, &gateway, &req, &key, first_cost).await?;
     let controls = &key_entry.controls;
     if controls.expired(context.clock.now().timestamp()) {
         return Err(GatewayError::KeyExpired.into());
@@ -143,12 +150,9 @@ pub async fn forward(
     if account.frozen.load(Ordering::Relaxed) {
         return Err(meters.on_error(GatewayError::AccountFrozen));
     }
-    let (slug, tail) = split_path(req.uri().path()).ok_or(GatewayError::UnknownProvider)?;
-    let provider = gateway
-        .providers
-        .get(slug)
-        .filter(|provider| provider.enabled)
-        .ok_or_else(|| meters.on_error(GatewayError::UnknownProvider))?;
+    let (Some((_, tail)), Some(provider)) = (path, provider) else {
+        return Err(meters.on_error(GatewayError::UnknownProvider));
+    };
     if !tail_stays_inside(tail) {
         return Err(meters.on_error(GatewayError::BadPath));
     }

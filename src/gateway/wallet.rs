@@ -7,6 +7,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::reservations::Reserved;
 use super::spend_cap::SpendCap;
 
 /// Why a call's cost cannot be held.
@@ -55,11 +56,22 @@ pub struct Wallet {
 
 impl Wallet {
     /// An empty wallet of an account that had `available` credits beyond every lease when it
-    /// was loaded: its first reservation is sized by them, as later ones are.
+    /// was loaded.
     pub(super) fn knowing(available: i64) -> Wallet {
         Wallet {
             available_beyond: available,
             ..Wallet::default()
+        }
+    }
+
+    /// Takes a reservation made into the lease `lease_id` outside `Meter::hold` (a cold
+    /// account's first lease, reserved with its load). A reservation that gave nothing leaves
+    /// the call to reserve on its own, and to ask other instances for credits if they hold them.
+    pub(super) fn adopt(&mut self, lease_id: Uuid, reserved: Reserved) {
+        self.available_beyond = reserved.available_beyond;
+        if reserved.granted > 0 {
+            self.lease_id = Some(lease_id);
+            self.granted += reserved.granted;
         }
     }
 
