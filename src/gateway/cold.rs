@@ -187,8 +187,7 @@ pub(super) async fn accounts(
         )
     };
     let (reads, reserved) = tokio::join!(reads, first_leases);
-    // A lease that no wallet will hold goes back at once; a reservation that failed leaves the
-    // first call to reserve on its own.
+    // A reservation that failed leaves the first call to reserve on its own.
     let reserved = match reserved {
         Ok(reserved) => reserved,
         Err(error) => {
@@ -199,6 +198,7 @@ pub(super) async fn accounts(
     };
     let (active, plans, calls, available) = match reads {
         Ok(reads) => reads,
+        // Without its account no wallet will hold the lease: its grants go back at once.
         Err(error) => {
             let grants: Vec<(Uuid, Uuid, i64)> = leases
                 .iter()
