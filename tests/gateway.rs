@@ -1769,7 +1769,7 @@ async fn a_crowd_of_first_calls_on_cold_accounts_holds_one_lease_each_and_is_cha
         .fetch_one(pool)
         .await
         .unwrap();
-        // (None once an idle lease went back, which may happen on a slow machine.)
+        // (No lease at all once an idle one went back, which a slow machine may reach.)
         assert!(
             leases <= 1,
             "one lease per account and instance, not {leases}"

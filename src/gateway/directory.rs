@@ -302,27 +302,8 @@ impl Directory {
         };
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         match accounts.entry(user_id) {
-            // Another load of the account won the race. While its wallet still holds the first
-            // lease, this load's grant is in that lease too and the wallet takes it; otherwise
-            // it goes back.
             std::collections::hash_map::Entry::Occupied(loaded) => {
-                if let Some((lease_id, reserved)) = first_lease.and_then(|first| first.take())
-                    && reserved.granted > 0
-                {
-                    let mut wallet = lock(loaded.get());
-                    if wallet.lease_id == Some(lease_id) {
-                        wallet.adopt(lease_id, reserved);
-                    } else {
-                        let pool = self.pool.clone();
-                        let grant = [(user_id, lease_id, reserved.granted)];
-                        tokio::spawn(async move {
-                            if let Err(error) = return_grants(&pool, &grant).await {
-                                tracing::warn!(%user_id, error = %error,
-                                    "returning a raced first lease failed; it ends with the lease");
-                            }
-                        });
-                    }
-                }
+                self.settle_raced_grant(user_id, loaded.get(), first_lease);
                 Ok(loaded.get().clone())
             }
             std::collections::hash_map::Entry::Vacant(vacant) => {
@@ -345,6 +326,35 @@ impl Directory {
                 Ok(vacant.insert(account).clone())
             }
         }
+    }
+
+    /// Another load of the account won the race. While its wallet still holds the first lease,
+    /// this load's grant is in that lease too and the wallet takes it; otherwise it goes back.
+    fn settle_raced_grant(
+        &self,
+        user_id: Uuid,
+        winner: &Account,
+        first_lease: Option<Arc<cold::FirstLease>>,
+    ) {
+        let Some((lease_id, reserved)) = first_lease.and_then(|first| first.take()) else {
+            return;
+        };
+        if reserved.granted <= 0 {
+            return;
+        }
+        let mut wallet = lock(winner);
+        if wallet.lease_id == Some(lease_id) {
+            wallet.adopt(lease_id, reserved);
+            return;
+        }
+        let pool = self.pool.clone();
+        let grant = [(user_id, lease_id, reserved.granted)];
+        tokio::spawn(async move {
+            if let Err(error) = return_grants(&pool, &grant).await {
+                tracing::warn!(%user_id, error = %error,
+                    "returning a raced first lease failed; it ends with the lease");
+            }
+        });
     }
 
     /// The account if this instance has it in memory.

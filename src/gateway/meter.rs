@@ -52,8 +52,7 @@ pub(super) fn idle_ticks_kept(wallet: &Wallet) -> u32 {
 pub struct Meter {
     pub(super) pool: PgPool,
     pub(super) clock: Arc<Clock>,
-    pub(super) instance_id: Uuid,
-    terms: LeaseTerms,
+    pub(super) terms: LeaseTerms,
     reservations: Reservations,
 }
 
@@ -99,21 +98,16 @@ impl Meter {
             reservations: Reservations::start(pool.clone(), terms),
             pool,
             clock,
-            instance_id: terms.instance_id,
             terms,
         }
-    }
-
-    pub(super) fn ttl_secs(&self) -> f64 {
-        self.terms.ttl_secs
     }
 
     fn key_blocks(&self) -> KeyBlocks<'_> {
         KeyBlocks {
             pool: &self.pool,
             clock: &self.clock,
-            instance_id: self.instance_id,
-            ttl_secs: self.ttl_secs(),
+            instance_id: self.terms.instance_id,
+            ttl_secs: self.terms.ttl_secs,
         }
     }
 
@@ -230,7 +224,7 @@ impl Meter {
             }
             release_key_blocks(
                 &mut transaction,
-                self.instance_id,
+                self.terms.instance_id,
                 account.user_id,
                 &unused_of_keys,
             )

@@ -54,8 +54,8 @@ impl Meter {
                             WHERE instance_id = $1
                               AND expires_at < now() + make_interval(secs => $2::float8 / 2)
                             FOR UPDATE SKIP LOCKED)"#,
-            self.instance_id,
-            self.ttl_secs()
+            self.terms.instance_id,
+            self.terms.ttl_secs
         )
         .execute(&self.pool)
         .await?;
@@ -66,8 +66,8 @@ impl Meter {
                    WHERE instance_id = $1
                      AND expires_at < now() + make_interval(secs => $2::float8 / 2)
                    FOR UPDATE SKIP LOCKED)"#,
-            self.instance_id,
-            self.ttl_secs()
+            self.terms.instance_id,
+            self.terms.ttl_secs
         )
         .execute(&self.pool)
         .await?;
@@ -154,7 +154,7 @@ impl Meter {
             .iter()
             .flat_map(|(_, taken)| taken.key_spending.iter().copied())
             .collect();
-        settle_key_blocks(&mut transaction, self.instance_id, &key_spending).await?;
+        settle_key_blocks(&mut transaction, self.terms.instance_id, &key_spending).await?;
         transaction.commit().await?;
         for (account, taken) in batch {
             let mut wallet = lock(&account);
@@ -233,8 +233,8 @@ impl Meter {
                 }
             }
             write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
-            settle_key_blocks(&mut transaction, self.instance_id, &key_spending).await?;
-            end_key_blocks(&mut transaction, self.instance_id, &ending_keys).await?;
+            settle_key_blocks(&mut transaction, self.terms.instance_id, &key_spending).await?;
+            end_key_blocks(&mut transaction, self.terms.instance_id, &ending_keys).await?;
             transaction.commit().await?;
             usage.written();
             let mut wallet = lock(account);
@@ -278,7 +278,7 @@ impl Meter {
             }
         }
         write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
-        settle_key_blocks(&mut transaction, self.instance_id, &key_spending).await?;
+        settle_key_blocks(&mut transaction, self.terms.instance_id, &key_spending).await?;
         let returned = match (&lease, give_back) {
             (Some(lease), true) => {
                 let unspent = lease.amount - lease.settled;
@@ -291,7 +291,7 @@ impl Meter {
             (None, _) => true,
             _ => false,
         };
-        end_key_blocks(&mut transaction, self.instance_id, &ending_keys).await?;
+        end_key_blocks(&mut transaction, self.terms.instance_id, &ending_keys).await?;
         transaction.commit().await?;
         usage.written();
 
@@ -364,7 +364,7 @@ impl Meter {
         let expired = sqlx::query!(
             r#"SELECT id, user_id FROM credit_leases
                WHERE expires_at < now() AND instance_id <> $1 LIMIT 500"#,
-            self.instance_id
+            self.terms.instance_id
         )
         .fetch_all(&self.pool)
         .await?;
@@ -389,7 +389,7 @@ impl Meter {
         // A key block's reserve is its row: deleting it frees it.
         sqlx::query!(
             "DELETE FROM key_spend_leases WHERE expires_at < now() AND instance_id <> $1",
-            self.instance_id
+            self.terms.instance_id
         )
         .execute(&self.pool)
         .await?;
@@ -431,7 +431,7 @@ impl Meter {
         let mut transaction = self.pool.begin().await?;
         let users = sqlx::query_scalar!(
             "SELECT DISTINCT user_id FROM credit_leases WHERE instance_id = $1",
-            self.instance_id
+            self.terms.instance_id
         )
         .fetch_all(&mut *transaction)
         .await?;
@@ -440,7 +440,7 @@ impl Meter {
             r#"WITH ended AS (DELETE FROM credit_leases WHERE instance_id = $1
                               RETURNING user_id, amount - settled AS unsettled)
                SELECT user_id, sum(unsettled)::bigint AS "unsettled!" FROM ended GROUP BY user_id"#,
-            self.instance_id
+            self.terms.instance_id
         )
         .fetch_all(&mut *transaction)
         .await?;
@@ -451,7 +451,7 @@ impl Meter {
         ledger::unreserve_many(&mut transaction, &returned).await?;
         sqlx::query!(
             "DELETE FROM key_spend_leases WHERE instance_id = $1",
-            self.instance_id
+            self.terms.instance_id
         )
         .execute(&mut *transaction)
         .await?;

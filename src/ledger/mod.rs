@@ -182,7 +182,7 @@ pub struct LeaseRequest {
 /// what stays available beyond it.
 ///
 /// One statement, so one round trip and its own commit: the six round trips of a transaction
-/// (begin, lock, update, lease rows, commit) were most of a cold call's wait at 10,000 accounts.
+/// (begin, lock, update, lease rows, commit) were about half of a lone cold call's wait.
 /// The reserve and the lease rows that explain it still change together or not at all. The
 /// accounts are locked in id order, like every batch on credits, so two batches never wait on
 /// each other in a cycle. Each account appears at most once.
