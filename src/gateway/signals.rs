@@ -102,6 +102,14 @@ impl GatewayState {
         }
     }
 
+    /// An account's credits grew (told by this process's own writer, or by the notification):
+    /// its next call reserves again.
+    pub fn credits_grew(&self, user_id: Uuid) {
+        if let Some(account) = self.directory.cached_account(user_id) {
+            self.meter.credits_arrived(&account);
+        }
+    }
+
     async fn refresh_everything(&self) {
         let status = self.directory.refresh_status().await;
         let limits = self.directory.refresh_limits().await;
@@ -116,9 +124,7 @@ impl GatewayState {
     async fn apply(&self, signal: Signal) {
         let outcome = match signal {
             Signal::Credits(user_id) => {
-                if let Some(account) = self.directory.cached_account(user_id) {
-                    self.meter.credits_arrived(&account);
-                }
+                self.credits_grew(user_id);
                 Ok(())
             }
             Signal::Reclaim(user_id) => match self.directory.cached_account(user_id) {

@@ -2,6 +2,7 @@
 //! a unique idempotency key and moves the balance in the same transaction under the account's
 //! row lock, so a movement happens once whatever the retries, and `sum(entries) == balance`.
 
+mod grown;
 mod routes;
 
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use uuid::Uuid;
 
 use crate::api::ApiError;
 
+pub use grown::{CreditsGrown, noting_growth};
 pub use routes::{LedgerApi, configure};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,9 @@ pub async fn apply(
     )
     .execute(&mut *connection)
     .await?;
+    if movement.amount > 0 {
+        grown::note(movement.user_id);
+    }
     Ok(Applied::Recorded { balance_after })
 }
 

@@ -11,6 +11,7 @@ use super::event::StripeEvent;
 use super::events;
 use super::signature;
 use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
+use crate::ledger;
 use crate::state::AppState;
 
 /// Receives a Stripe event.
@@ -25,6 +26,7 @@ use crate::state::AppState;
         body = ErrorBody)))]
 pub async fn stripe_webhook(
     context: web::Data<AppState>,
+    credits_grown: web::Data<ledger::CreditsGrown>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -46,12 +48,16 @@ pub async fn stripe_webhook(
     let event: StripeEvent = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(format!("The body is not a Stripe event: {error}."))
     })?;
-    process(&context, &event).await?;
+    process(&context, &credits_grown, &event).await?;
     Ok(ok(()))
 }
 
-/// Applies `event` once.
-pub async fn process(context: &AppState, event: &StripeEvent) -> Result<(), PaymentError> {
+/// Applies `event` once, and tells this process of the accounts whose credits it added to.
+pub async fn process(
+    context: &AppState,
+    credits_grown: &ledger::CreditsGrown,
+    event: &StripeEvent,
+) -> Result<(), PaymentError> {
     let mut transaction = context.pool.begin().await?;
     // A twin delivery waits here on the unique id until this transaction ends, then finds it.
     let first = sqlx::query_scalar!(
@@ -71,8 +77,13 @@ pub async fn process(context: &AppState, event: &StripeEvent) -> Result<(), Paym
         now: context.clock.now(),
         grace_days: context.settings.billing_grace.num_days(),
     };
-    events::apply(&mut transaction, event, &effects).await?;
+    let (applied, grown) =
+        ledger::noting_growth(events::apply(&mut transaction, event, &effects)).await;
+    applied?;
     transaction.commit().await?;
+    for user_id in grown {
+        credits_grown.tell(user_id);
+    }
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event applied");
     Ok(())
 }
