@@ -428,6 +428,53 @@ async fn raw_get(app: &TestApp, key: &str, path: &str) -> String {
     answer
 }
 
+/// Sends `head` and then `body` as they are, half-closes, and answers what the gateway said.
+async fn raw_exchange(app: &TestApp, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    // A reset after the answer is still an answer.
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A chunked request body reaches the provider whole; a body the client cuts short never
+/// reaches it as a request, and the call costs nothing.
+#[tokio::test]
+async fn request_bodies_reach_the_provider_whole_or_not_at_all() {
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    gw.fund(10).await;
+    let key = gw.new_key().await;
+    let chunked = format!(
+        "POST /api/v1/echo/items HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_exchange(&gw.app, &chunked, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(gw.upstream.last_request()["body"], "hello world");
+    assert_eq!(gw.settled_balance(9).await, 9);
+
+    let cut = format!(
+        "POST /api/v1/echo/items HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\n\
+         Content-Length: 100\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_exchange(&gw.app, &cut, b"only ten b").await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 502"),
+        "{answer}"
+    );
+    assert_eq!(gw.upstream.hits(), 1, "the cut body reached the provider");
+    // The next call settles after the cut one: if the cut one had been charged, 7 would show.
+    call(&gw.app, &key, "/api/v1/echo/x").await.assert_ok_raw();
+    assert_eq!(gw.settled_balance(8).await, 8);
+}
+
 #[tokio::test]
 async fn a_path_cannot_leave_the_providers_base_path() {
     let gw = gateway().await;

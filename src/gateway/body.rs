@@ -9,15 +9,19 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use futures_util::{Stream, StreamExt};
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::providers::BodyLimits;
 
-type Upstream = awc::ClientResponse;
+type Chunks = BodyDataStream<Incoming>;
 
 /// An upstream answer whose body has started within its limits.
 pub struct StartedBody {
-    pub response: Upstream,
+    /// The upstream's status and headers.
+    pub head: http::response::Parts,
+    rest: Chunks,
     /// The first chunk, already read; None for an empty body.
     first: Option<Bytes>,
     limits: BodyLimits,
@@ -28,15 +32,17 @@ pub struct StartedBody {
 /// Waits for the first chunk of `response`'s body within `limits`, `started` being when the
 /// call began. The error says why, for the 50201's log line.
 pub async fn start(
-    mut response: Upstream,
+    response: hyper::Response<Incoming>,
     limits: BodyLimits,
     started: Instant,
     slug: &str,
 ) -> Result<StartedBody, String> {
+    let (head, body) = response.into_parts();
+    let mut rest = BodyDataStream::new(body);
     let max = u64::try_from(limits.max_response_bytes).unwrap_or(u64::MAX);
-    let declared = response
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
+    let declared = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max) {
@@ -44,7 +50,7 @@ pub async fn start(
     }
     let deadline = started + millis(limits.body_deadline_ms);
     let wait = (Instant::now() + millis(limits.body_idle_ms)).min(deadline);
-    let first = match tokio::time::timeout_at(wait, response.next()).await {
+    let first = match tokio::time::timeout_at(wait, rest.next()).await {
         Err(_) => return Err(format!("{slug}: no body within its limits")),
         Ok(Some(Err(error))) => return Err(format!("{slug}: the body failed: {error}")),
         Ok(Some(Ok(chunk))) if chunk.len() as u64 > max => {
@@ -54,7 +60,8 @@ pub async fn start(
         Ok(None) => None,
     };
     Ok(StartedBody {
-        response,
+        head,
+        rest,
         first,
         limits,
         deadline,
@@ -73,7 +80,7 @@ impl StartedBody {
         let idle = millis(self.limits.body_idle_ms);
         GuardedBody {
             first: self.first,
-            rest: self.response,
+            rest: self.rest,
             sent,
             max: u64::try_from(self.limits.max_response_bytes).unwrap_or(u64::MAX),
             idle,
@@ -91,7 +98,7 @@ impl StartedBody {
 /// deadline, or the body grows past its maximum.
 pub struct GuardedBody {
     first: Option<Bytes>,
-    rest: Upstream,
+    rest: Chunks,
     sent: u64,
     max: u64,
     idle: Duration,

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::body::{BodyStream, SizedStream};
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use secrecy::ExposeSecret;
 
 use super::GatewayState;
 use super::body::{self, StartedBody};
@@ -19,45 +19,11 @@ use super::error::GatewayError;
 use super::keys::{authenticate, presented_key};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
+use super::upstream::{self, HOP_BY_HOP, named_in_connection};
 use super::wallet::Shortfall;
 use crate::api::{ApiError, ErrorBody, Rendered, client_ip};
 use crate::limits::Exceeded;
 use crate::state::AppState;
-
-thread_local! {
-    /// One pooled keep-alive client per worker thread (awc's client is not `Send`).
-    static CLIENT: awc::Client = awc::Client::builder()
-        .disable_redirects()
-        .connector(
-            awc::Connector::new()
-                .limit(0)
-                .timeout(Duration::from_secs(5))
-                .conn_keep_alive(Duration::from_secs(30)),
-        )
-        .finish();
-}
-
-/// Headers that belong to one connection, never forwarded either way.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
-];
-
-/// The client's own credentials and what the forwarder sets itself.
-const NOT_FORWARDED: [&str; 5] = [
-    "host",
-    "x-api-key",
-    "authorization",
-    "content-length",
-    "cookie",
-];
 
 /// The headers every gateway answer carries.
 struct Meters {
@@ -273,7 +239,7 @@ async fn call_provider(
     tail: &str,
     started: tokio::time::Instant,
 ) -> Result<StartedBody, String> {
-    let upstream = send_upstream(req, payload, provider, tail)
+    let upstream = upstream::send(req, payload, provider, tail)
         .await
         .map_err(|error| format!("{}: {error}", provider.slug))?;
     if upstream.status().as_u16() >= 500 {
@@ -313,93 +279,12 @@ fn tail_stays_inside(tail: &str) -> bool {
     })
 }
 
-async fn send_upstream(
-    req: &HttpRequest,
-    payload: web::Payload,
-    provider: &Provider,
-    tail: &str,
-) -> Result<awc::ClientResponse, awc::error::SendRequestError> {
-    let mut url = provider.base_url.as_str().trim_end_matches('/').to_owned();
-    url.push('/');
-    url.push_str(tail);
-    if let Some(query) = req.uri().query() {
-        url.push('?');
-        url.push_str(query);
-    }
-    let timeout = Duration::from_millis(u64::try_from(provider.timeout_ms).unwrap_or(30_000));
-    let mut upstream = CLIENT
-        .with(|client| client.request(req.method().clone(), url))
-        .timeout(timeout);
-
-    let headers = req.headers();
-    let dropped_by_connection = named_in_connection(headers);
-    let own_header = provider.auth_header.as_deref().map(str::to_ascii_lowercase);
-    for (name, value) in headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || NOT_FORWARDED.contains(&lower)
-            || lower == "x-forwarded-for"
-            || own_header.as_deref() == Some(lower)
-            || dropped_by_connection.iter().any(|dropped| dropped == lower)
-        {
-            continue;
-        }
-        upstream.headers_mut().append(name.clone(), value.clone());
-    }
-    let peer = req
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.is_empty() => format!("{previous}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        upstream
-            .headers_mut()
-            .insert(HeaderName::from_static("x-forwarded-for"), value);
-    }
-    if let (Some(name), Some(value)) = (&provider.auth_header, &provider.auth_value)
-        && let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value.expose_secret()),
-        )
-    {
-        upstream.headers_mut().insert(name, value);
-    }
-
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
-    match (length, chunked) {
-        (Some(length), _) if length > 0 => {
-            upstream.send_body(SizedStream::new(length, payload)).await
-        }
-        (_, true) => upstream.send_stream(payload).await,
-        _ => upstream.send().await,
-    }
-}
-
-/// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1).
-fn named_in_connection(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| {
-            value
-                .split(',')
-                .map(|name| name.trim().to_ascii_lowercase())
-        })
-        .collect()
-}
-
 fn respond(started: StartedBody, meters: &Meters) -> HttpResponse {
-    let upstream = &started.response;
-    let mut response = HttpResponse::build(upstream.status());
-    let dropped_by_connection = named_in_connection(upstream.headers());
-    for (name, value) in upstream.headers() {
+    let head = &started.head;
+    let status = StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    let dropped_by_connection = named_in_connection(head.headers.get_all(http::header::CONNECTION));
+    for (name, value) in &head.headers {
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower)
             || lower == "content-length"
@@ -407,11 +292,16 @@ fn respond(started: StartedBody, meters: &Meters) -> HttpResponse {
         {
             continue;
         }
-        response.append_header((name.clone(), value.clone()));
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(lower.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            response.append_header((name, value));
+        }
     }
-    let length = upstream
-        .headers()
-        .get(header::CONTENT_LENGTH)
+    let length = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     let body = started.into_body();
