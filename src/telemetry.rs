@@ -59,6 +59,11 @@ impl RootSpanBuilder for RequestSpan {
         span: Span,
         outcome: &Result<ServiceResponse<B>, actix_web::Error>,
     ) {
+        // Only the closing line comes after the status is known: a span of every gateway call
+        // spends nothing on it unless that line is logged.
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
         let status = match outcome {
             Ok(response) => response.status(),
             Err(error) => error.as_response_error().status_code(),
