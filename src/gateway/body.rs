@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::providers::BodyLimits;
+use crate::api::request_context;
 
 type Chunks = BodyDataStream<Incoming>;
 
@@ -27,6 +28,8 @@ pub struct StartedBody {
     limits: BodyLimits,
     deadline: Instant,
     slug: String,
+    /// For the log line of a body cut after the handler returned (outside its request's context).
+    request_id: String,
 }
 
 /// Waits for the first chunk of `response`'s body within `limits`, `started` being when the
@@ -66,6 +69,7 @@ pub async fn start(
         limits,
         deadline,
         slug: slug.to_owned(),
+        request_id: request_context().request_id,
     })
 }
 
@@ -89,6 +93,7 @@ impl StartedBody {
                 (Instant::now() + idle).min(self.deadline),
             )),
             slug: self.slug,
+            request_id: self.request_id,
             done: false,
         }
     }
@@ -105,13 +110,15 @@ pub struct GuardedBody {
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
     slug: String,
+    request_id: String,
     done: bool,
 }
 
 impl GuardedBody {
     fn cut(&mut self, why: &str) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         self.done = true;
-        tracing::warn!(provider = %self.slug, sent = self.sent, "upstream body cut: {why}");
+        tracing::warn!(request_id = %self.request_id, provider = %self.slug, sent = self.sent,
+            "upstream body cut: {why}");
         Poll::Ready(Some(Err(std::io::Error::other(format!(
             "upstream body cut: {why}"
         )))))
