@@ -12,6 +12,8 @@
 #                                  pass times a lone cold call instead of a crowd's)
 #   FLOOD_ONLY=1 bench/run.sh   only the gateway's p99 at 500 requests/s without and during a
 #                               login flood, FLOOD_ROUNDS times (3)
+#   LATENCY_ONLY=1 bench/run.sh   only nginx's and the gateway's latency at a fixed 2,000
+#                                 requests/s, LATENCY_ROUNDS times (3)
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
 #   PROFILE=1 bench/run.sh   also samples the gateway arm with perf (linux-perf) and writes
 #                            the hottest functions to $WORK/profile.txt
@@ -291,6 +293,21 @@ if [ "${FLOOD_ONLY:-0}" = 1 ]; then
   done
   exit 0
 fi
+fixed_rate_arms() {
+  log "latency at a fixed 2000 requests/s"
+  for arm in nginx gateway; do
+    oha_json -z "${RATE_SECS}s" -q 2000 --latency-correction -c "$CONNECTIONS" \
+      -H "X-API-Key: $KEY" "$(url_of "$arm")" > "$WORK/oha.json"
+    $REPORT oha "$WORK/oha.json" "$arm" 0 "$CLK_TCK"
+  done
+}
+if [ "${LATENCY_ONLY:-0}" = 1 ]; then
+  sleep 1.5 # the gateways reload providers every second
+  for round in $(seq 1 "${LATENCY_ROUNDS:-3}"); do
+    fixed_rate_arms
+  done
+  exit 0
+fi
 charged_before=$(usage_charged)
 gateway_ok=0 gateway_hits=0
 for round in $(seq "$ROUNDS"); do
@@ -351,13 +368,8 @@ else
   EXACT=exact
 fi
 
-log "latency at a fixed 2000 requests/s"
-: > "$WORK/fixed.tsv"
-for arm in nginx gateway; do
-  oha_json -z "${RATE_SECS}s" -q 2000 --latency-correction -c "$CONNECTIONS" -H "X-API-Key: $KEY" \
-    "$(url_of "$arm")" > "$WORK/oha.json"
-  $REPORT oha "$WORK/oha.json" "$arm" 0 "$CLK_TCK" >> "$WORK/fixed.tsv"
-done
+
+fixed_rate_arms > "$WORK/fixed.tsv"
 
 log "login against the Argon2 limit"
 T_HASH_MS=$("$LOADGEN" argon2 40)
