@@ -43,3 +43,24 @@ pub async fn noting_growth<T>(work: impl Future<Output = T>) -> (T, Vec<Uuid>) {
 pub(super) fn note(user_id: Uuid) {
     let _outside_any = GROWN.try_with(|grown| grown.borrow_mut().push(user_id));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn growth_is_noted_inside_noting_growth_only() {
+        let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+        // Outside any noting (a background job's grant): nothing to tell, nothing fails.
+        note(one);
+        let ((), grown) = noting_growth(async {
+            note(one);
+            tokio::task::yield_now().await;
+            note(two);
+        })
+        .await;
+        assert_eq!(grown, vec![one, two]);
+        let ((), grown) = noting_growth(async {}).await;
+        assert!(grown.is_empty());
+    }
+}
