@@ -491,6 +491,12 @@ async fn a_path_cannot_leave_the_providers_base_path() {
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
         assert!(answer.contains("\"code\":400"));
     }
+    // No provider named at all: the key is checked, then there is no such provider.
+    for path in ["/api/v1", "/api/v1/", "/api/v1//x"] {
+        let answer = raw_get(&gw.app, &key, path).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        assert!(answer.contains("No such provider"), "{path}: {answer}");
+    }
     assert_eq!(gw.upstream.hits(), 0);
     let fine = raw_get(&gw.app, &key, "/api/v1/echo/a..b/c").await;
     assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
