@@ -134,11 +134,13 @@ pub async fn send(
         forwarded.insert("x-forwarded-for", value);
     }
     if let (Some(name), Some(value)) = (&provider.auth_header, &provider.auth_value)
-        && let (Ok(name), Ok(value)) = (
+        && let (Ok(name), Ok(mut value)) = (
             http::HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_str(value.expose_secret()),
         )
     {
+        // Shown as "Sensitive" by any debug print of the request.
+        value.set_sensitive(true);
         forwarded.insert(name, value);
     }
 
