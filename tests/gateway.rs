@@ -415,17 +415,10 @@ async fn the_global_in_flight_cap_answers_50301() {
 
 /// Sends `path` as it is, without a client normalising `..` away.
 async fn raw_get(app: &TestApp, key: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .unwrap();
-    let request = format!(
+    let head = format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-API-Key: {key}\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    answer
+    raw_exchange(app, &head, b"").await
 }
 
 /// Sends `head` and then `body` as they are, half-closes, and answers what the gateway said.
