@@ -15,7 +15,8 @@
 #   LATENCY_ONLY=1 bench/run.sh   only nginx's and the gateway's latency at a fixed 2,000
 #                                 requests/s, LATENCY_ROUNDS times (3)
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
-#   PROFILE=1 bench/run.sh   also samples the gateway arm with perf (linux-perf) and writes
+#   PROFILE=1 bench/run.sh   also samples the gateway arm (and each pass of the many-accounts
+#                            arm, to $WORK/perf-accounts-<N>.data) with perf (linux-perf) and writes
 #                            the hottest functions to $WORK/profile.txt
 #
 # Arms: `direct` (the load tool against the upstream nginx), `nginx` (an nginx proxy_pass with
@@ -199,8 +200,18 @@ SQL
     seen="$seen$n "
     seq 1 "$n" | awk '{ printf "mk_acct%039d\n", $1 }' > "$WORK/keys-$n.txt"
     log "many accounts: N=$n"
+    local perf_pid=""
+    if [ "${PROFILE:-0}" = 1 ]; then
+      local profile="$WORK/perf-accounts-${label// /-}"
+      perf record -F 999 -g -p "$GW_PID" -o "$profile.data" -- sleep "$ACCOUNT_SECS" 2>/dev/null &
+      perf_pid=$!
+    fi
     read -r rps ok other < <("$LOADGEN" accounts "http://127.0.0.1:$GW/api/v1/bench/data.json" \
       "$WORK/keys-$n.txt" "$ACCOUNT_SECS" "$ACCOUNT_CONNECTIONS")
+    if [ -n "$perf_pid" ]; then
+      wait "$perf_pid" || true
+      echo "profile of N=$label: $profile.data" >&2
+    fi
     local stop_ns
     stop_ns=$(date +%s%N)
     total_ok=$((total_ok + ok))

@@ -71,16 +71,13 @@ impl Application {
         let passwords = web::Data::new(Passwords::new(&settings.auth).await?);
         let stripe = web::Data::new(StripeApi::from_settings(&settings)?);
         let gateway_data = web::Data::from(gateway.clone());
-        let credits_grown = web::Data::new(ledger::CreditsGrown::new({
-            let gateway = gateway.clone();
-            move |user_id| gateway.credits_grew(user_id)
-        }));
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),
             mailer: Arc::new(Mailer::from_settings(&settings)?),
             limiter: Limiter::from_settings(&settings).await?,
             clock: clock.clone(),
             settings: Arc::new(settings),
+            writes_seen: gateway.writes_seen.clone(),
         });
         let metrics = web::Data::new(ops::metrics::HttpMetrics::new(&database.pool)?);
         let housekeeping = tokio::spawn(auth::housekeeping::run(
@@ -107,7 +104,6 @@ impl Application {
                 .app_data(passwords.clone())
                 .app_data(stripe.clone())
                 .app_data(gateway_data.clone())
-                .app_data(credits_grown.clone())
                 .app_data(metrics.clone())
                 .configure(api::extractor_configs)
                 // The gateway first: the router tries routes in order, and its calls are the

@@ -1,5 +1,5 @@
-//! The shared core every feature may use: the pool, the settings, the clock, the mailer and the
-//! limiter. It imports no feature module; a feature that needs more (password hashing, Stripe,
+//! The shared core every feature may use: the pool, the settings, the clock, the mailer, the
+//! limiter, and the wait for this process's notification listener. It imports no feature module; a feature that needs more (password hashing, Stripe,
 //! the gateway's memory) registers its own `web::Data` in `startup.rs` and takes just that.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db::WritesSeen;
 use crate::limits::Limiter;
 use crate::mail::Mailer;
 
@@ -17,4 +18,7 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     pub mailer: Arc<Mailer>,
     pub limiter: Limiter,
+    /// A writer of what the gateway caches waits on it after its commit, so that this
+    /// instance's next call sees the change.
+    pub writes_seen: Arc<WritesSeen>,
 }

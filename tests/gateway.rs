@@ -1540,6 +1540,75 @@ async fn a_top_up_is_usable_by_the_very_next_call() {
     assert_eq!(gw.settled_balance(1).await, 1);
 }
 
+/// Every writer of what the gateway holds answers only once this instance's gateway sees the
+/// change, so the very next call here is served or refused by the new state: a redemption's
+/// credits, an admin's manual order, a plan's new quota and its removal (issue 13 point 2). Done
+/// round after round, because a writer that did not wait would race the notification and win
+/// some rounds by luck.
+#[tokio::test]
+async fn what_a_writer_changed_reaches_the_very_next_call_here() {
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    let key = gw.new_key().await;
+    let plan = json!({"name": "One credit", "plan_type": "one_time", "amount_cents": 100,
+        "credits": 1, "rps_limit": 1000, "rph_limit": 100_000});
+    let plan_id = gw
+        .admin()
+        .call(Method::POST, "/myapi/admin/plans", Some(plan))
+        .await
+        .assert_ok()["id"]
+        .clone();
+    let batch = json!({"count": 5, "credits": 1, "note": "read your writes"});
+    let batch = gw
+        .admin()
+        .call(Method::POST, "/myapi/admin/redemption-batches", Some(batch))
+        .await;
+    let codes: Vec<String> = batch.assert_ok()["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|code| code.as_str().unwrap().to_owned())
+        .collect();
+
+    let mut served = 0;
+    for (round, code) in codes.iter().enumerate() {
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(402, Some(40201));
+        gw.user()
+            .call(Method::POST, "/myapi/redeem", Some(json!({ "code": code })))
+            .await
+            .assert_ok();
+        let after_redemption = call(&gw.app, &key, "/api/v1/echo/x").await;
+        assert_eq!(after_redemption.status, 200, "round {round}: redemption");
+        served += 1;
+
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(402, Some(40201));
+        let order = json!({"user_id": gw.user().id, "plan_id": plan_id});
+        gw.admin()
+            .call(Method::POST, "/myapi/admin/orders", Some(order))
+            .await
+            .assert_ok();
+        let after_order = call(&gw.app, &key, "/api/v1/echo/x").await;
+        assert_eq!(after_order.status, 200, "round {round}: manual order");
+        served += 1;
+
+        gw.fund(1).await;
+        gw.set_limits(1000, 100_000, Some(served)).await;
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(429, Some(42903));
+        gw.set_limits(1000, 100_000, None).await;
+        let after_lift = call(&gw.app, &key, "/api/v1/echo/x").await;
+        assert_eq!(after_lift.status, 200, "round {round}: quota lifted");
+        served += 1;
+    }
+    assert_eq!(gw.upstream.hits(), served as usize);
+    assert_eq!(gw.settled_balance(0).await, 0);
+}
+
 /// Burst after burst, N concurrent calls on M < N credits serve exactly M, over one instance and
 /// over two sharing the account.
 #[tokio::test]

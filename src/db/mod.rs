@@ -2,6 +2,7 @@
 //! hang), the migrations, and the private cluster used when `DATABASE_URL` is unset.
 
 pub mod embedded;
+mod seen;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub fn is_violation_of(error: &sqlx::Error, constraint: &str) -> bool {
     error.as_database_error().and_then(|e| e.constraint()) == Some(constraint)
 }
 pub use embedded::EmbeddedCluster;
+pub use seen::WritesSeen;
 
 /// The migrations under `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

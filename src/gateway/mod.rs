@@ -34,6 +34,7 @@ use utoipa::OpenApi;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db::WritesSeen;
 use crate::limits::Rate;
 pub use cold::month_calls;
 pub use directory::Directory;
@@ -46,6 +47,8 @@ pub struct GatewayState {
     pub directory: Directory,
     pub meter: Meter,
     pub providers: ProviderTable,
+    /// What this process's writers wait on so that its next call sees their change.
+    pub writes_seen: Arc<WritesSeen>,
     in_flight: Arc<Semaphore>,
     global_rate: Option<Rate>,
     breakers: breaker::Breakers,
@@ -60,6 +63,7 @@ impl GatewayState {
             directory: Directory::new(pool.clone(), clock.clone(), settings.billing_grace, terms),
             meter: Meter::new(pool, clock, terms),
             providers,
+            writes_seen: Arc::new(WritesSeen::new(signals::CHANNEL)),
             in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),
             breakers: breaker::Breakers::new(
                 settings.gateway.breaker_failures,

@@ -87,12 +87,17 @@ impl GatewayState {
     async fn listen_once(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(pool).await?;
         listener.listen(CHANNEL).await?;
-        // Whatever changed while nobody listened is read again.
-        self.refresh_everything().await;
+        // Whatever changed while nobody listened is read again; a writer's marker sent before
+        // this reading began is then reached, even if its notification was lost.
+        let markers_sent = self.writes_seen.sent_so_far();
+        if self.refresh_everything().await {
+            self.writes_seen.caught_up(markers_sent);
+        }
         // `try_recv` answers None when the connection dropped (the next call reconnects, and
         // what was said meanwhile is lost): then refresh and go on.
         loop {
             match listener.try_recv().await? {
+                Some(notification) if self.writes_seen.is_marker(notification.payload()) => {}
                 Some(notification) => match Signal::parse(notification.payload()) {
                     Some(signal) => self.apply(signal).await,
                     None => tracing::warn!(payload = notification.payload(), "unknown signal"),
@@ -102,22 +107,27 @@ impl GatewayState {
         }
     }
 
-    /// An account's credits grew (told by this process's own writer, or by the notification):
-    /// its next call reserves again.
-    pub fn credits_grew(&self, user_id: Uuid) {
+    /// An account's credits grew: its next call reserves again.
+    fn credits_grew(&self, user_id: Uuid) {
         if let Some(account) = self.directory.cached_account(user_id) {
             self.meter.credits_arrived(&account);
         }
     }
 
-    async fn refresh_everything(&self) {
+    /// Reads statuses and limits again, and has every cached account reserve again; whether the
+    /// reading succeeded.
+    async fn refresh_everything(&self) -> bool {
         let status = self.directory.refresh_status().await;
         let limits = self.directory.refresh_limits().await;
-        if let Err(error) = status.and(limits) {
-            tracing::warn!(error = %error, "refreshing the gateway's cache failed");
-        }
         for account in self.directory.cached_accounts() {
             self.meter.credits_arrived(&account);
+        }
+        match status.and(limits) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(error = %error, "refreshing the gateway's cache failed");
+                false
+            }
         }
     }
 

@@ -2,7 +2,6 @@
 //! a unique idempotency key and moves the balance in the same transaction under the account's
 //! row lock, so a movement happens once whatever the retries, and `sum(entries) == balance`.
 
-mod grown;
 mod routes;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +12,6 @@ use uuid::Uuid;
 
 use crate::api::ApiError;
 
-pub use grown::{CreditsGrown, noting_growth};
 pub use routes::{LedgerApi, configure};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +112,6 @@ pub async fn apply(
     )
     .execute(&mut *connection)
     .await?;
-    if movement.amount > 0 {
-        grown::note(movement.user_id);
-    }
     Ok(Applied::Recorded { balance_after })
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use super::{Applied, CreditsGrown, Entry, LedgerError, Movement};
+use super::{Applied, Entry, LedgerError, Movement};
 use crate::api::{
     ApiError, ApiJson, ApiQuery, Authorized, ErrorBody, IdempotencyKey, PageQuery, PathAndBody,
     SuccessBody, ok,
@@ -80,7 +80,6 @@ pub struct Adjusted {
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn adjust_credits(
     context: web::Data<AppState>,
-    credits_grown: web::Data<CreditsGrown>,
     req: HttpRequest,
     Authorized(admin, (path, ApiJson(body))): Authorized<AdminUser, PathAndBody<Uuid, Adjustment>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -123,9 +122,7 @@ pub async fn adjust_credits(
         Err(LedgerError::Database(error)) => return Err(error.into()),
     };
     transaction.commit().await?;
-    if body.amount > 0 {
-        credits_grown.tell(user_id);
-    }
+    context.writes_seen.wait(&context.pool).await;
     let balance = super::balance(&context.pool, user_id).await?;
     Ok(ok(Adjusted {
         balance,

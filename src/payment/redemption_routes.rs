@@ -52,7 +52,6 @@ pub struct RedeemAnswer {
         (with Retry-After).", body = ErrorBody)))]
 pub async fn redeem(
     context: Context,
-    credits_grown: web::Data<ledger::CreditsGrown>,
     req: HttpRequest,
     Authorized(ActiveUser(session), ApiJson(body)): Authorized<ActiveUser, ApiJson<RedeemRequest>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -77,7 +76,7 @@ pub async fn redeem(
             let redeemed = redemption::redeem(&mut transaction, &code_hash, user_id, now).await;
             if redeemed.is_ok() {
                 transaction.commit().await?;
-                credits_grown.tell(user_id);
+                context.writes_seen.wait(&context.pool).await;
             }
             redeemed
         }

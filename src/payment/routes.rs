@@ -21,7 +21,6 @@ use crate::api::{
 use crate::auth::users::Profile;
 use crate::auth::{ActiveUser, AdminUser, users};
 use crate::db::is_violation_of;
-use crate::ledger::CreditsGrown;
 use crate::plans::{self, Plan, PlanType};
 use crate::state::AppState;
 
@@ -433,7 +432,6 @@ pub struct ManualOrder {
     (status = 404, description = "No such user.", body = ErrorBody)))]
 pub async fn admin_create_manual_order(
     context: Context,
-    credits_grown: web::Data<CreditsGrown>,
     Authorized(_admin, ApiJson(body)): Authorized<AdminUser, ApiJson<ManualOrder>>,
 ) -> Result<HttpResponse, ApiError> {
     let plan = buyable_plan(&context, body.plan_id).await?;
@@ -444,7 +442,7 @@ pub async fn admin_create_manual_order(
     let mut transaction = context.pool.begin().await?;
     let order = grant_manual_order(&mut transaction, body.user_id, &plan, now).await?;
     transaction.commit().await?;
-    credits_grown.tell(body.user_id);
+    context.writes_seen.wait(&context.pool).await;
     let order_no = order.order_no;
     let order = order::find_by_no(&context.pool, &order_no)
         .await?

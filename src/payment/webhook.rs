@@ -11,7 +11,6 @@ use super::event::StripeEvent;
 use super::events;
 use super::signature;
 use crate::api::{ApiError, ErrorBody, SuccessBody, ok};
-use crate::ledger;
 use crate::state::AppState;
 
 /// Receives a Stripe event.
@@ -26,7 +25,6 @@ use crate::state::AppState;
         body = ErrorBody)))]
 pub async fn stripe_webhook(
     context: web::Data<AppState>,
-    credits_grown: web::Data<ledger::CreditsGrown>,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -48,16 +46,12 @@ pub async fn stripe_webhook(
     let event: StripeEvent = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(format!("The body is not a Stripe event: {error}."))
     })?;
-    process(&context, &credits_grown, &event).await?;
+    process(&context, &event).await?;
     Ok(ok(()))
 }
 
-/// Applies `event` once, and tells this process of the accounts whose credits it added to.
-pub async fn process(
-    context: &AppState,
-    credits_grown: &ledger::CreditsGrown,
-    event: &StripeEvent,
-) -> Result<(), PaymentError> {
+/// Applies `event` once; answers once this instance's gateway sees what it changed.
+pub async fn process(context: &AppState, event: &StripeEvent) -> Result<(), PaymentError> {
     let mut transaction = context.pool.begin().await?;
     // A twin delivery waits here on the unique id until this transaction ends, then finds it.
     let first = sqlx::query_scalar!(
@@ -77,13 +71,9 @@ pub async fn process(
         now: context.clock.now(),
         grace_days: context.settings.billing_grace.num_days(),
     };
-    let (applied, grown) =
-        ledger::noting_growth(events::apply(&mut transaction, event, &effects)).await;
-    applied?;
+    events::apply(&mut transaction, event, &effects).await?;
     transaction.commit().await?;
-    for user_id in grown {
-        credits_grown.tell(user_id);
-    }
+    context.writes_seen.wait(&context.pool).await;
     tracing::info!(event_id = %event.id, event_type = %event.event_type, "Stripe event applied");
     Ok(())
 }

@@ -181,6 +181,7 @@ async fn save(
         .await
         .map_err(map_write_error)?
         .ok_or_else(ApiError::not_found)?;
+    state.writes_seen.wait(&state.pool).await;
     Ok(ok(plan))
 }
 
@@ -203,5 +204,6 @@ pub async fn admin_delete(
     let deleted = repo::remove(&state.pool, path.into_inner())
         .await?
         .ok_or_else(ApiError::not_found)?;
+    state.writes_seen.wait(&state.pool).await;
     Ok(ok(Removed { deleted }))
 }
