@@ -12,6 +12,8 @@ use crate::api::is_outage;
 
 /// The most look-ups answered by one query.
 const MAX_BATCH: usize = 1000;
+/// How long a batch that found a crowd waits for the rest of it.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A failed batch, told to each of its requests (a database error cannot be cloned).
 #[derive(Clone, Debug)]
@@ -74,6 +76,16 @@ where
     }
 }
 
+/// Takes what is queued into `batch`, up to `MAX_BATCH`.
+fn drain<T>(requests: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>) {
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+}
+
 async fn run<K, V, F, Fut>(
     what: &'static str,
     load: F,
@@ -86,11 +98,12 @@ async fn run<K, V, F, Fut>(
 {
     while let Some(first) = requests.recv().await {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
+        drain(&mut requests, &mut batch);
+        // A crowd is forming (others queued while the last query ran): the rest of it arrives
+        // within a moment, and then shares this query instead of paying for another.
+        if batch.len() > 1 && batch.len() < MAX_BATCH {
+            tokio::time::sleep(LINGER).await;
+            drain(&mut requests, &mut batch);
         }
         let keys: HashSet<K> = batch.iter().map(|(key, _)| key.clone()).collect();
         match load(keys.into_iter().collect()).await {
