@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::scene::Scene;
+use support::stripe::{completed_session, event};
 use support::upstream::Behaviour;
 use support::{TestApp, TestConfig, TestResponse, send};
 use uuid::Uuid;
@@ -1542,7 +1543,8 @@ async fn a_top_up_is_usable_by_the_very_next_call() {
 
 /// Every writer of what the gateway holds answers only once this instance's gateway sees the
 /// change, so the very next call here is served or refused by the new state: a redemption's
-/// credits, an admin's manual order, a plan's new quota and its removal (issue 13 point 2). Done
+/// credits, an admin's manual order, a paid Stripe checkout, a plan's new quota and its
+/// removal (issue 13 point 2). Done
 /// round after round, because a writer that did not wait would race the notification and win
 /// some rounds by luck.
 #[tokio::test]
@@ -1593,6 +1595,29 @@ async fn what_a_writer_changed_reaches_the_very_next_call_here() {
             .assert_ok();
         let after_order = call(&gw.app, &key, "/api/v1/echo/x").await;
         assert_eq!(after_order.status, 200, "round {round}: manual order");
+        served += 1;
+
+        call(&gw.app, &key, "/api/v1/echo/x")
+            .await
+            .assert_error(402, Some(40201));
+        let order = json!({"plan_id": plan_id, "payment_method": "credit_card"});
+        let order = gw
+            .user()
+            .call(Method::POST, "/myapi/orders", Some(order))
+            .await;
+        let order_no = order.assert_ok()["order_no"].as_str().unwrap().to_owned();
+        let session_id: String =
+            sqlx::query_scalar("SELECT checkout_session_id FROM orders WHERE order_no = $1")
+                .bind(&order_no)
+                .fetch_one(&gw.app.pool)
+                .await
+                .unwrap();
+        let paid = completed_session(&order_no, &session_id, 100, "paid");
+        gw.deliver(&event("checkout.session.completed", paid))
+            .await
+            .assert_ok();
+        let after_payment = call(&gw.app, &key, "/api/v1/echo/x").await;
+        assert_eq!(after_payment.status, 200, "round {round}: Stripe payment");
         served += 1;
 
         gw.fund(1).await;
