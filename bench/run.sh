@@ -12,6 +12,7 @@
 #                                  pass times a lone cold call instead of a crowd's)
 #   FLOOD_ONLY=1 bench/run.sh   only the gateway's p99 at 500 requests/s without and during a
 #                               login flood, FLOOD_ROUNDS times (3)
+#   WEBHOOKS_ONLY=1 bench/run.sh   only the signed webhook deliveries, WEBHOOK_ROUNDS times (3)
 #   LATENCY_ONLY=1 bench/run.sh   only nginx's and the gateway's latency at a fixed 2,000
 #                                 requests/s, LATENCY_ROUNDS times (3)
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
@@ -301,6 +302,13 @@ if [ "${FLOOD_ONLY:-0}" = 1 ]; then
   for round in $(seq 1 "${FLOOD_ROUNDS:-3}"); do
     log_flood
     flood_arm
+  done
+  exit 0
+fi
+if [ "${WEBHOOKS_ONLY:-0}" = 1 ]; then
+  for round in $(seq 1 "${WEBHOOK_ROUNDS:-3}"); do
+    log "webhooks, round $round: events per second, failed deliveries"
+    "$LOADGEN" webhooks "http://127.0.0.1:$GW" whsec_bench "$WEBHOOK_EVENTS" 32 >&2
   done
   exit 0
 fi
