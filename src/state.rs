@@ -1,6 +1,7 @@
 //! The shared core every feature may use: the pool, the settings, the clock, the mailer, the
-//! limiter, and the wait for this process's notification listener. It imports no feature module; a feature that needs more (password hashing, Stripe,
-//! the gateway's memory) registers its own `web::Data` in `startup.rs` and takes just that.
+//! limiter, and the wait for this process's notification listener. It imports no feature
+//! module; a feature that needs more (password hashing, Stripe, the gateway's memory) registers
+//! its own `web::Data` in `startup.rs` and takes just that.
 
 use std::sync::Arc;
 

@@ -1544,9 +1544,8 @@ async fn a_top_up_is_usable_by_the_very_next_call() {
 /// Every writer of what the gateway holds answers only once this instance's gateway sees the
 /// change, so the very next call here is served or refused by the new state: a redemption's
 /// credits, an admin's manual order, a paid Stripe checkout, a plan's new quota and its
-/// removal (issue 13 point 2). Done
-/// round after round, because a writer that did not wait would race the notification and win
-/// some rounds by luck.
+/// removal (issue 13 point 2). Done round after round, because a writer that did not wait
+/// would race the notification and win some rounds by luck.
 #[tokio::test]
 async fn what_a_writer_changed_reaches_the_very_next_call_here() {
     let gw = gateway().await;
@@ -1574,50 +1573,44 @@ async fn what_a_writer_changed_reaches_the_very_next_call_here() {
 
     let mut served = 0;
     for (round, code) in codes.iter().enumerate() {
-        call(&gw.app, &key, "/api/v1/echo/x")
-            .await
-            .assert_error(402, Some(40201));
-        gw.user()
-            .call(Method::POST, "/myapi/redeem", Some(json!({ "code": code })))
-            .await
-            .assert_ok();
-        let after_redemption = call(&gw.app, &key, "/api/v1/echo/x").await;
-        assert_eq!(after_redemption.status, 200, "round {round}: redemption");
-        served += 1;
-
-        call(&gw.app, &key, "/api/v1/echo/x")
-            .await
-            .assert_error(402, Some(40201));
-        let order = json!({"user_id": gw.user().id, "plan_id": plan_id});
-        gw.admin()
-            .call(Method::POST, "/myapi/admin/orders", Some(order))
-            .await
-            .assert_ok();
-        let after_order = call(&gw.app, &key, "/api/v1/echo/x").await;
-        assert_eq!(after_order.status, 200, "round {round}: manual order");
-        served += 1;
-
-        call(&gw.app, &key, "/api/v1/echo/x")
-            .await
-            .assert_error(402, Some(40201));
-        let order = json!({"plan_id": plan_id, "payment_method": "credit_card"});
-        let order = gw
-            .user()
-            .call(Method::POST, "/myapi/orders", Some(order))
-            .await;
-        let order_no = order.assert_ok()["order_no"].as_str().unwrap().to_owned();
-        let session_id: String =
-            sqlx::query_scalar("SELECT checkout_session_id FROM orders WHERE order_no = $1")
-                .bind(&order_no)
-                .fetch_one(&gw.app.pool)
+        served_right_after(&gw, &key, &format!("round {round}: redemption"), async {
+            gw.user()
+                .call(Method::POST, "/myapi/redeem", Some(json!({ "code": code })))
                 .await
-                .unwrap();
-        let paid = completed_session(&order_no, &session_id, 100, "paid");
-        gw.deliver(&event("checkout.session.completed", paid))
-            .await
-            .assert_ok();
-        let after_payment = call(&gw.app, &key, "/api/v1/echo/x").await;
-        assert_eq!(after_payment.status, 200, "round {round}: Stripe payment");
+                .assert_ok();
+        })
+        .await;
+        served += 1;
+
+        served_right_after(&gw, &key, &format!("round {round}: manual order"), async {
+            let order = json!({"user_id": gw.user().id, "plan_id": plan_id});
+            gw.admin()
+                .call(Method::POST, "/myapi/admin/orders", Some(order))
+                .await
+                .assert_ok();
+        })
+        .await;
+        served += 1;
+
+        served_right_after(
+            &gw,
+            &key,
+            &format!("round {round}: Stripe payment"),
+            async {
+                let order = json!({"plan_id": plan_id, "payment_method": "credit_card"});
+                let order = gw
+                    .user()
+                    .call(Method::POST, "/myapi/orders", Some(order))
+                    .await;
+                let order_no = order.assert_ok()["order_no"].as_str().unwrap().to_owned();
+                let session_id = gw.session_id(&order_no).await;
+                let paid = completed_session(&order_no, &session_id, 100, "paid");
+                gw.deliver(&event("checkout.session.completed", paid))
+                    .await
+                    .assert_ok();
+            },
+        )
+        .await;
         served += 1;
 
         gw.fund(1).await;
@@ -1632,6 +1625,16 @@ async fn what_a_writer_changed_reaches_the_very_next_call_here() {
     }
     assert_eq!(gw.upstream.hits(), served as usize);
     assert_eq!(gw.settled_balance(0).await, 0);
+}
+
+/// A call right before `write` is refused for credits, and the very next one after it served.
+async fn served_right_after(gw: &Scene, key: &str, what: &str, write: impl Future<Output = ()>) {
+    call(&gw.app, key, "/api/v1/echo/x")
+        .await
+        .assert_error(402, Some(40201));
+    write.await;
+    let answer = call(&gw.app, key, "/api/v1/echo/x").await;
+    assert_eq!(answer.status, 200, "{what}");
 }
 
 /// Burst after burst, N concurrent calls on M < N credits serve exactly M, over one instance and

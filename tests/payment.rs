@@ -80,14 +80,6 @@ impl Scene {
             .clone()
     }
 
-    async fn session_id(&self, order_no: &str) -> String {
-        sqlx::query_scalar("SELECT checkout_session_id FROM orders WHERE order_no = $1")
-            .bind(order_no)
-            .fetch_one(&self.app.pool)
-            .await
-            .unwrap()
-    }
-
     async fn status_credits(&self) -> i64 {
         let status = self.user().call(Method::GET, "/myapi/status", None).await;
         status.assert_ok()["credits"].as_i64().unwrap()

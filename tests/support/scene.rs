@@ -240,4 +240,13 @@ impl Scene {
             .body(body);
         super::send(request).await
     }
+
+    /// The Stripe checkout session the service opened for order `order_no`.
+    pub async fn session_id(&self, order_no: &str) -> String {
+        sqlx::query_scalar("SELECT checkout_session_id FROM orders WHERE order_no = $1")
+            .bind(order_no)
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap()
+    }
 }
