@@ -16,6 +16,7 @@ use super::reservations::{LeaseTerms, Reserved, reserve_batch, return_grants};
 use super::spend_cap::SpendCap;
 use crate::auth::users;
 use crate::ledger::{self, LeaseRequest};
+use crate::plans;
 
 /// A live key as one of its secrets finds it.
 #[derive(Clone, Debug)]
@@ -145,6 +146,7 @@ pub(super) async fn keys(
 /// An account that does not exist, or is not active, is frozen.
 pub(super) async fn accounts(
     pool: &PgPool,
+    catalog: &plans::Catalog,
     loads: Vec<AccountLoad>,
     now: DateTime<Utc>,
     billing_grace: chrono::Duration,
@@ -176,7 +178,7 @@ pub(super) async fn accounts(
     let reads = async {
         tokio::try_join!(
             users::active_among(pool, &user_ids),
-            crate::payment::account_plans(pool, &user_ids, now, billing_grace),
+            crate::payment::account_plans(pool, catalog, &user_ids, now, billing_grace),
             month_calls_of(pool, &user_ids, now),
             async {
                 if without_lease.is_empty() {

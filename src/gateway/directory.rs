@@ -23,6 +23,7 @@ use super::wallet::Wallet;
 use crate::auth::users;
 use crate::clock::Clock;
 use crate::limits::{Bundle, LocalCells, Quota, Rate};
+use crate::plans;
 
 /// A key the gateway has seen.
 pub struct KeyEntry {
@@ -158,6 +159,8 @@ pub struct Directory {
     clock: Arc<Clock>,
     /// `BILLING_GRACE_DAYS`, for the plan that applies to an account.
     billing_grace: chrono::Duration,
+    /// The plans accounts are on, read again whenever limits are (`refresh_limits`).
+    plans: Arc<plans::Catalog>,
     keys: RwLock<HashMap<Vec<u8>, Arc<KeyEntry>>>,
     accounts: RwLock<HashMap<Uuid, Arc<Account>>>,
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
@@ -188,10 +191,16 @@ impl Directory {
             let pool = key_pool.clone();
             async move { cold::keys(&pool, digests).await }
         });
-        let (account_pool, account_clock) = (pool.clone(), clock.clone());
+        let plans = Arc::new(plans::Catalog::default());
+        let (account_pool, account_clock, account_plans) =
+            (pool.clone(), clock.clone(), plans.clone());
         let cold_accounts = Batched::start("accounts", move |loads| {
-            let (pool, now) = (account_pool.clone(), account_clock.now());
-            async move { cold::accounts(&pool, loads, now, billing_grace, terms).await }
+            let (pool, now, plans) = (
+                account_pool.clone(),
+                account_clock.now(),
+                account_plans.clone(),
+            );
+            async move { cold::accounts(&pool, &plans, loads, now, billing_grace, terms).await }
         });
         Directory {
             cold_keys,
@@ -199,6 +208,7 @@ impl Directory {
             pool,
             clock,
             billing_grace,
+            plans,
             keys: RwLock::default(),
             accounts: RwLock::default(),
             unknown: Mutex::default(),
@@ -469,14 +479,23 @@ impl Directory {
         Ok(())
     }
 
-    /// Reloads every cached account's plan limits, a few queries for all of them.
+    /// Reads the plans again, and reloads every cached account's plan limits: a few queries
+    /// for all of them. Called when a plan or many accounts may have changed (a notification,
+    /// a reconnect) and every few seconds, which bounds how long a plan is kept.
     pub async fn refresh_limits(&self) -> Result<(), sqlx::Error> {
+        self.plans.forget();
         let accounts = self.cached_accounts();
         let users: Vec<Uuid> = accounts.iter().map(|account| account.user_id).collect();
         for chunk in users.chunks(5000) {
             let now = self.clock.now();
-            let plans =
-                crate::payment::account_plans(&self.pool, chunk, now, self.billing_grace).await?;
+            let plans = crate::payment::account_plans(
+                &self.pool,
+                &self.plans,
+                chunk,
+                now,
+                self.billing_grace,
+            )
+            .await?;
             for (user_id, plan) in plans {
                 if let Some(account) = self.cached_account(user_id) {
                     *account.limits.write().unwrap_or_else(|p| p.into_inner()) =

@@ -25,22 +25,20 @@ pub async fn account_plan(
     Ok((plans::active_free(pool).await?, None))
 }
 
-/// `account_plan` for many accounts at once (the gateway's periodic reload of every account it
-/// holds): a few queries whatever their number.
+/// `account_plan` for many accounts at once (the gateway's loads and reloads of the accounts it
+/// holds): one query whatever their number, and the plans from `catalog`.
 pub async fn account_plans(
     pool: &PgPool,
+    catalog: &plans::Catalog,
     users: &[Uuid],
     now: DateTime<Utc>,
     grace: chrono::Duration,
 ) -> Result<HashMap<Uuid, Option<Plan>>, sqlx::Error> {
     let subscribed = order::active_subscription_plans(pool, users, now - grace).await?;
-    let mut plans_by_id = HashMap::new();
-    for plan_id in subscribed.values() {
-        if !plans_by_id.contains_key(plan_id) {
-            plans_by_id.insert(*plan_id, plans::find(pool, *plan_id).await?);
-        }
-    }
-    let free = plans::active_free(pool).await?;
+    let mut plan_ids: Vec<i64> = subscribed.values().copied().collect();
+    plan_ids.sort_unstable();
+    plan_ids.dedup();
+    let (plans_by_id, free) = catalog.plans(pool, &plan_ids).await?;
     Ok(users
         .iter()
         .map(|user_id| {

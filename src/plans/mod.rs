@@ -2,6 +2,7 @@
 //! the `plans` table is in `repo.rs`.
 
 mod admin;
+mod catalog;
 mod repo;
 
 use actix_web::{HttpResponse, web};
@@ -10,6 +11,7 @@ use utoipa::OpenApi;
 use crate::api::{ApiError, SuccessBody, ok};
 use crate::state::AppState;
 
+pub use catalog::Catalog;
 pub use repo::{Plan, PlanType, PublicPlan, active_free, find};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

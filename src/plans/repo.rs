@@ -100,6 +100,16 @@ pub async fn find(executor: impl PgExecutor<'_>, id: i64) -> Result<Option<Plan>
         .await
 }
 
+/// The plans of `ids` that exist.
+pub async fn find_many(
+    executor: impl PgExecutor<'_>,
+    ids: &[i64],
+) -> Result<Vec<Plan>, sqlx::Error> {
+    plan_query!("FROM plans WHERE id = ANY($1)", ids)
+        .fetch_all(executor)
+        .await
+}
+
 /// The active free plan, whose limits apply to an account without a subscription.
 pub async fn active_free(executor: impl PgExecutor<'_>) -> Result<Option<Plan>, sqlx::Error> {
     plan_query!("FROM plans WHERE plan_type = 'free' AND active")
