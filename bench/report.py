@@ -168,19 +168,20 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
         w("One gateway, 32 connections, every call with the key of an account drawn at random from "
           "N funded accounts, 10 s per N; \"again\" repeats the last N with its accounts loaded. "
           "\"Settled after\": from the end of the load until every successful call was charged "
-          "(tick 1 s).\n")
-        w("| N | requests/s | share of N = 1 | settled after ms |")
-        w("|---|---:|---:|---:|")
-        lags, last_share = [], None
+          "(tick 1 s). \"First call\": mean latency of each key's first call of the pass (the "
+          "gateway loads its key and account), \"later calls\": of the others.\n")
+        w("| N | requests/s | share of N = 1 | settled after ms | first call ms | later calls ms |")
+        w("|---|---:|---:|---:|---:|---:|")
+        lags, shares = [], {}
         for line in open(accounts):
-            n, rps, share, lag, ok, other = line.rstrip("\n").split("\t")
-            w(f"| {n} | {float(rps):.0f} | {share} | {lag} |")
+            n, rps, share, lag, first_ms, later_ms, ok, other = line.rstrip("\n").split("\t")
+            w(f"| {n} | {float(rps):.0f} | {share} | {lag} | {first_ms} | {later_ms} |")
             lags.append(float(lag) if lag != "none" else float("inf"))
             if n.startswith("10000"):
-                last_share = float(share) if last_share is None else max(last_share, float(share))
-        if last_share is not None:
-            targets.append(("many accounts: share of N = 1 at N = 10,000 (best pass)",
-                            f"{last_share:.2f}", ">= 0.70", last_share >= 0.70))
+                shares["loaded" if "again" in n else "cold"] = float(share)
+        for pass_name, share in shares.items():
+            targets.append((f"many accounts: share of N = 1 at N = 10,000, accounts {pass_name}",
+                            f"{share:.2f}", ">= 0.70", share >= 0.70))
         if lags:
             targets.append(("many accounts: settled after, worst N", f"{max(lags):.0f} ms",
                             "<= 2,000 ms", max(lags) <= 2000))

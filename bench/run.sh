@@ -207,7 +207,7 @@ SQL
       perf record -F 999 -g -p "$GW_PID" -o "$profile.data" -- sleep "$ACCOUNT_SECS" 2>/dev/null &
       perf_pid=$!
     fi
-    read -r rps ok other < <("$LOADGEN" accounts "http://127.0.0.1:$GW/api/v1/bench/data.json" \
+    read -r rps ok other first_ms later_ms < <("$LOADGEN" accounts "http://127.0.0.1:$GW/api/v1/bench/data.json" \
       "$WORK/keys-$n.txt" "$ACCOUNT_SECS" "$ACCOUNT_CONNECTIONS")
     if [ -n "$perf_pid" ]; then
       wait "$perf_pid" || true
@@ -229,13 +229,15 @@ SQL
       sleep 0.05
     done
     base_rps=${base_rps:-$rps}
-    printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$label" "$rps" \
-      "$(python3 -c "print(f'{$rps / $base_rps:.2f}')")" "${lag_ms:-none}" "$ok" "$other" >> "$WORK/accounts.tsv"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$label" "$rps" \
+      "$(python3 -c "print(f'{$rps / $base_rps:.2f}')")" "${lag_ms:-none}" "$first_ms" "$later_ms" \
+      "$ok" "$other" >> "$WORK/accounts.tsv"
   done
   charged=$(psql "$DBURL" -tAc "SELECT COALESCE(-sum(amount), 0) FROM ledger_entries
     WHERE reason = 'usage' AND user_id::text LIKE '00000000-0000-0000-0001-%'")
   echo "accounts: successful=$total_ok charged=$charged" > "$WORK/accounts-exactness.txt"
-  { printf "N\trequests/s\tshare of N=1\tsettled after (ms)\tok\tother\n"; cat "$WORK/accounts.tsv"; } \
+  { printf "N\trequests/s\tshare of N=1\tsettled after (ms)\tfirst call (ms)\tlater calls (ms)\tok\tother\n"
+    cat "$WORK/accounts.tsv"; } \
     | column -t -s $'\t' >&2
   cat "$WORK/accounts-exactness.txt" >&2
 }

@@ -12,6 +12,8 @@
 //!   signing in at once, not one account whose concurrent attempts the captcha rule counts as
 //!   failures. Prints a line of `report.py`'s results.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -126,7 +128,8 @@ async fn webhooks(
 
 /// Calls `url` from `connections` loops for `seconds`, each call with a key drawn at random
 /// from `keys_file` (one per line): many accounts calling a little each. Prints requests per
-/// second, the calls answered 200 and the others.
+/// second, the calls answered 200 and the others, and the mean latency in ms of each key's
+/// first call (the gateway has not seen the key yet when the pass starts cold) and of the rest.
 async fn accounts(
     url: &str,
     keys_file: &str,
@@ -139,44 +142,95 @@ async fn accounts(
         .map(str::to_owned)
         .collect();
     anyhow::ensure!(!keys.is_empty(), "no keys in {keys_file}");
-    let keys = std::sync::Arc::new(keys);
+    let called: Arc<Vec<AtomicBool>> =
+        Arc::new(keys.iter().map(|_| AtomicBool::new(false)).collect());
+    let keys = Arc::new(keys);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let loops = (0..connections).map(|seed| {
-        let (client, keys, url) = (client.clone(), keys.clone(), url.to_owned());
+        let (client, keys, url, called) =
+            (client.clone(), keys.clone(), url.to_owned(), called.clone());
         tokio::spawn(async move {
             // xorshift: a different, cheap sequence per loop.
             let mut state =
                 0x9E37_79B9_7F4A_7C15u64 ^ (seed as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            let (mut ok, mut other) = (0u64, 0u64);
+            let mut tally = Tally::default();
             while Instant::now() < deadline {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                let key = &keys[(state % keys.len() as u64) as usize];
-                match client.get(&url).header("X-API-Key", key).send().await {
-                    Ok(response) if response.status().is_success() => {
-                        let _ = response.bytes().await;
-                        ok += 1;
+                let index = (state % keys.len() as u64) as usize;
+                let first = !called[index].swap(true, Ordering::Relaxed);
+                let sent = Instant::now();
+                let succeeded = match client
+                    .get(&url)
+                    .header("X-API-Key", &keys[index])
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        let success = response.status().is_success();
+                        response.bytes().await.is_ok() && success
                     }
-                    _ => other += 1,
-                }
+                    Err(_) => false,
+                };
+                tally.add(succeeded, first, sent.elapsed());
             }
-            (ok, other)
+            tally
         })
     });
-    let (mut ok, mut other) = (0, 0);
+    let mut tally = Tally::default();
     for outcome in futures_util::future::join_all(loops).await {
-        let (loop_ok, loop_other) = outcome?;
-        ok += loop_ok;
-        other += loop_other;
+        tally.merge(&outcome?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("{:.1} {ok} {other}", (ok + other) as f64 / elapsed);
+    let mean_ms =
+        |(calls, total): (u64, Duration)| total.as_secs_f64() * 1000.0 / calls.max(1) as f64;
+    println!(
+        "{:.1} {} {} {:.2} {:.2}",
+        (tally.ok + tally.other) as f64 / elapsed,
+        tally.ok,
+        tally.other,
+        mean_ms(tally.first),
+        mean_ms(tally.later)
+    );
     Ok(())
+}
+
+/// What one loop of `accounts` saw: answers, and (count, total latency) of first and later calls.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    other: u64,
+    first: (u64, Duration),
+    later: (u64, Duration),
+}
+
+impl Tally {
+    fn add(&mut self, succeeded: bool, first: bool, latency: Duration) {
+        if succeeded {
+            self.ok += 1;
+        } else {
+            self.other += 1;
+        }
+        let kind = if first {
+            &mut self.first
+        } else {
+            &mut self.later
+        };
+        kind.0 += 1;
+        kind.1 += latency;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.other += other.other;
+        self.first = (self.first.0 + other.first.0, self.first.1 + other.first.1);
+        self.later = (self.later.0 + other.later.0, self.later.1 + other.later.1);
+    }
 }
 
 /// Logs in from `connections` loops for `seconds`, each loop as its own user from its own
