@@ -1888,14 +1888,16 @@ async fn a_crowd_of_first_calls_on_cold_accounts_holds_one_lease_each_and_is_cha
     for i in 0..10 {
         let user = gw.app.user(&format!("crowd{i}@example.com"), "user").await;
         gw.app.fund(gw.admin(), user.id, 5_000).await;
-        accounts.push((user.id, user.new_key().await));
+        accounts.push((user.id, [user.new_key().await, user.new_key().await]));
     }
-    // Eight first calls on each cold account at once: the account loads (each reserving a
-    // first lease) race, and every grant must end in the one lease of the account.
+    // Eight first calls on each cold account at once, four with each of two cold keys: the
+    // account loads (each reserving a first lease, with a key's load or alone) race, and
+    // every grant must end in the one lease of the account.
     let app = &gw.app;
-    let calls = accounts
-        .iter()
-        .flat_map(|(_, key)| (0..8).map(move |_| call(app, key, "/api/v1/echo/x")));
+    let calls = accounts.iter().flat_map(|(_, keys)| {
+        keys.iter()
+            .flat_map(move |key| (0..4).map(move |_| call(app, key, "/api/v1/echo/x")))
+    });
     for answer in futures_util::future::join_all(calls).await {
         answer.assert_ok_raw();
     }

@@ -72,6 +72,50 @@ impl FirstLease {
 /// a reload of the account's status).
 pub(super) type AccountLoad = (Uuid, i64);
 
+/// A cold call: the digest of its key, and what it will cost.
+pub(super) type KeyLoad = (Vec<u8>, i64);
+
+/// A cold call's key, with its account's load when the account was cold too.
+#[derive(Clone, Debug)]
+pub(super) struct ColdKey {
+    pub key: KeyRecord,
+    pub account: Option<AccountRecord>,
+}
+
+/// The live keys of `calls` and, for those whose account `is_cold` says this instance has not
+/// loaded, the account with its first lease: a cold call on a cold account waits for one batch
+/// instead of one for its key and then one for its account.
+pub(super) async fn keys_and_accounts(
+    pool: &PgPool,
+    catalog: &plans::Catalog,
+    calls: Vec<KeyLoad>,
+    is_cold: impl Fn(Uuid) -> bool,
+    now: DateTime<Utc>,
+    billing_grace: chrono::Duration,
+    terms: LeaseTerms,
+) -> Result<HashMap<KeyLoad, ColdKey>, sqlx::Error> {
+    let digests: HashSet<&Vec<u8>> = calls.iter().map(|(digest, _)| digest).collect();
+    let found = keys(pool, digests.into_iter().cloned().collect()).await?;
+    let loads: Vec<AccountLoad> = calls
+        .iter()
+        .filter_map(|(digest, cost)| Some((found.get(digest)?.user_id, *cost)))
+        .filter(|(user_id, _)| is_cold(*user_id))
+        .collect();
+    let accounts = if loads.is_empty() {
+        HashMap::new()
+    } else {
+        accounts(pool, catalog, loads, now, billing_grace, terms).await?
+    };
+    Ok(calls
+        .into_iter()
+        .filter_map(|call| {
+            let key = found.get(&call.0)?.clone();
+            let account = accounts.get(&(key.user_id, call.1)).cloned();
+            Some((call, ColdKey { key, account }))
+        })
+        .collect())
+}
+
 /// The live keys whose secret, or previous secret within its rotation's grace, has one of
 /// `digests`, by digest. Revoked and unknown digests are absent.
 pub(super) async fn keys(

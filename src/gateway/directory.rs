@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::batch::Batched;
-use super::cold::{self, AccountLoad, AccountRecord, KeyRecord};
+use super::cold::{self, AccountLoad, AccountRecord, ColdKey, KeyLoad, KeyRecord};
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
 use super::reservations::{LeaseTerms, return_grants};
 use super::spend_cap::SpendCap;
@@ -162,10 +162,12 @@ pub struct Directory {
     /// The plans accounts are on, read again whenever limits are (`refresh_limits`).
     plans: Arc<plans::Catalog>,
     keys: RwLock<HashMap<Vec<u8>, Arc<KeyEntry>>>,
-    accounts: RwLock<HashMap<Uuid, Arc<Account>>>,
+    /// Shared with the loader of cold keys, which loads the accounts it does not find here.
+    accounts: Arc<RwLock<HashMap<Uuid, Arc<Account>>>>,
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
-    /// Cold keys and accounts, loaded together when many arrive at once.
-    cold_keys: Batched<Vec<u8>, KeyRecord>,
+    /// Cold keys (with their cold accounts) and accounts, loaded together when many arrive at
+    /// once.
+    cold_keys: Batched<KeyLoad, ColdKey>,
     cold_accounts: Batched<AccountLoad, AccountRecord>,
 }
 
@@ -186,12 +188,28 @@ impl Directory {
         billing_grace: chrono::Duration,
         terms: LeaseTerms,
     ) -> Directory {
-        let key_pool = pool.clone();
-        let cold_keys = Batched::start("keys", move |digests| {
-            let pool = key_pool.clone();
-            async move { cold::keys(&pool, digests).await }
-        });
         let plans = Arc::new(plans::Catalog::default());
+        let accounts: Arc<RwLock<HashMap<Uuid, Arc<Account>>>> = Arc::default();
+        let (key_pool, key_clock, key_plans, known) =
+            (pool.clone(), clock.clone(), plans.clone(), accounts.clone());
+        let cold_keys = Batched::start("keys", move |calls| {
+            let (pool, now, plans, known) = (
+                key_pool.clone(),
+                key_clock.now(),
+                key_plans.clone(),
+                known.clone(),
+            );
+            let is_cold = move |user_id| {
+                !known
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&user_id)
+            };
+            async move {
+                cold::keys_and_accounts(&pool, &plans, calls, is_cold, now, billing_grace, terms)
+                    .await
+            }
+        });
         let (account_pool, account_clock, account_plans) =
             (pool.clone(), clock.clone(), plans.clone());
         let cold_accounts = Batched::start("accounts", move |loads| {
@@ -210,7 +228,7 @@ impl Directory {
             billing_grace,
             plans,
             keys: RwLock::default(),
-            accounts: RwLock::default(),
+            accounts,
             unknown: Mutex::default(),
         }
     }
@@ -234,8 +252,15 @@ impl Directory {
 
     /// The key with `digest` from PostgreSQL, remembered either way.
     pub async fn load(&self, digest: &[u8], first_cost: i64) -> Result<Lookup, sqlx::Error> {
-        match self.load_key(digest).await? {
-            Some(entry) => self.found(entry, first_cost).await,
+        match self.load_key(digest, first_cost).await? {
+            Some((entry, Some(account))) => {
+                let account = self.install(entry.user_id, account);
+                if entry.revoked.load(Ordering::Relaxed) {
+                    return Ok(Lookup::Unknown);
+                }
+                Ok(Lookup::Found(entry, account))
+            }
+            Some((entry, None)) => self.found(entry, first_cost).await,
             // Unknown or revoked: remembered as bad for a moment, never kept as a key.
             None => {
                 self.remember_unknown(digest.to_vec());
@@ -272,14 +297,22 @@ impl Directory {
         unknown.insert(digest, Instant::now());
     }
 
-    /// The key whose secret, or previous secret within its rotation's grace, has `digest`.
-    async fn load_key(&self, digest: &[u8]) -> Result<Option<Arc<KeyEntry>>, sqlx::Error> {
-        let Some(record) = self.cold_keys.get(digest.to_vec()).await? else {
+    /// The key whose secret, or previous secret within its rotation's grace, has `digest`, and
+    /// its account's load (with a first lease for `first_cost`) when the account was cold.
+    async fn load_key(
+        &self,
+        digest: &[u8],
+        first_cost: i64,
+    ) -> Result<Option<(Arc<KeyEntry>, Option<AccountRecord>)>, sqlx::Error> {
+        let Some(ColdKey { key, account }) =
+            self.cold_keys.get((digest.to_vec(), first_cost)).await?
+        else {
             return Ok(None);
         };
-        let entry = Arc::new(KeyEntry::from(record));
+        let entry = Arc::new(KeyEntry::from(key));
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        Ok(Some(keys.entry(digest.to_vec()).or_insert(entry).clone()))
+        let entry = keys.entry(digest.to_vec()).or_insert(entry).clone();
+        Ok(Some((entry, account)))
     }
 
     /// The account, loaded on first use, with a first lease for calls that cost `first_cost`
@@ -292,14 +325,7 @@ impl Directory {
         if let Some(account) = self.cached_account(user_id) {
             return Ok(account);
         }
-        let AccountRecord {
-            frozen,
-            limits,
-            month_calls,
-            month,
-            first_lease,
-            available,
-        } = match self.cold_accounts.get((user_id, first_cost)).await? {
+        let record = match self.cold_accounts.get((user_id, first_cost)).await? {
             Some(record) => record,
             None => AccountRecord {
                 frozen: true,
@@ -310,11 +336,24 @@ impl Directory {
                 available: 0,
             },
         };
+        Ok(self.install(user_id, record))
+    }
+
+    /// Keeps the account as `record` loaded it, unless another load kept it first.
+    fn install(&self, user_id: Uuid, record: AccountRecord) -> Arc<Account> {
+        let AccountRecord {
+            frozen,
+            limits,
+            month_calls,
+            month,
+            first_lease,
+            available,
+        } = record;
         let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
         match accounts.entry(user_id) {
             std::collections::hash_map::Entry::Occupied(loaded) => {
                 self.settle_raced_grant(user_id, loaded.get(), first_lease);
-                Ok(loaded.get().clone())
+                loaded.get().clone()
             }
             std::collections::hash_map::Entry::Vacant(vacant) => {
                 let mut wallet = Wallet::knowing(available);
@@ -333,7 +372,7 @@ impl Directory {
                     top_up: tokio::sync::Mutex::new(()),
                     credits_arrived: tokio::sync::Notify::new(),
                 });
-                Ok(vacant.insert(account).clone())
+                vacant.insert(account).clone()
             }
         }
     }
