@@ -244,7 +244,7 @@ impl Directory {
             .get(digest)
             .cloned();
         match cached {
-            Some(entry) => self.found(entry, first_cost).await,
+            Some(entry) => self.found(entry, first_cost, None).await,
             None if self.recently_unknown(digest) => Ok(Lookup::Unknown),
             None => Ok(Lookup::NotCached),
         }
@@ -253,14 +253,7 @@ impl Directory {
     /// The key with `digest` from PostgreSQL, remembered either way.
     pub async fn load(&self, digest: &[u8], first_cost: i64) -> Result<Lookup, sqlx::Error> {
         match self.load_key(digest, first_cost).await? {
-            Some((entry, Some(account))) => {
-                let account = self.install(entry.user_id, account);
-                if entry.revoked.load(Ordering::Relaxed) {
-                    return Ok(Lookup::Unknown);
-                }
-                Ok(Lookup::Found(entry, account))
-            }
-            Some((entry, None)) => self.found(entry, first_cost).await,
+            Some((entry, loaded)) => self.found(entry, first_cost, loaded).await,
             // Unknown or revoked: remembered as bad for a moment, never kept as a key.
             None => {
                 self.remember_unknown(digest.to_vec());
@@ -269,11 +262,22 @@ impl Directory {
         }
     }
 
-    async fn found(&self, entry: Arc<KeyEntry>, first_cost: i64) -> Result<Lookup, sqlx::Error> {
+    /// The key's lookup with its account: the one `loaded` with the key (kept even for a key
+    /// revoked meanwhile, so its first lease is not stranded), else the cached or loaded one.
+    async fn found(
+        &self,
+        entry: Arc<KeyEntry>,
+        first_cost: i64,
+        loaded: Option<AccountRecord>,
+    ) -> Result<Lookup, sqlx::Error> {
+        let installed = loaded.map(|record| self.install(entry.user_id, record));
         if entry.revoked.load(Ordering::Relaxed) {
             return Ok(Lookup::Unknown);
         }
-        let account = self.account(entry.user_id, first_cost).await?;
+        let account = match installed {
+            Some(account) => account,
+            None => self.account(entry.user_id, first_cost).await?,
+        };
         Ok(Lookup::Found(entry, account))
     }
 
