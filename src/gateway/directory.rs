@@ -4,7 +4,7 @@
 //! refresher still reloads revocations, account status and plan limits every five seconds,
 //! in case a notification was lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -510,7 +510,11 @@ impl Directory {
         let accounts = self.cached_accounts();
         if !accounts.is_empty() {
             let ids: Vec<Uuid> = accounts.iter().map(|account| account.user_id).collect();
-            let active = users::active_among(&self.pool, &ids).await?;
+            // A set: a list's `contains` made this loop quadratic in the accounts held.
+            let active: HashSet<Uuid> = users::active_among(&self.pool, &ids)
+                .await?
+                .into_iter()
+                .collect();
             for account in &accounts {
                 account
                     .frozen
