@@ -15,6 +15,9 @@
 #   WEBHOOKS_ONLY=1 bench/run.sh   only the signed webhook deliveries, WEBHOOK_ROUNDS times (3)
 #   LATENCY_ONLY=1 bench/run.sh   only nginx's and the gateway's latency at a fixed 2,000
 #                                 requests/s, LATENCY_ROUNDS times (3)
+#   INSTRUCTIONS_ONLY=1 bench/run.sh   the gateway's instructions per call, counted by
+#                                      callgrind over INSTRUCTION_CALLS (5,000) calls after a
+#                                      warm-up: compare two builds with BENCH_BIN
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
 #   PROFILE=1 bench/run.sh   also samples the gateway arm (and each pass of the many-accounts
 #                            arm, to $WORK/perf-accounts-<N>.data) with perf (linux-perf) and writes
@@ -137,13 +140,20 @@ start_gateway() { # port, extra env...; sets STARTED to the pid
     HTTP_WORKERS="$WORKERS" DATA_DIR="$WORK/data-$port" AUTH_LOGIN_PER_IP_PER_MINUTE=100000 \
     TRUSTED_PROXIES=127.0.0.1/32 \
     STRIPE_SECRET_KEY=sk_test_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
-    STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &
+    STRIPE_API_BASE="http://127.0.0.1:$STRIPE/" "$@" "${WRAP[@]}" "$BIN" >"$WORK/gateway-$port.log" 2>&1 &
   STARTED=$!
   PIDS+=("$STARTED")
 }
-wait_up() { for _ in $(seq 100); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "port $1 never came up" >&2; exit 1; }
+wait_up() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.1; done; echo "port $1 never came up" >&2; exit 1; }
+# INSTRUCTIONS_ONLY runs the in-process gateway under callgrind, which starts counting only
+# when told (after a warm-up).
+WRAP=()
+if [ "${INSTRUCTIONS_ONLY:-0}" = 1 ]; then
+  WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.%p")
+fi
 start_gateway $GW
 GW_PID=$STARTED
+WRAP=()
 wait_up $GW
 start_gateway $GWR REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench-$$"
 GWR_PID=$STARTED
@@ -245,6 +255,29 @@ ACCOUNT_SECS=${ACCOUNT_SECS:-15} ACCOUNT_CONNECTIONS=${ACCOUNT_CONNECTIONS:-32}
 if [ "${ACCOUNTS_ONLY:-0}" = 1 ]; then
   sleep 1.5 # the gateways reload providers every second
   accounts_arm
+  exit 0
+fi
+
+# --- Instructions per call ---------------------------------------------------------------
+# Instructions are counted, not timed: the same build, inputs and calls give the same count
+# whatever else the machine does, so a change too small for the throughput arms' spread
+# (about 15 % from run to run) still shows, as a before -> after of two builds (`BENCH_BIN`).
+if [ "${INSTRUCTIONS_ONLY:-0}" = 1 ]; then
+  calls=${INSTRUCTION_CALLS:-5000}
+  sleep 1.5 # the gateways reload providers every second
+  # The warm-up loads the key and the account, reserves a lease and opens the connections.
+  oha --no-tui -n 500 -c 8 -H "X-API-Key: $KEY" "http://127.0.0.1:$GW/api/v1/bench/data.json" > /dev/null
+  callgrind_control -i on "$GW_PID" > /dev/null
+  oha --no-tui -n "$calls" -c 8 -H "X-API-Key: $KEY" "http://127.0.0.1:$GW/api/v1/bench/data.json" \
+    > "$WORK/instructions-oha.txt"
+  callgrind_control -d "$GW_PID" > /dev/null
+  dump=$(ls "$WORK"/callgrind."$GW_PID".* | head -1)
+  callgrind_annotate --inclusive=yes "$dump" > "$WORK/instructions-all.txt" 2>/dev/null || true
+  head -80 "$WORK/instructions-all.txt" > "$WORK/instructions.txt"
+  total=$(sed -n 's/^summary: *//p; s/^totals: *//p' "$dump" | head -1 | awk '{print $1}')
+  ok=$(grep -o '\[200\] *[0-9]* responses' "$WORK/instructions-oha.txt" | awk '{print $2}')
+  echo "instructions per call: $((total / calls)) ($total over $calls calls, ${ok:-0} answered 200; the gateway's every thread, settlement ticks included)"
+  echo "the heaviest functions, inclusive: $WORK/instructions.txt"
   exit 0
 fi
 

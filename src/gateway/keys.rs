@@ -297,27 +297,37 @@ pub async fn authenticate(
     }
     let digest = token::digest(presented);
     let lookup = match gateway.directory.cached(&digest, first_cost).await? {
-        Lookup::NotCached => {
-            let client = client_key(req, &state.settings.trusted_proxies);
-            let rate = Rate::per_minute(state.settings.gateway.failed_keys_per_ip_per_minute);
-            let allowed = state.limiter.would_allow("bad_key", &client, rate).await;
-            if !allowed.allowed {
-                return Err(GatewayError::TooManyBadKeys {
-                    retry_after_secs: allowed.retry_after_secs(),
-                });
-            }
-            let lookup = gateway.directory.load(&digest, first_cost).await?;
-            if matches!(lookup, Lookup::Unknown) {
-                state.limiter.check("bad_key", &client, rate).await;
-            }
-            lookup
-        }
+        // Boxed: a cold key's way is rare and its future large (see `Meter::hold`).
+        Lookup::NotCached => Box::pin(load_cold(state, gateway, req, &digest, first_cost)).await?,
         known => known,
     };
     match lookup {
         Lookup::Found(entry, account) => Ok((entry, account)),
         Lookup::Unknown | Lookup::NotCached => Err(GatewayError::KeyInvalid),
     }
+}
+
+/// A key the caches do not know: loaded, unless this client presented too many unknown keys.
+async fn load_cold(
+    state: &AppState,
+    gateway: &GatewayState,
+    req: &HttpRequest,
+    digest: &[u8],
+    first_cost: i64,
+) -> Result<Lookup, GatewayError> {
+    let client = client_key(req, &state.settings.trusted_proxies);
+    let rate = Rate::per_minute(state.settings.gateway.failed_keys_per_ip_per_minute);
+    let allowed = state.limiter.would_allow("bad_key", &client, rate).await;
+    if !allowed.allowed {
+        return Err(GatewayError::TooManyBadKeys {
+            retry_after_secs: allowed.retry_after_secs(),
+        });
+    }
+    let lookup = gateway.directory.load(digest, first_cost).await?;
+    if matches!(lookup, Lookup::Unknown) {
+        state.limiter.check("bad_key", &client, rate).await;
+    }
+    Ok(lookup)
 }
 
 /// The key a request presents: `X-API-Key`, else `Authorization: Bearer`.

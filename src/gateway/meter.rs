@@ -120,16 +120,38 @@ impl Meter {
         cost: i64,
         cap: Option<(Uuid, SpendCap)>,
     ) -> Result<Result<HeldCredits<'_>, Shortfall>, ledger::LedgerError> {
-        let held = || HeldCredits {
+        let held = || self.held(account, cost, cap);
+        if cost <= 0 || try_hold(account, cost, cap).is_ok() {
+            return Ok(Ok(held()));
+        }
+        // Boxed: the way to PostgreSQL holds large futures, which would otherwise be part of
+        // every call's future, moved into a box by actix-web on each call.
+        Box::pin(self.hold_after_top_up(account, cost, cap)).await
+    }
+
+    fn held(
+        &self,
+        account: &Arc<Account>,
+        cost: i64,
+        cap: Option<(Uuid, SpendCap)>,
+    ) -> HeldCredits<'_> {
+        HeldCredits {
             meter: self,
             account: account.clone(),
             cost,
             capped_key: cap.map(|(key_id, _)| key_id),
             charged: false,
-        };
-        if cost <= 0 || try_hold(account, cost, cap).is_ok() {
-            return Ok(Ok(held()));
         }
+    }
+
+    /// `hold` when the lease cannot cover `cost`: one caller tops it up for all, then holds.
+    async fn hold_after_top_up(
+        &self,
+        account: &Arc<Account>,
+        cost: i64,
+        cap: Option<(Uuid, SpendCap)>,
+    ) -> Result<Result<HeldCredits<'_>, Shortfall>, ledger::LedgerError> {
+        let held = || self.held(account, cost, cap);
         let _single_flight = account.top_up.lock().await;
         if try_hold(account, cost, cap).is_ok() {
             return Ok(Ok(held()));

@@ -216,7 +216,9 @@ impl Limiter {
                     (true, true) => cells.lease.want(now, cap),
                 }
             };
-            let answer = shared.check(bundle, wanted).await;
+            // Boxed, like every wait on Redis here: its future is large, and would otherwise
+            // weigh on every call's future, Redis or not.
+            let answer = Box::pin(shared.check(bundle, wanted)).await;
             let granted = answer.as_ref().map_or(0, |(_, granted)| *granted);
             if granted > 0 || wanted > 1 {
                 let mut cells = lock(bundle.cells);
@@ -260,7 +262,7 @@ impl Limiter {
                 leased: true,
             };
             let period = quota.map(|quota| quota.period);
-            let answer = shared.check(&bundle, events).await;
+            let answer = Box::pin(shared.check(&bundle, events)).await;
             let (granted, remaining) = match &answer {
                 Ok((verdict, granted)) => (*granted, verdict.remaining),
                 Err(error) => {
@@ -280,7 +282,7 @@ impl Limiter {
         let period = bundle.quota.map(|quota| quota.period);
         lock(bundle.cells).refund(bundle.rates, period);
         if let Some(shared) = &self.shared
-            && let Err(error) = shared.refund(bundle, 1).await
+            && let Err(error) = Box::pin(shared.refund(bundle, 1)).await
         {
             tracing::warn!(class = bundle.class, error = %error,
                 "could not give an event back to Redis");
