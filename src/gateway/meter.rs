@@ -120,9 +120,8 @@ impl Meter {
         cost: i64,
         cap: Option<(Uuid, SpendCap)>,
     ) -> Result<Result<HeldCredits<'_>, Shortfall>, ledger::LedgerError> {
-        let held = || self.held(account, cost, cap);
         if cost <= 0 || try_hold(account, cost, cap).is_ok() {
-            return Ok(Ok(held()));
+            return Ok(Ok(self.held(account, cost, cap)));
         }
         // Boxed: the way to PostgreSQL holds large futures, which would otherwise be part of
         // every call's future, moved into a box by actix-web on each call.
