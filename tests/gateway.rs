@@ -293,6 +293,9 @@ async fn a_call_is_forwarded_with_the_providers_credentials_and_streamed_back() 
     assert_eq!(headers["x-upstream-token"], "upstream-secret-value");
     assert_eq!(headers["x-custom"], "kept");
     assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // The provider's host, not the gateway's that the client named.
+    let upstream_host = gw.upstream.base_url["http://".len()..].trim_end_matches("/base");
+    assert_eq!(headers["host"], upstream_host);
     for gone in ["authorization", "x-api-key", "cookie", "x-drop-me"] {
         assert!(headers.get(gone).is_none(), "{gone} was forwarded");
     }

@@ -46,7 +46,15 @@ impl RequestContext {
             .and_then(|value| value.to_str().ok())
             .filter(|id| is_acceptable_request_id(id))
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            // Encoded directly: `to_string` goes through the formatting machinery on every
+            // request that brings no id of its own.
+            .unwrap_or_else(|| {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                uuid::Uuid::new_v4()
+                    .hyphenated()
+                    .encode_lower(&mut buffer)
+                    .to_owned()
+            });
         let from_query = form_urlencoded::parse(req.query_string().as_bytes())
             .find(|(key, _)| key == "lang")
             .and_then(|(_, value)| Lang::parse(&value));

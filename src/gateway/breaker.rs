@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -20,6 +21,9 @@ pub struct Breakers {
     failures: u32,
     cool_down: Duration,
     states: Mutex<HashMap<String, State>>,
+    /// How many providers have a state (`states.len()`): while none has, a call neither locks
+    /// nor hashes its provider's slug, twice per call otherwise.
+    troubled: AtomicUsize,
 }
 
 impl Breakers {
@@ -28,11 +32,15 @@ impl Breakers {
             failures: failures.max(1),
             cool_down,
             states: Mutex::default(),
+            troubled: AtomicUsize::new(0),
         }
     }
 
     /// Whether a call to `slug` may go to the upstream now.
     pub fn admit(&self, slug: &str) -> bool {
+        if self.troubled.load(Ordering::Acquire) == 0 {
+            return true;
+        }
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let Some(state) = states.get_mut(slug) else {
             return true;
@@ -50,17 +58,21 @@ impl Breakers {
 
     /// The outcome of an admitted call to `slug`.
     pub fn record(&self, slug: &str, succeeded: bool) {
+        if succeeded && self.troubled.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         if succeeded {
             states.remove(slug);
-            return;
+        } else {
+            let state = states.entry(slug.to_owned()).or_default();
+            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+            if state.probing || state.consecutive_failures >= self.failures {
+                state.open_until = Some(Instant::now() + self.cool_down);
+                state.probing = false;
+            }
         }
-        let state = states.entry(slug.to_owned()).or_default();
-        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-        if state.probing || state.consecutive_failures >= self.failures {
-            state.open_until = Some(Instant::now() + self.cool_down);
-            state.probing = false;
-        }
+        self.troubled.store(states.len(), Ordering::Release);
     }
 }
 

@@ -68,11 +68,13 @@ pub struct HeldCredits<'a> {
 }
 
 impl HeldCredits<'_> {
-    /// Charges the held cost and counts the call.
-    pub fn charge(mut self, key_id: Uuid, provider: &str) {
-        self.meter
-            .charge(&self.account, self.cost, self.capped_key, key_id, provider);
+    /// Charges the held cost and counts the call; answers the credits visible after it.
+    pub fn charge(mut self, key_id: Uuid, provider: &str) -> i64 {
+        let visible =
+            self.meter
+                .charge(&self.account, self.cost, self.capped_key, key_id, provider);
         self.charged = true;
+        visible
     }
 }
 
@@ -330,7 +332,7 @@ impl Meter {
         capped_key: Option<Uuid>,
         key_id: Uuid,
         provider: &str,
-    ) {
+    ) -> i64 {
         let hour = self.hour();
         let mut wallet = lock(account);
         if cost > 0 {
@@ -349,6 +351,7 @@ impl Meter {
             .or_default();
         usage.calls += 1;
         usage.credits += cost;
+        wallet.visible_credits()
     }
 
     /// Counts a call the upstream failed (not charged).

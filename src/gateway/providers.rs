@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use super::GatewayState;
+use super::upstream::Target;
 use crate::api::{ApiError, ApiJson, Authorized, ErrorBody, PathAndBody, SuccessBody, ok};
 use crate::auth::AdminUser;
 use crate::db::is_violation_of;
@@ -32,6 +33,8 @@ pub struct Provider {
     pub timeout_ms: i32,
     pub body: BodyLimits,
     pub enabled: bool,
+    /// Where and how calls are sent, prepared once per load instead of on every call.
+    pub target: Target,
 }
 
 /// How long and how large a provider's response body may be.
@@ -142,11 +145,20 @@ async fn load_all(pool: &PgPool) -> Result<Vec<Provider>, sqlx::Error> {
     Ok(rows
         .into_iter()
         .filter_map(|row| {
+            let base_url = url::Url::parse(&row.base_url).ok()?;
+            let auth_value = row.auth_value.map(SecretString::from);
+            let target = Target::of(
+                &base_url,
+                row.auth_header.as_deref(),
+                auth_value.as_ref(),
+                row.timeout_ms,
+            )?;
             Some(Provider {
-                base_url: url::Url::parse(&row.base_url).ok()?,
+                base_url,
+                target,
                 slug: row.slug,
                 auth_header: row.auth_header,
-                auth_value: row.auth_value.map(SecretString::from),
+                auth_value,
                 cost: row.cost,
                 timeout_ms: row.timeout_ms,
                 body: BodyLimits {
@@ -406,11 +418,14 @@ mod tests {
 
     #[test]
     fn a_providers_debug_and_view_never_show_its_credential() {
+        let base_url = url::Url::parse("http://127.0.0.1:1/").unwrap();
+        let auth_value = SecretString::from("provider-secret-value");
         let provider = Provider {
+            target: Target::of(&base_url, Some("X-Secret"), Some(&auth_value), 1000).unwrap(),
             slug: String::from("echo"),
-            base_url: url::Url::parse("http://127.0.0.1:1/").unwrap(),
+            base_url,
             auth_header: Some(String::from("X-Secret")),
-            auth_value: Some(SecretString::from("provider-secret-value")),
+            auth_value: Some(auth_value),
             cost: 1,
             timeout_ms: 1000,
             body: BodyLimits::default(),

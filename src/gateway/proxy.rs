@@ -26,13 +26,21 @@ use crate::limits::Exceeded;
 use crate::state::AppState;
 
 /// The headers every gateway answer carries.
-struct Meters {
+struct Meters<'a> {
+    account: &'a Account,
     rps_limit: u32,
     rps_remaining: u32,
-    credits: i64,
+    /// Known when the call was charged (read under the charge's lock); read when answered
+    /// otherwise, so that a refusal shows the credits as they are once its hold is gone.
+    credits: Option<i64>,
 }
 
-impl Meters {
+impl Meters<'_> {
+    fn credits(&self) -> i64 {
+        self.credits
+            .unwrap_or_else(|| visible_credits(self.account))
+    }
+
     fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(
             HeaderName::from_static("x-ratelimit-limit"),
@@ -44,7 +52,7 @@ impl Meters {
         );
         headers.insert(
             HeaderName::from_static("x-credits-remaining"),
-            HeaderValue::from(self.credits),
+            HeaderValue::from(self.credits()),
         );
     }
 
@@ -52,7 +60,7 @@ impl Meters {
         ApiError::from(error)
             .with_header("x-ratelimit-limit", self.rps_limit.to_string())
             .with_header("x-ratelimit-remaining", self.rps_remaining.to_string())
-            .with_header("x-credits-remaining", self.credits.to_string())
+            .with_header("x-credits-remaining", self.credits().to_string())
     }
 }
 
@@ -96,7 +104,8 @@ pub async fn forward(
     let first_cost = provider.as_ref().map_or(0, |provider| provider.cost);
     let (key_entry, account) = authenticate(&context, &gateway, &req, &key, first_cost).await?;
     let controls = &key_entry.controls;
-    if controls.expired(context.clock.now().timestamp()) {
+    let now = context.clock.now();
+    if controls.expired(now.timestamp()) {
         return Err(GatewayError::KeyExpired.into());
     }
     let client = client_ip(&req, &context.settings.trusted_proxies);
@@ -105,13 +114,10 @@ pub async fn forward(
     }
     let limits = account.limits();
     let mut meters = Meters {
+        account: &account,
         rps_limit: limits.rps,
         rps_remaining: 0,
-        credits: account
-            .wallet
-            .lock()
-            .map(|w| w.visible_credits())
-            .unwrap_or(0),
+        credits: None,
     };
     if account.frozen.load(Ordering::Relaxed) {
         return Err(meters.on_error(GatewayError::AccountFrozen));
@@ -147,7 +153,6 @@ pub async fn forward(
     let held = gateway.meter.hold(&account, cost, cap).await?;
     let permit = gateway.in_flight.clone().try_acquire_owned().ok();
     let rates = limits.rates();
-    let now = context.clock.now();
     let bundle = account.limit_bundle(limits, &rates, month_of(now));
     let verdict = context
         .limiter
@@ -176,7 +181,6 @@ pub async fn forward(
     };
     if let Some(refusal) = refusal {
         drop(held);
-        meters.credits = visible_credits(&account);
         return Err(meters.on_error(refusal));
     }
     if let Some(rate) = gateway.global_rate {
@@ -184,13 +188,16 @@ pub async fn forward(
         if !decision.allowed {
             drop(held);
             context.limiter.refund_bundle(&bundle).await;
-            meters.credits = visible_credits(&account);
             return Err(meters.on_error(GatewayError::Overloaded));
         }
     }
-    key_entry
-        .last_used
-        .store(context.clock.now().timestamp(), Ordering::Relaxed);
+    // Written only when the second changes: a line every call writes is one that the other
+    // workers' calls with the key must fetch again.
+    if key_entry.last_used.load(Ordering::Relaxed) != now.timestamp() {
+        key_entry
+            .last_used
+            .store(now.timestamp(), Ordering::Relaxed);
+    }
     if let Some(ip) = client {
         *key_entry.last_ip.lock().unwrap_or_else(|p| p.into_inner()) = Some(ip);
     }
@@ -210,10 +217,9 @@ pub async fn forward(
     match outcome {
         Ok(body) => {
             if let Ok(held) = held {
-                held.charge(key_entry.key_id, &provider.slug);
+                meters.credits = Some(held.charge(key_entry.key_id, &provider.slug));
             }
             drop(permit);
-            meters.credits = visible_credits(&account);
             Ok(respond(body, &meters))
         }
         Err(reason) => {
@@ -224,7 +230,6 @@ pub async fn forward(
             gateway
                 .meter
                 .count_error(&account, key_entry.key_id, &provider.slug);
-            meters.credits = visible_credits(&account);
             Err(meters.on_error(GatewayError::Upstream(reason)))
         }
     }
@@ -239,7 +244,7 @@ async fn call_provider(
     tail: &str,
     started: tokio::time::Instant,
 ) -> Result<StartedBody, String> {
-    let upstream = upstream::send(req, payload, provider, tail)
+    let upstream = upstream::send(req, payload, &provider.target, tail)
         .await
         .map_err(|error| format!("{}: {error}", provider.slug))?;
     if upstream.status().as_u16() >= 500 {

@@ -4,7 +4,6 @@
 //! of this instance's leases, `last_used_at`, the return of dead instances' leases, and the
 //! closing round on shutdown.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +14,7 @@ use super::directory::{Account, Directory, lock};
 use super::key_blocks::{end_key_blocks, settle_key_blocks};
 use super::meter::{Meter, idle_ticks_kept};
 use super::wallet::KeyBudget;
-use super::wallet::{UsageDelta, UsageKey, Wallet};
+use super::wallet::{UsageMap, Wallet};
 use crate::ledger;
 
 /// Accounts settled together in one transaction.
@@ -538,7 +537,7 @@ fn forget_returned_blocks(wallet: &mut Wallet) {
 /// dropped (a failed settlement), to be written with the next one.
 struct PendingUsage {
     account: Arc<Account>,
-    usage: HashMap<UsageKey, UsageDelta>,
+    usage: UsageMap,
     written: bool,
 }
 
@@ -566,7 +565,7 @@ impl Drop for PendingUsage {
 /// Adds the usage of every account given to `usage_hourly`, in one statement.
 async fn write_usage<'a>(
     connection: &mut sqlx::PgConnection,
-    usage: impl IntoIterator<Item = (Uuid, &'a HashMap<UsageKey, UsageDelta>)>,
+    usage: impl IntoIterator<Item = (Uuid, &'a UsageMap)>,
 ) -> Result<(), sqlx::Error> {
     let (mut users, mut keys, mut providers, mut hours) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -21,8 +21,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use secrecy::ExposeSecret;
-
-use super::providers::Provider;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 
 type RequestBody = BoxBody<Bytes, std::io::Error>;
 type PooledClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
@@ -57,6 +57,30 @@ fn new_client() -> PooledClient {
         .build(https)
 }
 
+/// Appends `ip` as text: an IPv4 address digit by digit, which costs a fraction of the
+/// formatting machinery that `Display` goes through on every call.
+fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Headers that belong to one connection, never forwarded either way.
 pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -79,38 +103,115 @@ const NOT_FORWARDED: [&str; 5] = [
     "cookie",
 ];
 
-/// Sends the call to `provider` (its base URL, then `tail` and the query) with the client's
+/// Where a provider's calls go and what they carry of its own, prepared when the providers are
+/// loaded: parsing the base URL, the credential's header and the `Host` on every call was a
+/// measurable part of a call's work (`bench/HISTORY.md`).
+#[derive(Clone, Debug)]
+pub struct Target {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The base URL's path without its trailing slashes; the call's tail follows a `/`.
+    base_path: String,
+    /// The `Host` hyper would derive from the URL (the port only when not the scheme's own).
+    host: http::HeaderValue,
+    /// The provider's credential, marked sensitive so that no debug print shows it.
+    credential: Option<(http::HeaderName, http::HeaderValue)>,
+    /// How long the provider may take to answer with its head.
+    timeout: Duration,
+}
+
+impl Target {
+    /// `None` when the URL has no host that a request can name. A credential whose name or
+    /// value cannot be a header is left out, as it always was.
+    pub fn of(
+        base_url: &url::Url,
+        auth_header: Option<&str>,
+        auth_value: Option<&secrecy::SecretString>,
+        timeout_ms: i32,
+    ) -> Option<Target> {
+        let scheme = http::uri::Scheme::try_from(base_url.scheme()).ok()?;
+        let authority: http::uri::Authority = base_url
+            [url::Position::BeforeHost..url::Position::AfterPort]
+            .parse()
+            .ok()?;
+        let default_port = if scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => http::HeaderValue::from_str(authority.as_str()),
+            _ => http::HeaderValue::from_str(authority.host()),
+        }
+        .ok()?;
+        let credential = match (auth_header, auth_value) {
+            (Some(name), Some(value)) => {
+                let name = http::HeaderName::from_bytes(name.as_bytes()).ok();
+                let value = http::HeaderValue::from_str(value.expose_secret()).ok();
+                name.zip(value).map(|(name, mut value)| {
+                    value.set_sensitive(true);
+                    (name, value)
+                })
+            }
+            _ => None,
+        };
+        Some(Target {
+            scheme,
+            authority,
+            base_path: base_url.path().trim_end_matches('/').to_owned(),
+            host,
+            credential,
+            timeout: Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(30_000)),
+        })
+    }
+
+    /// The provider's URL for `tail` and the client's `query`.
+    fn uri(&self, tail: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
+        let query_len = query.map_or(0, |query| query.len() + 1);
+        let mut path = String::with_capacity(self.base_path.len() + 1 + tail.len() + query_len);
+        path.push_str(&self.base_path);
+        path.push('/');
+        path.push_str(tail);
+        if let Some(query) = query {
+            path.push('?');
+            path.push_str(query);
+        }
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+}
+
+/// Sends the call to a provider's `target` (its base URL, then `tail` and the query) with the client's
 /// headers less its credentials and the hop-by-hop ones, the provider's own credential, and
 /// `X-Forwarded-For`; answers the provider's head and body, or why not.
 pub async fn send(
     req: &HttpRequest,
     payload: web::Payload,
-    provider: &Provider,
+    target: &Target,
     tail: &str,
 ) -> Result<hyper::Response<Incoming>, String> {
-    let mut url = provider.base_url.as_str().trim_end_matches('/').to_owned();
-    url.push('/');
-    url.push_str(tail);
-    if let Some(query) = req.uri().query() {
-        url.push('?');
-        url.push_str(query);
-    }
+    let uri = target
+        .uri(tail, req.uri().query())
+        .map_err(|error| error.to_string())?;
     let method = http::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|error| error.to_string())?;
-    let mut upstream = http::Request::builder().method(method).uri(url);
+    let mut upstream = http::Request::builder().method(method).uri(uri);
     let forwarded = upstream
         .headers_mut()
         .expect("a request builder without an error yet");
 
     let headers = req.headers();
     let dropped_by_connection = named_in_connection(headers.get_all(header::CONNECTION));
-    let own_header = provider.auth_header.as_deref().map(str::to_ascii_lowercase);
+    let own_header = target.credential.as_ref().map(|(name, _)| name.as_str());
     for (name, value) in headers {
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower)
             || NOT_FORWARDED.contains(&lower)
             || lower == "x-forwarded-for"
-            || own_header.as_deref() == Some(lower)
+            || own_header == Some(lower)
             || dropped_by_connection.iter().any(|dropped| dropped == lower)
         {
             continue;
@@ -122,26 +223,24 @@ pub async fn send(
             forwarded.append(name, value);
         }
     }
-    let peer = req
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.is_empty() => format!("{previous}, {peer}"),
-        _ => peer,
-    };
-    if let Ok(value) = http::HeaderValue::from_str(&forwarded_for) {
+    forwarded.insert(http::header::HOST, target.host.clone());
+    let previous = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .filter(|previous| !previous.is_empty());
+    let mut forwarded_for = String::with_capacity(previous.map_or(0, str::len) + 2 + 39);
+    if let Some(previous) = previous {
+        forwarded_for.push_str(previous);
+        forwarded_for.push_str(", ");
+    }
+    if let Some(peer) = req.peer_addr() {
+        push_ip(&mut forwarded_for, peer.ip());
+    }
+    if let Ok(value) = http::HeaderValue::try_from(forwarded_for) {
         forwarded.insert("x-forwarded-for", value);
     }
-    if let (Some(name), Some(value)) = (&provider.auth_header, &provider.auth_value)
-        && let (Ok(name), Ok(mut value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value.expose_secret()),
-        )
-    {
-        // Shown as "Sensitive" by any debug print of the request.
-        value.set_sensitive(true);
-        forwarded.insert(name, value);
+    if let Some((name, value)) = &target.credential {
+        forwarded.insert(name.clone(), value.clone());
     }
 
     let length = headers
@@ -162,7 +261,7 @@ pub async fn send(
         _ => Empty::new().map_err(|never| match never {}).boxed(),
     };
     let request = upstream.body(body).map_err(|error| error.to_string())?;
-    let timeout = Duration::from_millis(u64::try_from(provider.timeout_ms).unwrap_or(30_000));
+    let timeout = target.timeout;
     let response = CLIENT.with(|client| client.request(request));
     match tokio::time::timeout(timeout, response).await {
         Ok(Ok(response)) => Ok(response),
@@ -214,4 +313,81 @@ pub fn named_in_connection<'a, V: AsRef<[u8]> + 'a>(
                 .map(|name| name.trim().to_ascii_lowercase())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(base_url: &str) -> Target {
+        Target::of(&url::Url::parse(base_url).unwrap(), None, None, 1000).unwrap()
+    }
+
+    #[test]
+    fn a_targets_url_joins_the_base_path_the_tail_and_the_query() {
+        let cases = [
+            (
+                "http://127.0.0.1:8081",
+                "v2/today",
+                None,
+                "http://127.0.0.1:8081/v2/today",
+            ),
+            (
+                "http://example.com/base/",
+                "items",
+                Some("q=1&x"),
+                "http://example.com/base/items?q=1&x",
+            ),
+            (
+                "https://example.com/a/b",
+                "",
+                None,
+                "https://example.com/a/b/",
+            ),
+        ];
+        for (base, tail, query, expected) in cases {
+            assert_eq!(target(base).uri(tail, query).unwrap().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn a_targets_host_names_the_port_only_when_it_is_not_the_schemes_own() {
+        for (base, host) in [
+            ("http://127.0.0.1:8081/", "127.0.0.1:8081"),
+            ("http://example.com:80/", "example.com"),
+            ("https://example.com/", "example.com"),
+            ("https://example.com:8443/x", "example.com:8443"),
+            ("http://[::1]:9000/", "[::1]:9000"),
+        ] {
+            assert_eq!(target(base).host, host, "{base}");
+        }
+    }
+
+    #[test]
+    fn a_targets_credential_is_sensitive_and_never_printed() {
+        let secret = secrecy::SecretString::from("provider-secret-value");
+        let url = url::Url::parse("http://127.0.0.1:1/").unwrap();
+        let target = Target::of(&url, Some("X-Secret"), Some(&secret), 1000).unwrap();
+        let (name, value) = target.credential.as_ref().unwrap();
+        assert_eq!(name.as_str(), "x-secret");
+        assert!(value.is_sensitive());
+        assert!(!format!("{target:?}").contains("provider-secret-value"));
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut written = String::new();
+            push_ip(&mut written, ip);
+            assert_eq!(written, ip.to_string());
+        }
+    }
 }

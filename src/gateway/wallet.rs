@@ -29,6 +29,11 @@ pub struct UsageDelta {
 
 pub type UsageKey = (Uuid, String, DateTime<Utc>);
 
+/// Calls counted per key, provider and hour. Hashed with foldhash instead of SipHash: every
+/// call looks its entry up, and the keys are the service's own (key ids, provider slugs,
+/// hours), never a stranger's input, so SipHash's resistance to chosen collisions buys nothing.
+pub type UsageMap = HashMap<UsageKey, UsageDelta, foldhash::fast::RandomState>;
+
 /// An account's credits on this instance.
 #[derive(Debug, Default)]
 pub struct Wallet {
@@ -49,7 +54,7 @@ pub struct Wallet {
     pub(super) spent_this_tick: i64,
     pub(super) spent_last_tick: i64,
     pub(super) idle_ticks: u32,
-    pub(super) usage: HashMap<UsageKey, UsageDelta>,
+    pub(super) usage: UsageMap,
     /// The blocks of the account's keys that have a spend cap.
     pub(super) key_budgets: HashMap<Uuid, KeyBudget>,
 }
