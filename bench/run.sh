@@ -18,7 +18,9 @@
 #   INSTRUCTIONS_ONLY=1 bench/run.sh   the gateway's instructions per call, counted by
 #                                      callgrind over INSTRUCTION_CALLS (5,000) calls after a
 #                                      warm-up: compare two builds with BENCH_BIN
-#   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one)
+#   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one;
+#                            with fewer workers than cores the throughput arms also run with
+#                            as many as cores, as `nginx-wN` and `gateway-wN`)
 #   PROFILE=1 bench/run.sh   also samples the gateway arm (and each pass of the many-accounts
 #                            arm, to $WORK/perf-accounts-<N>.data) with perf (linux-perf) and writes
 #                            the hottest functions to $WORK/profile.txt
@@ -38,7 +40,16 @@ ROUNDS=3 SECS=8 CONNECTIONS=64 RATE_SECS=10 LOGIN_SECS=5 WEBHOOK_EVENTS=5000 ORD
 if [ "${1:-}" = "--quick" ]; then
   ROUNDS=1 SECS=2 RATE_SECS=2 LOGIN_SECS=2 WEBHOOK_EVENTS=500 ORDER_SECS=2
 fi
-UP=18081 PROXY=18082 GW=18083 GWR=18084 STRIPE=18085
+UP=18081 PROXY=18082 GW=18083 GWR=18084 STRIPE=18085 PROXY_ALL=18086 GW_ALL=18087
+# With fewer workers than cores, the throughput arms run a second time with as many workers as
+# cores (`nginx-wN`, `gateway-wN`), each pair on its own nginx and gateway: issue 13 sets its
+# targets for both.
+CORES=$(nproc)
+ALL_CORE_ARMS=""
+ONLY_OTHER_ARMS=${ACCOUNTS_ONLY:-0}${FLOOD_ONLY:-0}${WEBHOOKS_ONLY:-0}${LATENCY_ONLY:-0}${INSTRUCTIONS_ONLY:-0}
+if [ "$WORKERS" -lt "$CORES" ] && [ "$ONLY_OTHER_ARMS" = 00000 ]; then
+  ALL_CORE_ARMS="nginx-w$CORES gateway-w$CORES"
+fi
 # A key of the form the service issues ("mk_" and 43 URL-safe base64 characters): any other
 # form is refused before any look-up.
 KEY="mk_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' | head -c 43)"
@@ -49,7 +60,7 @@ PIDS=()
 
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for conf in upstream proxy; do
+  for conf in upstream proxy proxy-all; do
     [ -f "$WORK/$conf.pid" ] && kill "$(cat "$WORK/$conf.pid")" 2>/dev/null || true
   done
 }
@@ -104,17 +115,18 @@ http {
   }
 }
 EOF
-cat > "$WORK/proxy.conf" <<EOF
-worker_processes $WORKERS;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy.err;
+proxy_conf() { # workers, port, name
+cat > "$WORK/$3.conf" <<EOF
+worker_processes $1;
+pid $WORK/$3.pid;
+error_log $WORK/$3.err;
 events { worker_connections 8192; }
 http {
   access_log off;
   keepalive_requests 1000000;
   upstream backend { server 127.0.0.1:$UP; keepalive 128; }
   server {
-    listen 127.0.0.1:$PROXY;
+    listen 127.0.0.1:$2;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -123,8 +135,14 @@ http {
   }
 }
 EOF
+}
 nginx -c "$WORK/upstream.conf"
+proxy_conf "$WORKERS" "$PROXY" proxy
 nginx -c "$WORK/proxy.conf"
+if [ -n "$ALL_CORE_ARMS" ]; then
+  proxy_conf "$CORES" "$PROXY_ALL" proxy-all
+  nginx -c "$WORK/proxy-all.conf"
+fi
 
 python3 "$ROOT/bench/fake_stripe.py" "$STRIPE" "$ROOT/tests/fixtures/stripe/fixtures3.json" &
 PIDS+=($!)
@@ -159,6 +177,11 @@ wait_up $GW
 start_gateway $GWR REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench-$$"
 GWR_PID=$STARTED
 wait_up $GWR
+if [ -n "$ALL_CORE_ARMS" ]; then
+  start_gateway $GW_ALL HTTP_WORKERS="$CORES"
+  GW_ALL_PID=$STARTED
+  wait_up $GW_ALL
+fi
 
 USER_ID=00000000-0000-0000-0000-0000000000b1
 HASH=$("$LOADGEN" hash "$PASSWORD")
@@ -302,6 +325,8 @@ url_of() {
   case $1 in
     direct) echo "http://127.0.0.1:$UP/data.json" ;;
     nginx) echo "http://127.0.0.1:$PROXY/data.json" ;;
+    nginx-w*) echo "http://127.0.0.1:$PROXY_ALL/data.json" ;;
+    gateway-w*) echo "http://127.0.0.1:$GW_ALL/api/v1/bench/data.json" ;;
     gateway) echo "http://127.0.0.1:$GW/api/v1/bench/data.json" ;;
     gateway+redis) echo "http://127.0.0.1:$GWR/api/v1/bench/data.json" ;;
   esac
@@ -312,11 +337,13 @@ pids_of() {
     nginx) workers_of proxy ;;
     gateway) echo "$GW_PID" ;;
     gateway+redis) echo "$GWR_PID" ;;
+    nginx-w*) workers_of proxy-all ;;
+    gateway-w*) echo "$GW_ALL_PID" ;;
   esac
 }
 oha_json() { oha --no-tui --output-format json --wait-ongoing-requests-after-deadline "$@"; }
 
-read -r -a ARMS <<< "${ARMS:-direct nginx gateway gateway+redis}"
+read -r -a ARMS <<< "${ARMS:-direct nginx gateway gateway+redis $ALL_CORE_ARMS}"
 REPORT="python3 $ROOT/bench/report.py"
 : > "$WORK/throughput.tsv"
 usage_charged() { psql "$DBURL" -tAc "SELECT COALESCE(-sum(amount), 0) FROM ledger_entries WHERE reason = 'usage'"; }
@@ -426,6 +453,11 @@ if [ "$charged" -ne "$gateway_ok" ] || [ "$gateway_hits" -ne "$gateway_ok" ] || 
   EXACT=failed
 else
   EXACT=exact
+fi
+# The all-core pair is done (and settled): stopped, so that it takes nothing from the arms
+# that follow.
+if [ -n "$ALL_CORE_ARMS" ]; then
+  kill "$GW_ALL_PID" "$(cat "$WORK/proxy-all.pid")" 2>/dev/null || true
 fi
 
 
