@@ -123,8 +123,9 @@ def render(work, t_hash_ms, webhooks, exactness, rounds, secs, connections):
         w(f"- CPU per request, gateway / nginx: **{cpu:.2f}x** (target <= 1.3x)")
         w(f"- p99 at saturation, gateway / nginx: **{p99:.2f}x** (target <= 2x)")
         # The same pair with as many workers as cores (`nginx-wN`, `gateway-wN`), when run.
-        all_core = sorted(label[len("gateway-w"):] for label in throughput
-                          if label.startswith("gateway-w") and f"nginx-w{label[9:]}" in throughput)
+        prefix = "gateway-w"
+        all_core = sorted(label[len(prefix):] for label in throughput
+                          if label.startswith(prefix) and f"nginx-w{label[len(prefix):]}" in throughput)
         for cores_label in all_core:
             ga, na = throughput[f"gateway-w{cores_label}"], throughput[f"nginx-w{cores_label}"]
             share_all = ga["rps"] / na["rps"]

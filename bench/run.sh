@@ -178,6 +178,7 @@ start_gateway $GWR REDIS_URL=redis://127.0.0.1:6379 REDIS_KEY_PREFIX="bench-$$"
 GWR_PID=$STARTED
 wait_up $GWR
 if [ -n "$ALL_CORE_ARMS" ]; then
+  # `env` applies its assignments in order: this one overrides start_gateway's own.
   start_gateway $GW_ALL HTTP_WORKERS="$CORES"
   GW_ALL_PID=$STARTED
   wait_up $GW_ALL

@@ -7,6 +7,8 @@
 //! across as bytes. actix's request body is bound to its worker thread, while hyper's client
 //! wants a `Send` body, so a body is piped through a channel by a task on the same worker.
 
+use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::HttpRequest;
@@ -21,8 +23,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use secrecy::ExposeSecret;
-use std::fmt::Write as _;
-use std::net::IpAddr;
 
 type RequestBody = BoxBody<Bytes, std::io::Error>;
 type PooledClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
