@@ -531,3 +531,115 @@ async fn with_redis_gone_limits_fall_back_per_instance_and_credits_stay_exact() 
     assert!(throttled, "the login throttle still holds without Redis");
     assert_eq!(scene.settled_balance(0).await, 0);
 }
+
+/// A settlement whose COMMIT reached PostgreSQL but whose answer was lost (the connection died
+/// in between) is charged once: the gateway asks PostgreSQL whether it committed before it
+/// settles the account again, so neither credits nor usage are counted twice.
+#[tokio::test]
+async fn a_settlement_whose_commit_answer_is_lost_is_charged_once() {
+    let proxy = std::sync::Arc::new(
+        support::pg_proxy::PgProxy::start(support::server_url().await, "SET settled").await,
+    );
+    let config = TestConfig::default().database_through(proxy.clone());
+    let scene = Scene::builder().config(config).start().await;
+    let user_id = scene.user().id;
+    scene.set_limits(1000, 100_000, None).await;
+    scene.fund(100).await;
+    let key = scene.new_key().await;
+    let calls = |count: usize| {
+        let (app, key) = (&scene.app, key.clone());
+        async move {
+            for _ in 0..count {
+                let answer = send(
+                    app.request(Method::GET, "/api/v1/echo/x")
+                        .header("X-API-Key", &key),
+                )
+                .await;
+                assert_eq!(answer.status, 200, "{}", answer.text);
+            }
+        }
+    };
+    let settled = |balance: i64, calls: i64| {
+        let pool = scene.app.pool.clone();
+        async move {
+            support::eventually(
+                Duration::from_secs(10),
+                &format!("balance {balance} and {calls} calls settled"),
+                || async {
+                    let seen = support::credit_account(&pool, user_id, "balance").await;
+                    let counted: i64 = sqlx::query_scalar(
+                        "SELECT COALESCE(sum(calls), 0)::bigint FROM usage_hourly WHERE user_id = $1",
+                    )
+                    .bind(user_id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                    (seen == balance && counted == calls).then_some(())
+                },
+            )
+            .await
+        }
+    };
+
+    calls(5).await;
+    settled(95, 5).await;
+    // The next settlement of the account commits, and the gateway never hears so.
+    proxy.lose_next_commit();
+    calls(5).await;
+    support::eventually(Duration::from_secs(10), "a COMMIT lost", || async {
+        (proxy.commits_lost() == 1).then_some(())
+    })
+    .await;
+    calls(3).await;
+    settled(87, 13).await;
+    // And later settlements go on from there.
+    calls(1).await;
+    settled(86, 14).await;
+
+    // The same when the lost settlement is the one that gives an idle lease back: a call in
+    // between, which would reserve into that lease, is told to retry (503) until PostgreSQL
+    // has said what became of it, and never charged twice.
+    proxy.lose_next_commit();
+    support::eventually(Duration::from_secs(10), "a second COMMIT lost", || async {
+        (proxy.commits_lost() == 2).then_some(())
+    })
+    .await;
+    support::eventually(Duration::from_secs(10), "a call served again", || async {
+        let answer = send(
+            scene
+                .app
+                .request(Method::GET, "/api/v1/echo/x")
+                .header("X-API-Key", &key),
+        )
+        .await;
+        if answer.status == 503 {
+            answer.assert_error(503, None);
+            return None;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        Some(())
+    })
+    .await;
+    settled(85, 15).await;
+
+    // Idle, the account's leases all go back: none was brought back behind the wallet's back
+    // to hold credits for nobody.
+    let pool = &scene.app.pool;
+    support::eventually(
+        Duration::from_secs(20),
+        "every lease given back",
+        || async {
+            let leases: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM credit_leases WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+            let reserved = support::credit_account(pool, user_id, "reserved").await;
+            (leases == 0 && reserved == 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(scene.balance().await, 85);
+    support::assert_ledger_consistent(pool).await;
+}

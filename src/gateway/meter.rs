@@ -21,6 +21,7 @@ use super::directory::{Account, lock};
 use super::key_blocks::{KeyBlocks, release_key_blocks};
 use super::reservations::{LeaseTerms, Reservations};
 use super::spend_cap::SpendCap;
+use super::unconfirmed::UnconfirmedCommits;
 use super::wallet::{Shortfall, Wallet};
 use crate::clock::Clock;
 use crate::ledger;
@@ -54,6 +55,7 @@ pub struct Meter {
     pub(super) clock: Arc<Clock>,
     pub(super) terms: LeaseTerms,
     reservations: Reservations,
+    pub(super) unconfirmed: UnconfirmedCommits,
 }
 
 /// A call's cost, held while the call is in flight. Dropped without `charge` (refused, failed,
@@ -101,6 +103,7 @@ impl Meter {
             pool,
             clock,
             terms,
+            unconfirmed: UnconfirmedCommits::default(),
         }
     }
 
@@ -304,6 +307,11 @@ impl Meter {
     ) -> Result<i64, ledger::LedgerError> {
         let (lease_id, pace) = {
             let wallet = lock(account);
+            // A settlement that may have ended the lease is unanswered: reserving into it now
+            // could bring back a lease that is gone, its reserve then held by nobody.
+            if wallet.commit_unconfirmed {
+                return Err(ledger::LedgerError::OutcomeUnknown);
+            }
             (
                 wallet.lease_id.unwrap_or_else(Uuid::new_v4),
                 wallet.spent_last_tick.max(wallet.spent_this_tick),

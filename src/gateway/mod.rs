@@ -20,6 +20,7 @@ mod settlement;
 mod signals;
 mod spend_cap;
 mod status;
+mod unconfirmed;
 mod upstream;
 mod usage;
 mod wallet;

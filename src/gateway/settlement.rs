@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::directory::{Account, Directory, lock};
 use super::key_blocks::{end_key_blocks, settle_key_blocks};
 use super::meter::{Meter, idle_ticks_kept};
+use super::unconfirmed::transaction_id;
 use super::wallet::KeyBudget;
 use super::wallet::{UsageMap, Wallet};
 use crate::ledger;
@@ -27,8 +28,14 @@ impl Meter {
     /// set-based transactions), gives idle reserves back, renews this instance's leases and
     /// writes `last_used_at`. Its cost follows the accounts that were served, not those known.
     pub async fn tick(&self, directory: &Directory) -> Result<(), sqlx::Error> {
+        if let Err(error) = self.unconfirmed.confirm(&self.pool).await {
+            tracing::warn!(error = %error, "asking whether unanswered settlements committed failed");
+        }
         let mut batch = Vec::new();
         for account in directory.cached_accounts() {
+            if lock(&account).commit_unconfirmed {
+                continue;
+            }
             // A lease goes back only while no reservation runs for the account (they would
             // race over the same lease); a wallet busy reserving is not idle anyway.
             let reserving = account.top_up.try_lock().ok();
@@ -110,6 +117,7 @@ impl Meter {
             .collect();
 
         let mut transaction = self.pool.begin().await?;
+        let xid = transaction_id(&mut transaction).await?;
         // Only the accounts whose credits move are locked; usage rows need no account lock.
         let mut settled = std::collections::HashSet::new();
         if !spending.is_empty() {
@@ -154,14 +162,19 @@ impl Meter {
             .flat_map(|(_, taken)| taken.key_spending.iter().copied())
             .collect();
         settle_key_blocks(&mut transaction, self.terms.instance_id, &key_spending).await?;
-        transaction.commit().await?;
-        for (account, taken) in batch {
-            let mut wallet = lock(&account);
-            wallet.settled += taken.to_settle;
-            settled_keys(&mut wallet, &taken.key_spending);
-            drop(wallet);
-            taken.usage.written();
-        }
+        let accounts = batch.iter().map(|(account, _)| account.clone()).collect();
+        let committed = move || {
+            for (account, taken) in batch {
+                let mut wallet = lock(&account);
+                wallet.settled += taken.to_settle;
+                settled_keys(&mut wallet, &taken.key_spending);
+                drop(wallet);
+                taken.usage.written();
+            }
+        };
+        self.unconfirmed
+            .commit(transaction, xid, accounts, committed)
+            .await?;
         Ok(())
     }
 
@@ -191,7 +204,7 @@ impl Meter {
     /// Settles what was taken out of `account`'s wallet, alone in its transaction.
     async fn settle_taken(
         &self,
-        account: &Account,
+        account: &Arc<Account>,
         taken: Taken,
     ) -> Result<(), ledger::LedgerError> {
         let now = self.clock.now();
@@ -216,6 +229,7 @@ impl Meter {
                 return Ok(());
             }
             let mut transaction = self.pool.begin().await?;
+            let xid = transaction_id(&mut transaction).await?;
             if to_settle > 0 {
                 let key = format!("usage:raced:{}", Uuid::new_v4());
                 let movement = ledger::Movement {
@@ -234,18 +248,26 @@ impl Meter {
             write_usage(&mut transaction, [(account.user_id, &usage.usage)]).await?;
             settle_key_blocks(&mut transaction, self.terms.instance_id, &key_spending).await?;
             end_key_blocks(&mut transaction, self.terms.instance_id, &ending_keys).await?;
-            transaction.commit().await?;
-            usage.written();
-            let mut wallet = lock(account);
-            wallet.settled += to_settle;
-            settled_keys(&mut wallet, &key_spending);
-            if give_back {
-                forget_returned_blocks(&mut wallet);
-            }
+            let committed = {
+                let account = account.clone();
+                move || {
+                    usage.written();
+                    let mut wallet = lock(&account);
+                    wallet.settled += to_settle;
+                    settled_keys(&mut wallet, &key_spending);
+                    if give_back {
+                        forget_returned_blocks(&mut wallet);
+                    }
+                }
+            };
+            self.unconfirmed
+                .commit(transaction, xid, vec![account.clone()], committed)
+                .await?;
             return Ok(());
         };
 
         let mut transaction = self.pool.begin().await?;
+        let xid = transaction_id(&mut transaction).await?;
         ledger::lock_account(&mut transaction, account.user_id).await?;
         let settled_after = lock(account).settled + to_settle;
         let lease = sqlx::query!(
@@ -291,31 +313,22 @@ impl Meter {
             _ => false,
         };
         end_key_blocks(&mut transaction, self.terms.instance_id, &ending_keys).await?;
-        transaction.commit().await?;
-        usage.written();
-
-        let mut wallet = lock(account);
-        wallet.settled += to_settle;
-        settled_keys(&mut wallet, &key_spending);
-        if give_back {
-            forget_returned_blocks(&mut wallet);
-        }
-        if returned {
-            // Calls may have held credits of the lease since the snapshot: what they spend is
-            // kept and charged at the next settlement, from the lease then or the balance.
-            let spent_since = wallet.spent - wallet.settled;
-            *wallet = Wallet {
-                spent: spent_since,
-                usage: std::mem::take(&mut wallet.usage),
-                key_budgets: std::mem::take(&mut wallet.key_budgets),
-                available_beyond: wallet.available_beyond + (wallet.granted - wallet.spent),
-                held: wallet.held,
-                ..Wallet::default()
-            };
-            if spent_since != 0 || wallet.held != 0 {
-                tracing::debug!(user_id = %account.user_id, "calls raced the lease's return");
+        let committed = {
+            let account = account.clone();
+            move || {
+                settled_alone(
+                    &account,
+                    to_settle,
+                    usage,
+                    &key_spending,
+                    give_back,
+                    returned,
+                )
             }
-        }
+        };
+        self.unconfirmed
+            .commit(transaction, xid, vec![account.clone()], committed)
+            .await?;
         Ok(())
     }
 
@@ -403,9 +416,17 @@ impl Meter {
     /// thousands, longer than a process is given to stop). What fails is left to the leases'
     /// expiry.
     pub async fn close(&self, directory: &Directory) {
+        if let Err(error) = self.unconfirmed.confirm(&self.pool).await {
+            tracing::warn!(error = %error, "asking whether unanswered settlements committed failed");
+        }
         let mut batch = Vec::new();
         for account in directory.cached_accounts() {
             let _reserving = account.top_up.lock().await;
+            // Still unknown: left as it is; the lease's expiry gives back what PostgreSQL
+            // holds unsettled (an under-charge at worst, never a second charge).
+            if lock(&account).commit_unconfirmed {
+                continue;
+            }
             let taken = take(&account, true, true);
             if taken.lease_id.is_some() {
                 if taken.to_settle != 0 || !taken.usage.usage.is_empty() {
@@ -507,6 +528,40 @@ fn take(account: &Arc<Account>, closing: bool, may_give_back: bool) -> Taken {
             usage: std::mem::take(&mut wallet.usage),
             written: false,
         },
+    }
+}
+
+/// What a committed settlement of one account changes in its wallet.
+fn settled_alone(
+    account: &Account,
+    to_settle: i64,
+    usage: PendingUsage,
+    key_spending: &[(Uuid, i64)],
+    give_back: bool,
+    returned: bool,
+) {
+    usage.written();
+    let mut wallet = lock(account);
+    wallet.settled += to_settle;
+    settled_keys(&mut wallet, key_spending);
+    if give_back {
+        forget_returned_blocks(&mut wallet);
+    }
+    if returned {
+        // Calls may have held credits of the lease since the snapshot: what they spend is
+        // kept and charged at the next settlement, from the lease then or the balance.
+        let spent_since = wallet.spent - wallet.settled;
+        *wallet = Wallet {
+            spent: spent_since,
+            usage: std::mem::take(&mut wallet.usage),
+            key_budgets: std::mem::take(&mut wallet.key_budgets),
+            available_beyond: wallet.available_beyond + (wallet.granted - wallet.spent),
+            held: wallet.held,
+            ..Wallet::default()
+        };
+        if spent_since != 0 || wallet.held != 0 {
+            tracing::debug!(user_id = %account.user_id, "calls raced the lease's return");
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Wallet {
     pub(super) usage: UsageMap,
     /// The blocks of the account's keys that have a spend cap.
     pub(super) key_budgets: HashMap<Uuid, KeyBudget>,
+    /// A settlement of this wallet went unanswered at COMMIT (`unconfirmed.rs`): it is not
+    /// settled again until PostgreSQL tells whether that one committed.
+    pub(super) commit_unconfirmed: bool,
 }
 
 impl Wallet {

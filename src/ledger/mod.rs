@@ -20,14 +20,20 @@ pub enum LedgerError {
     InsufficientBalance { balance: i64, amount: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A settlement's COMMIT went unanswered and PostgreSQL was not asked yet whether it took
+    /// effect: the account's leases are not touched until it is (`gateway::unconfirmed`).
+    #[error("whether a settlement committed is not known yet")]
+    OutcomeUnknown,
 }
 
 impl From<LedgerError> for ApiError {
     /// A database failure keeps its meaning (an outage is a 503); a balance that cannot cover a
-    /// movement reaching a handler unhandled is a bug.
+    /// movement reaching a handler unhandled is a bug; an unknown outcome is a short outage.
     fn from(error: LedgerError) -> Self {
         match error {
             LedgerError::Database(error) => ApiError::from(error),
+            // Known at the next settlement tick: a second at most.
+            LedgerError::OutcomeUnknown => ApiError::unavailable(1),
             other => ApiError::internal(other),
         }
     }

@@ -119,7 +119,7 @@ pub async fn adjust_credits(
                 "field `amount`: the balance is {balance}; it cannot go below zero."
             )));
         }
-        Err(LedgerError::Database(error)) => return Err(error.into()),
+        Err(other) => return Err(other.into()),
     };
     transaction.commit().await?;
     context.writes_seen.wait(&context.pool).await;

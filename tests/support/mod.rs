@@ -19,7 +19,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 /// The server that test databases are created on: `DATABASE_URL` or the private test cluster.
-async fn server_url() -> &'static Url {
+pub async fn server_url() -> &'static Url {
     static SERVER: OnceCell<Url> = OnceCell::const_new();
     SERVER
         .get_or_init(|| async {
@@ -54,9 +54,17 @@ async fn admin_connection() -> PgConnection {
 #[derive(Default)]
 pub struct TestConfig {
     pub vars: HashMap<String, String>,
+    /// The service reaches its database through this proxy (`pg_proxy`); the test's own
+    /// pool does not.
+    pub database_proxy: Option<std::sync::Arc<pg_proxy::PgProxy>>,
 }
 
 impl TestConfig {
+    pub fn database_through(mut self, proxy: std::sync::Arc<pg_proxy::PgProxy>) -> Self {
+        self.database_proxy = Some(proxy);
+        self
+    }
+
     pub fn var(mut self, name: &str, value: impl Into<String>) -> Self {
         self.vars.insert(name.to_owned(), value.into());
         self
@@ -85,7 +93,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(config: TestConfig) -> TestApp {
     init_test_logging();
     let (database, _) = empty_database().await;
-    start_instance(database, config.vars, true).await
+    start_instance(database, config, true).await
 }
 
 impl TestApp {
@@ -94,7 +102,11 @@ impl TestApp {
     pub async fn another_instance(&self, extra: TestConfig) -> TestApp {
         let mut vars = self.vars.clone();
         vars.extend(extra.vars);
-        start_instance(self.database.clone(), vars, false).await
+        let config = TestConfig {
+            vars,
+            database_proxy: extra.database_proxy,
+        };
+        start_instance(self.database.clone(), config, false).await
     }
 
     /// This instance's `DATABASE_URL`.
@@ -103,12 +115,13 @@ impl TestApp {
     }
 }
 
-async fn start_instance(
-    database: String,
-    config_vars: HashMap<String, String>,
-    owns_database: bool,
-) -> TestApp {
+async fn start_instance(database: String, config: TestConfig, owns_database: bool) -> TestApp {
     let url = database_url(server_url().await, &database);
+    let service_url = match &config.database_proxy {
+        Some(proxy) => proxy.url(server_url().await.username(), &database),
+        None => url.clone(),
+    };
+    let config_vars = config.vars;
 
     let data_dir = tempfile::tempdir().expect("a temporary DATA_DIR");
     let mut vars = HashMap::from([
@@ -119,7 +132,7 @@ async fn start_instance(
     ]);
     vars.extend(config_vars.clone());
     let mut settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("settings");
-    settings.database = DatabaseSettings::Url(SecretString::from(url.clone()));
+    settings.database = DatabaseSettings::Url(SecretString::from(service_url));
 
     let application = Application::build(settings)
         .await
@@ -522,6 +535,7 @@ pub async fn assert_ledger_consistent(pool: &PgPool) {
     assert_eq!(broken, 0, "an account's balance disagrees with its ledger");
 }
 
+pub mod pg_proxy;
 pub mod upstream;
 
 /// One column of a user's credit account (`balance` or `reserved`), 0 without an account.

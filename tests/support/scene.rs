@@ -89,6 +89,7 @@ impl SceneBuilder {
                 .var("STRIPE_API_BASE", stripe.base_url.clone());
         }
         vars.vars.extend(self.config.vars);
+        vars.database_proxy = self.config.database_proxy;
         let app = super::spawn_app_with(vars).await;
         let users = if self.users {
             let admin = app.user("admin@example.com", "admin").await;
