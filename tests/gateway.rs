@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::scene::Scene;
 use support::stripe::{completed_session, event};
-use support::upstream::Behaviour;
+use support::upstream::{Behaviour, SocketUpstream};
 use support::{TestApp, TestConfig, TestResponse, send};
 use uuid::Uuid;
 
@@ -308,6 +308,51 @@ async fn a_call_is_forwarded_with_the_providers_credentials_and_streamed_back() 
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json["upstream_status"], 404);
     assert_eq!(gw.settled_balance(8).await, 8);
+}
+
+/// Calls to a provider share keep-alive connections: calls one after another go on one
+/// connection; once the provider closed it for being idle, it is not used again and the next
+/// calls go on a new one, each answered and charged once.
+#[tokio::test]
+async fn calls_share_keep_alive_connections_and_leave_one_the_provider_closed() {
+    let provider = SocketUpstream::start(Duration::from_millis(300)).await;
+    let gw = gateway().await;
+    gw.set_limits(1000, 100_000, None).await;
+    let body =
+        json!({"slug": "kept", "base_url": provider.base_url, "cost": 1, "timeout_ms": 2000});
+    gw.admin()
+        .post("/myapi/admin/providers", body)
+        .await
+        .assert_ok();
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+
+    for _ in 0..10 {
+        call(&gw.app, &key, "/api/v1/kept/x").await.assert_ok_raw();
+    }
+    assert_eq!(
+        provider.accepted(),
+        1,
+        "ten calls in a row on one connection"
+    );
+
+    support::eventually(
+        Duration::from_secs(5),
+        "the provider closes the idle connection",
+        || async { (provider.closed_idle() == 1).then_some(()) },
+    )
+    .await;
+    // Right after the close: the gateway either saw it already and skips the connection, or
+    // its request is refused unsent there and goes again on a new one. Never a 502.
+    for _ in 0..5 {
+        call(&gw.app, &key, "/api/v1/kept/x").await.assert_ok_raw();
+    }
+    assert_eq!(
+        provider.accepted(),
+        2,
+        "one new connection for the next calls"
+    );
+    assert_eq!(gw.settled_balance(85).await, 85);
 }
 
 #[tokio::test]

@@ -1,22 +1,62 @@
 //! The provider's response body under its provider's limits: the first chunk is awaited before
 //! the client hears anything, so a body that stalls or is too large from the start is a plain
 //! 50201 (not charged); past the first chunk, the same limits cut the stream (the client sees a
-//! broken body, never a complete-looking short one) and the cut is logged.
+//! broken body, never a complete-looking short one) and the cut is logged. A body read to its
+//! end gives its connection back to the pool.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
-use futures_util::{Stream, StreamExt};
-use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
+use futures_util::Stream;
+use hyper::body::{Body, Incoming};
 use tokio::time::{Instant, Sleep};
 
+use super::connections::Connection;
 use super::providers::BodyLimits;
 use crate::api::request_context;
 
-type Chunks = BodyDataStream<Incoming>;
+/// The upstream's body as data chunks, and the connection it is read from until its end.
+struct Chunks {
+    body: Incoming,
+    connection: Option<Connection>,
+}
+
+impl Chunks {
+    /// The next chunk of data (trailers are not forwarded); at the end, the connection goes
+    /// back to the pool.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+        loop {
+            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => {
+                    if let Some(connection) = self.connection.take() {
+                        connection.release();
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            if let Ok(data) = frame.into_data() {
+                return Poll::Ready(Some(Ok(data)));
+            }
+        }
+    }
+}
+
+impl Drop for Chunks {
+    /// A body whose last byte arrived but whose end was not asked for (a sized body that
+    /// the client was sent whole) leaves its connection reusable too.
+    fn drop(&mut self) {
+        if self.body.is_end_stream()
+            && let Some(connection) = self.connection.take()
+        {
+            connection.release();
+        }
+    }
+}
 
 /// An upstream answer whose body has started within its limits.
 pub struct StartedBody {
@@ -36,12 +76,16 @@ pub struct StartedBody {
 /// call began. The error says why, for the 50201's log line.
 pub async fn start(
     response: hyper::Response<Incoming>,
+    connection: Connection,
     limits: BodyLimits,
     started: Instant,
     slug: &str,
 ) -> Result<StartedBody, String> {
     let (head, body) = response.into_parts();
-    let mut rest = BodyDataStream::new(body);
+    let mut rest = Chunks {
+        body,
+        connection: Some(connection),
+    };
     let max = u64::try_from(limits.max_response_bytes).unwrap_or(u64::MAX);
     let declared = head
         .headers
@@ -53,7 +97,8 @@ pub async fn start(
     }
     let deadline = started + millis(limits.body_deadline_ms);
     let wait = (Instant::now() + millis(limits.body_idle_ms)).min(deadline);
-    let first = match tokio::time::timeout_at(wait, rest.next()).await {
+    let next = std::future::poll_fn(|cx| rest.poll_chunk(cx));
+    let first = match tokio::time::timeout_at(wait, next).await {
         Err(_) => return Err(format!("{slug}: no body within its limits")),
         Ok(Some(Err(error))) => return Err(format!("{slug}: the body failed: {error}")),
         Ok(Some(Ok(chunk))) if chunk.len() as u64 > max => {
@@ -89,9 +134,8 @@ impl StartedBody {
             max: u64::try_from(self.limits.max_response_bytes).unwrap_or(u64::MAX),
             idle,
             deadline: self.deadline,
-            timer: Box::pin(tokio::time::sleep_until(
-                (Instant::now() + idle).min(self.deadline),
-            )),
+            timer: None,
+            armed: false,
             slug: self.slug,
             request_id: self.request_id,
             done: false,
@@ -108,7 +152,10 @@ pub struct GuardedBody {
     max: u64,
     idle: Duration,
     deadline: Instant,
-    timer: Pin<Box<Sleep>>,
+    /// Set when a chunk is first awaited (most answers end within their first read, and then
+    /// no timer is ever made), re-armed when the next chunk is awaited after one arrived.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     slug: String,
     request_id: String,
     done: bool,
@@ -136,14 +183,13 @@ impl Stream for GuardedBody {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        match Pin::new(&mut this.rest).poll_next(cx) {
+        match this.rest.poll_chunk(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.sent += chunk.len() as u64;
                 if this.sent > this.max {
                     return this.cut("larger than its maximum");
                 }
-                let next = (Instant::now() + this.idle).min(this.deadline);
-                this.timer.as_mut().reset(next);
+                this.armed = false;
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(error))) => this.cut(&error.to_string()),
@@ -151,11 +197,28 @@ impl Stream for GuardedBody {
                 this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) if Instant::now() >= this.deadline => this.cut("past its deadline"),
-                Poll::Ready(()) => this.cut("no chunk within its idle timeout"),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let (idle, deadline) = (this.idle, this.deadline);
+                let wake = || (Instant::now() + idle).min(deadline);
+                let timer = match &mut this.timer {
+                    Some(timer) if this.armed => timer,
+                    Some(timer) => {
+                        timer.as_mut().reset(wake());
+                        timer
+                    }
+                    None => this
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(wake()))),
+                };
+                this.armed = true;
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) if Instant::now() >= this.deadline => {
+                        this.cut("past its deadline")
+                    }
+                    Poll::Ready(()) => this.cut("no chunk within its idle timeout"),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ mod batch;
 mod body;
 mod breaker;
 mod cold;
+mod connections;
 mod directory;
 mod error;
 mod key_blocks;

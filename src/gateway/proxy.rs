@@ -244,13 +244,13 @@ async fn call_provider(
     tail: &str,
     started: tokio::time::Instant,
 ) -> Result<StartedBody, String> {
-    let upstream = upstream::send(req, payload, &provider.target, tail)
+    let (upstream, connection) = upstream::send(req, payload, &provider.target, tail, started)
         .await
         .map_err(|error| format!("{}: {error}", provider.slug))?;
     if upstream.status().as_u16() >= 500 {
         return Err(format!("{} answered {}", provider.slug, upstream.status()));
     }
-    body::start(upstream, provider.body, started, &provider.slug).await
+    body::start(upstream, connection, provider.body, started, &provider.slug).await
 }
 
 fn secs(wait: Duration) -> u64 {

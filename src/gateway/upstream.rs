@@ -1,7 +1,8 @@
-//! The client side of the metered call: the request to the provider, sent through hyper's pooled
-//! keep-alive client (one per worker thread). Chosen over awc because a bare forwarder under
-//! the same actix server measured faster with it here (`../shared/research/proxy-stacks.md`),
-//! and because hyper, hyper-util and hyper-rustls were already built for Stripe's client.
+//! The client side of the metered call: the request to the provider, sent on a keep-alive
+//! connection of this worker's pool (`connections.rs`, hyper's HTTP/1 client connections).
+//! hyper over awc because a bare forwarder under the same actix server measured faster with it
+//! here (`../shared/research/proxy-stacks.md`), and because hyper, hyper-util and hyper-rustls
+//! were already built for Stripe's client.
 //!
 //! actix-web speaks `http` 0.2 and hyper `http` 1.x: names, values and the method are carried
 //! across as bytes. actix's request body is bound to its worker thread, while hyper's client
@@ -15,47 +16,14 @@ use actix_web::HttpRequest;
 use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use futures_util::StreamExt;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use secrecy::ExposeSecret;
 
-type RequestBody = BoxBody<Bytes, std::io::Error>;
-type PooledClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+use super::connections::{self, Connection, Origin, RequestBody};
 
-/// How long an idle upstream connection is kept for the next call.
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// How long connecting to a provider may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many chunks of a request body wait in the pipe before the reader waits.
 const BODY_PIPE_CHUNKS: usize = 8;
-
-thread_local! {
-    /// One pooled keep-alive client per worker thread: its connections live on that thread's
-    /// runtime, and no pool lock is shared across cores.
-    static CLIENT: PooledClient = new_client();
-}
-
-fn new_client() -> PooledClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .expect("ring's default protocol versions are valid")
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(KEEP_ALIVE)
-        .build(https)
-}
 
 /// Appends `ip` as text: an IPv4 address digit by digit, which costs a fraction of the
 /// formatting machinery that `Display` goes through on every call.
@@ -108,8 +76,10 @@ const NOT_FORWARDED: [&str; 5] = [
 /// measurable part of a call's work (`bench/HISTORY.md`).
 #[derive(Clone, Debug)]
 pub struct Target {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// `scheme://authority`: names the pool of connections to the provider.
+    origin: String,
+    /// The same as a URI, to connect to.
+    origin_uri: http::Uri,
     /// The base URL's path without its trailing slashes; the call's tail follows a `/`.
     base_path: String,
     /// The `Host` hyper would derive from the URL (the port only when not the scheme's own).
@@ -155,9 +125,10 @@ impl Target {
             }
             _ => None,
         };
+        let origin = format!("{scheme}://{authority}");
         Some(Target {
-            scheme,
-            authority,
+            origin_uri: origin.parse().ok()?,
+            origin,
             base_path: base_url.path().trim_end_matches('/').to_owned(),
             host,
             credential,
@@ -165,7 +136,8 @@ impl Target {
         })
     }
 
-    /// The provider's URL for `tail` and the client's `query`.
+    /// The request target (origin form: the path and query, as HTTP/1 sends it to a server)
+    /// for `tail` and the client's `query`.
     fn uri(&self, tail: &str, query: Option<&str>) -> Result<http::Uri, http::Error> {
         let query_len = query.map_or(0, |query| query.len() + 1);
         let mut path = String::with_capacity(self.base_path.len() + 1 + tail.len() + query_len);
@@ -176,23 +148,21 @@ impl Target {
             path.push('?');
             path.push_str(query);
         }
-        http::Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
+        http::Uri::builder().path_and_query(path).build()
     }
 }
 
 /// Sends the call to a provider's `target` (its base URL, then `tail` and the query) with the client's
 /// headers less its credentials and the hop-by-hop ones, the provider's own credential, and
-/// `X-Forwarded-For`; answers the provider's head and body, or why not.
+/// `X-Forwarded-For`; answers the provider's head and body (and the connection it is read
+/// from, to release once it is read to its end), or why not. `now` is when the call began.
 pub async fn send(
     req: &HttpRequest,
     payload: web::Payload,
     target: &Target,
     tail: &str,
-) -> Result<hyper::Response<Incoming>, String> {
+    now: tokio::time::Instant,
+) -> Result<(hyper::Response<Incoming>, Connection), String> {
     let uri = target
         .uri(tail, req.uri().query())
         .map_err(|error| error.to_string())?;
@@ -262,10 +232,12 @@ pub async fn send(
     };
     let request = upstream.body(body).map_err(|error| error.to_string())?;
     let timeout = target.timeout;
-    let response = CLIENT.with(|client| client.request(request));
-    match tokio::time::timeout(timeout, response).await {
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(error)) => Err(describe(&error)),
+    let origin = Origin {
+        name: &target.origin,
+        uri: &target.origin_uri,
+    };
+    match tokio::time::timeout(timeout, connections::send(origin, request, now)).await {
+        Ok(answer) => answer,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
 }
@@ -292,14 +264,6 @@ fn piped(mut payload: web::Payload) -> RequestBody {
     BodyExt::boxed(StreamBody::new(chunks))
 }
 
-/// hyper-util's error with its cause (its own text says only "client error (Connect)").
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{error}: {cause}"),
-        None => error.to_string(),
-    }
-}
-
 /// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1).
 pub fn named_in_connection<'a, V: AsRef<[u8]> + 'a>(
     values: impl IntoIterator<Item = &'a V>,
@@ -324,26 +288,16 @@ mod tests {
     }
 
     #[test]
-    fn a_targets_url_joins_the_base_path_the_tail_and_the_query() {
+    fn a_targets_request_path_joins_the_base_path_the_tail_and_the_query() {
         let cases = [
-            (
-                "http://127.0.0.1:8081",
-                "v2/today",
-                None,
-                "http://127.0.0.1:8081/v2/today",
-            ),
+            ("http://127.0.0.1:8081", "v2/today", None, "/v2/today"),
             (
                 "http://example.com/base/",
                 "items",
                 Some("q=1&x"),
-                "http://example.com/base/items?q=1&x",
+                "/base/items?q=1&x",
             ),
-            (
-                "https://example.com/a/b",
-                "",
-                None,
-                "https://example.com/a/b/",
-            ),
+            ("https://example.com/a/b", "", None, "/a/b/"),
         ];
         for (base, tail, query, expected) in cases {
             assert_eq!(target(base).uri(tail, query).unwrap().to_string(), expected);
@@ -360,6 +314,23 @@ mod tests {
             ("http://[::1]:9000/", "[::1]:9000"),
         ] {
             assert_eq!(target(base).host, host, "{base}");
+        }
+    }
+
+    #[test]
+    fn a_targets_origin_names_its_scheme_and_authority() {
+        for (base, origin) in [
+            ("http://127.0.0.1:8081/", "http://127.0.0.1:8081"),
+            ("https://example.com/a/b", "https://example.com"),
+            ("http://[::1]:9000/x", "http://[::1]:9000"),
+        ] {
+            let target = target(base);
+            assert_eq!(target.origin, origin, "{base}");
+            assert_eq!(
+                target.origin_uri.to_string(),
+                format!("{origin}/"),
+                "{base}"
+            );
         }
     }
 

@@ -149,3 +149,71 @@ async fn answer(upstream: web::Data<Upstream>, req: HttpRequest, body: web::Byte
         }
     }
 }
+
+/// A provider written at the socket level, to see the gateway's connections: it counts the
+/// connections it accepted, answers each request on a connection with a small JSON body and
+/// keeps the connection open, and closes a connection left idle for `idle_close`, as servers
+/// with a keep-alive timeout do (without saying so in the answer).
+pub struct SocketUpstream {
+    pub base_url: String,
+    accepted: Arc<AtomicUsize>,
+    closed_idle: Arc<AtomicUsize>,
+}
+
+impl SocketUpstream {
+    pub async fn start(idle_close: Duration) -> SocketUpstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = SocketUpstream {
+            base_url: format!("http://127.0.0.1:{port}"),
+            accepted: Arc::default(),
+            closed_idle: Arc::default(),
+        };
+        let (accepted, closed_idle) = (upstream.accepted.clone(), upstream.closed_idle.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let closed_idle = closed_idle.clone();
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    loop {
+                        // A request without a body ends with its blank line.
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            let body = br#"{"ok":true}"#;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            let answer = [head.as_bytes(), body].concat();
+                            if stream.write_all(&answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        match tokio::time::timeout(idle_close, stream.read(&mut buffer)).await {
+                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(read)) => pending.extend_from_slice(&buffer[..read]),
+                            Err(_) => {
+                                closed_idle.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        upstream
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections it closed because they were left idle.
+    pub fn closed_idle(&self) -> usize {
+        self.closed_idle.load(Ordering::SeqCst)
+    }
+}
