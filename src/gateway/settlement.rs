@@ -250,15 +250,7 @@ impl Meter {
             end_key_blocks(&mut transaction, self.terms.instance_id, &ending_keys).await?;
             let committed = {
                 let account = account.clone();
-                move || {
-                    usage.written();
-                    let mut wallet = lock(&account);
-                    wallet.settled += to_settle;
-                    settled_keys(&mut wallet, &key_spending);
-                    if give_back {
-                        forget_returned_blocks(&mut wallet);
-                    }
-                }
+                move || settled_alone(&account, to_settle, usage, &key_spending, give_back, false)
             };
             self.unconfirmed
                 .commit(transaction, xid, vec![account.clone()], committed)
@@ -531,7 +523,8 @@ fn take(account: &Arc<Account>, closing: bool, may_give_back: bool) -> Taken {
     }
 }
 
-/// What a committed settlement of one account changes in its wallet.
+/// What a committed settlement of one account changes in its wallet; `returned`: its lease
+/// ended (given back, or found gone), so the wallet starts again without one.
 fn settled_alone(
     account: &Account,
     to_settle: i64,
