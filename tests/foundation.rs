@@ -302,12 +302,21 @@ async fn metrics_count_requests_by_route_and_report_the_pool() {
     let app = spawn_app().await;
     app.get("/healthz").await.assert_ok();
     app.get("/no/such/route").await;
+    // The gateway's route, twice (its series are then found in the worker's own map).
+    for _ in 0..2 {
+        app.get("/api/v1/echo/x")
+            .await
+            .assert_error(401, Some(40102));
+    }
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, 200);
     assert!(metrics.text.contains(
         r#"meterapi_http_requests_total{endpoint="/healthz",method="GET",status="200"} 1"#
     ));
     assert!(metrics.text.contains(r#"endpoint="UNMATCHED""#));
+    assert!(metrics.text.contains(
+        r#"meterapi_http_requests_total{endpoint="/api/v1/{provider}/{path}",method="GET",status="401"} 2"#
+    ));
     assert!(
         metrics
             .text

@@ -25,6 +25,11 @@ use crate::api::{ApiError, ErrorBody, Rendered, client_ip};
 use crate::limits::Exceeded;
 use crate::state::AppState;
 
+// Built at compile time: `from_static` at run time checks the name again on every call.
+const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
+
 /// The headers every gateway answer carries.
 struct Meters<'a> {
     account: &'a Account,
@@ -42,18 +47,9 @@ impl Meters<'_> {
     }
 
     fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(self.rps_limit),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(self.rps_remaining),
-        );
-        headers.insert(
-            HeaderName::from_static("x-credits-remaining"),
-            HeaderValue::from(self.credits()),
-        );
+        headers.insert(RATE_LIMIT, HeaderValue::from(self.rps_limit));
+        headers.insert(RATE_REMAINING, HeaderValue::from(self.rps_remaining));
+        headers.insert(CREDITS_REMAINING, HeaderValue::from(self.credits()));
     }
 
     fn on_error(&self, error: GatewayError) -> ApiError {

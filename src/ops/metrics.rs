@@ -7,7 +7,11 @@
 //! of a gateway call.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
+
+use actix_web::http::StatusCode;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -17,7 +21,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -36,6 +41,7 @@ pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    fixed_routes: thread_local::ThreadLocal<RefCell<FixedRouteSeries>>,
 }
 
 impl HttpMetrics {
@@ -61,6 +67,7 @@ impl HttpMetrics {
             registry,
             requests,
             latency,
+            fixed_routes: thread_local::ThreadLocal::new(),
         })
     }
 
@@ -104,6 +111,36 @@ fn method_label(method: &actix_web::http::Method) -> &'static str {
     }
 }
 
+/// A request's series: its counter and its histogram.
+type Series = (IntCounter, Histogram);
+
+/// The series of the fixed routes by route, method and status.
+type FixedRouteSeries =
+    HashMap<(&'static str, &'static str, u16), Series, foldhash::fast::RandomState>;
+
+impl HttpMetrics {
+    /// The series of a request. A fixed route's (the gateway's, the docs') come from this
+    /// worker's own map: finding them in the vectors hashes the three labels under a lock that
+    /// every worker takes, twice per call.
+    fn series(&self, route: Cow<'static, str>, method: &'static str, status: StatusCode) -> Series {
+        let find = || {
+            let labels = [route.as_ref(), method, status.as_str()];
+            (
+                self.requests.with_label_values(&labels),
+                self.latency.with_label_values(&labels),
+            )
+        };
+        let Cow::Borrowed(route) = route else {
+            return find();
+        };
+        let mut cache = self.fixed_routes.get_or_default().borrow_mut();
+        cache
+            .entry((route, method, status.as_u16()))
+            .or_insert_with(find)
+            .clone()
+    }
+}
+
 /// Counts and times every request.
 pub async fn metrics_middleware(
     req: ServiceRequest,
@@ -114,17 +151,10 @@ pub async fn metrics_middleware(
     let response = next.call(req).await?;
     if let Some(metrics) = metrics {
         let route = route_label(response.request());
-        let status = response.status();
-        let labels = [
-            route.as_ref(),
-            method_label(response.request().method()),
-            status.as_str(),
-        ];
-        metrics.requests.with_label_values(&labels).inc();
-        metrics
-            .latency
-            .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        let method = method_label(response.request().method());
+        let (requests, latency) = metrics.series(route, method, response.status());
+        requests.inc();
+        latency.observe(started.elapsed().as_secs_f64());
     }
     Ok(response)
 }
