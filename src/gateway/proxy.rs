@@ -311,8 +311,11 @@ fn respond(started: StartedBody, meters: &Meters) -> HttpResponse {
         None => response.body(BodyStream::new(body)),
     };
     meters.apply(response.headers_mut());
-    // The upstream's own 4xx body is the answer, not something to wrap in our envelope.
-    response.extensions_mut().insert(Rendered);
+    // The upstream's own 4xx body is the answer, not something to wrap in our envelope. Only
+    // an error is ever wrapped: a success needs no mark (and its map costs an allocation).
+    if status.is_client_error() || status.is_server_error() {
+        response.extensions_mut().insert(Rendered);
+    }
     response
 }
 
