@@ -546,17 +546,14 @@ async fn a_settlement_whose_commit_answer_is_lost_is_charged_once() {
     scene.set_limits(1000, 100_000, None).await;
     scene.fund(100).await;
     let key = scene.new_key().await;
-    let calls = |count: usize| {
-        let (app, key) = (&scene.app, key.clone());
-        async move {
-            for _ in 0..count {
-                let answer = send(
-                    app.request(Method::GET, "/api/v1/echo/x")
-                        .header("X-API-Key", &key),
-                )
-                .await;
-                assert_eq!(answer.status, 200, "{}", answer.text);
-            }
+    let call = || {
+        let request = scene.app.request(Method::GET, "/api/v1/echo/x");
+        send(request.header("X-API-Key", &key))
+    };
+    let calls = |count: usize| async move {
+        for _ in 0..count {
+            let answer = call().await;
+            assert_eq!(answer.status, 200, "{}", answer.text);
         }
     };
     let settled = |balance: i64, calls: i64| {
@@ -605,13 +602,7 @@ async fn a_settlement_whose_commit_answer_is_lost_is_charged_once() {
     })
     .await;
     support::eventually(Duration::from_secs(10), "a call served again", || async {
-        let answer = send(
-            scene
-                .app
-                .request(Method::GET, "/api/v1/echo/x")
-                .header("X-API-Key", &key),
-        )
-        .await;
+        let answer = call().await;
         if answer.status == 503 {
             answer.assert_error(503, None);
             return None;
