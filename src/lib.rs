@@ -18,10 +18,12 @@ pub mod mail;
 pub mod ops;
 pub mod payment;
 pub mod plans;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
 pub mod templates;
 
 pub use config::Settings;
+pub use serve::ServerHandle;
 pub use startup::Application;

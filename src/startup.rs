@@ -3,13 +3,11 @@
 //! that knows every module: it makes the shared core and each feature's own state, and mounts
 //! each module's routes.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpResponse, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
@@ -22,6 +20,7 @@ use crate::gateway::GatewayState;
 use crate::limits::Limiter;
 use crate::mail::{self, Mailer};
 use crate::payment::StripeApi;
+use crate::serve::{AppFactory, Server, ServerHandle};
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
 use crate::{admin, console, gateway, ledger, ops, payment, plans};
@@ -56,10 +55,9 @@ impl Application {
             );
         }
         let database = Database::connect(&settings).await?;
-        let listener = TcpListener::bind(settings.listen_addr)
+        let listeners = crate::serve::bind(settings.listen_addr, settings.http_workers)
             .with_context(|| format!("cannot listen on LISTEN_ADDR={}", settings.listen_addr))?;
-        let port = listener.local_addr()?.port();
-        let workers = settings.http_workers;
+        let port = listeners[0].local_addr()?.port();
         let clock = Arc::new(Clock::default());
         let gateway =
             Arc::new(GatewayState::new(&settings, database.pool.clone(), clock.clone()).await?);
@@ -94,7 +92,12 @@ impl Application {
 
         let cors = api::cors(&state.settings.cors);
         let served_state = state.clone();
-        let server = HttpServer::new(move || {
+        let metered_calls = crate::serve::Gateway {
+            state: state.clone(),
+            gateway: gateway.clone(),
+            metrics: metrics.clone(),
+        };
+        let app = AppFactory::new(move || {
             App::new()
                 .wrap(from_fn(ops::metrics::metrics_middleware))
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -118,11 +121,8 @@ impl Application {
                 .configure(admin::configure)
                 .configure(console::configure)
                 .default_service(web::to(unknown_route))
-        })
-        .workers(workers)
-        .listen(listener)?
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-        .run();
+        });
+        let server = Server::start(listeners, app, metered_calls, SHUTDOWN_GRACE)?;
 
         Ok(Application {
             port,
@@ -155,7 +155,7 @@ impl Application {
     /// Serves until a stop signal, then closes the pool and stops the private cluster if this
     /// process started it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
+        let served = self.server.run().await;
         // The in-flight calls are drained: settle what they spent and give the reserves back.
         self.background.abort();
         self.housekeeping.abort();
@@ -165,7 +165,7 @@ impl Application {
         self.gateway.meter.close(&self.gateway.directory).await;
         self.state.limiter.return_leases().await;
         self.database.shut_down().await;
-        served.context("the HTTP server failed")
+        served
     }
 }
 

@@ -18,11 +18,26 @@ pub fn client_key(req: &HttpRequest, trusted: &[IpNet]) -> String {
 /// `X-Forwarded-For` hop), or None for a request without a peer (a test request made in
 /// process).
 pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = req.peer_addr()?.ip();
-    let forwarded: Vec<&str> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .filter_map(|value| value.to_str().ok())
+    let forwarded = req.headers().get_all("x-forwarded-for");
+    client_ip_of(
+        req.peer_addr()?.ip(),
+        forwarded.map(|value| value.as_bytes()),
+        trusted,
+    )
+}
+
+/// The client behind `peer`, given the values of its `X-Forwarded-For` headers.
+pub fn client_ip_of<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a [u8]>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    if trusted.is_empty() {
+        // Nobody's forwarding is believed: the hops are not even read.
+        return Some(canonical(peer));
+    }
+    let forwarded: Vec<&str> = forwarded
+        .filter_map(|value| std::str::from_utf8(value).ok())
         .flat_map(|value| value.split(','))
         .collect();
     Some(resolve(peer, &forwarded, trusted))
@@ -58,7 +73,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// What a per-client throttle counts: an IPv4 address, or an IPv6 client's /64 (one customer's
 /// network hands out many addresses of its /64).
-fn throttle_key(ip: Option<IpAddr>) -> String {
+pub fn throttle_key(ip: Option<IpAddr>) -> String {
     match ip {
         None => String::from("unknown"),
         Some(IpAddr::V4(v4)) => v4.to_string(),

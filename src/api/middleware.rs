@@ -1,6 +1,7 @@
 //! The outermost middleware: decides the request context, runs the rest of the service inside
 //! it, is the panic guard, and makes sure that no error leaves the service without the envelope.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -28,21 +29,16 @@ pub async fn request_context_middleware(
     // The request cannot be cloned before routing, so an answer made without it (a panic, an
     // error that escaped every handler) is returned as an error carrying the context: the
     // server renders it through `ApiError` all the same.
-    let outcome = request::scope(context.clone(), async move {
-        match AssertUnwindSafe(next.call(req)).catch_unwind().await {
-            Ok(Ok(response)) => Ok(ensure_envelope(response.map_into_boxed_body())),
-            Ok(Err(error)) => {
+    let outcome = in_request(context.clone(), async move {
+        match next.call(req).await {
+            Ok(response) => Ok(ensure_envelope(response.map_into_boxed_body())),
+            Err(error) => {
                 let status = error.as_response_error().status_code();
                 let mut api_error = ApiError::new(Code::for_status(status.as_u16()));
                 if status.is_client_error() {
                     api_error = api_error.with_detail(error.to_string());
                 }
                 Err(api_error)
-            }
-            Err(panic) => {
-                tracing::error!(request_id = %request_context().request_id,
-                        panic = %panic_message(&panic), "handler panicked");
-                Err(ApiError::internal(anyhow::anyhow!("handler panicked")))
             }
         }
     })
@@ -57,6 +53,25 @@ pub async fn request_context_middleware(
         }
         Err(error) => Err(error.in_context(context).into()),
     }
+}
+
+/// Runs `work` as the request of `context` (readable through `request_context`), a panic
+/// turned into a 500 error: the guard of every request, whichever server path it takes.
+pub async fn in_request<T>(
+    context: RequestContext,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    request::scope(context, async move {
+        match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(request_id = %request_context().request_id,
+                        panic = %panic_message(&panic), "handler panicked");
+                Err(ApiError::internal(anyhow::anyhow!("handler panicked")))
+            }
+        }
+    })
+    .await
 }
 
 /// An error response that did not come from `ApiError` (the framework's own 404/405, an

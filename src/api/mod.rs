@@ -14,7 +14,7 @@ mod pagination;
 mod request;
 
 pub use catalogue::{CATALOGUE, Code, CodeInfo, Lang, Module};
-pub use client::{client_ip, client_key};
+pub use client::{client_ip, client_ip_of, client_key, throttle_key};
 pub use cors::{CrossOrigin, cors};
 pub use envelope::{SuccessBody, ok};
 pub use error::{ApiError, ErrorBody, Rendered, is_outage};
@@ -22,6 +22,6 @@ pub use extract::{
     ApiJson, ApiQuery, Authorized, MAX_BODY_BYTES, PathAndBody, extractor_configs, present,
 };
 pub use idempotency::IdempotencyKey;
-pub use middleware::request_context_middleware;
+pub use middleware::{in_request, request_context_middleware};
 pub use pagination::{Page, PageQuery, PageRequest};
 pub use request::{RequestContext, request_context};

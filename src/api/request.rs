@@ -40,10 +40,31 @@ pub(super) async fn scope<F: Future>(context: RequestContext, work: F) -> F::Out
 
 impl RequestContext {
     pub(super) fn of(req: &ServiceRequest) -> RequestContext {
-        let request_id = req
-            .headers()
-            .get(&REQUEST_ID_HEADER)
-            .and_then(|value| value.to_str().ok())
+        let headers = req.headers();
+        RequestContext::decide(
+            headers
+                .get(&REQUEST_ID_HEADER)
+                .map(|value| value.as_bytes()),
+            req.query_string(),
+            headers.get(LANG_HEADER).map(|value| value.as_bytes()),
+        )
+    }
+
+    /// The context of a request that the HTTP server answers without actix (a metered call).
+    pub fn of_head(head: &http::request::Parts) -> RequestContext {
+        let header = |name: &str| head.headers.get(name).map(|value| value.as_bytes());
+        RequestContext::decide(
+            header(REQUEST_ID_HEADER.as_str()),
+            head.uri.query().unwrap_or_default(),
+            header(LANG_HEADER),
+        )
+    }
+
+    /// The client's request id when acceptable, else a new one; the language of `?lang=`, else
+    /// of `X-Lang`, else English.
+    fn decide(request_id: Option<&[u8]>, query: &str, lang: Option<&[u8]>) -> RequestContext {
+        let request_id = request_id
+            .and_then(|value| std::str::from_utf8(value).ok())
             .filter(|id| is_acceptable_request_id(id))
             .map(str::to_owned)
             // Encoded directly: `to_string` goes through the formatting machinery on every
@@ -55,16 +76,16 @@ impl RequestContext {
                     .encode_lower(&mut buffer)
                     .to_owned()
             });
-        let from_query = form_urlencoded::parse(req.query_string().as_bytes())
-            .find(|(key, _)| key == "lang")
-            .and_then(|(_, value)| Lang::parse(&value));
+        let from_query = || {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "lang")
+                .and_then(|(_, value)| Lang::parse(&value))
+        };
         let from_header = || {
-            req.headers()
-                .get(LANG_HEADER)
-                .and_then(|value| value.to_str().ok())
+            lang.and_then(|value| std::str::from_utf8(value).ok())
                 .and_then(Lang::parse)
         };
-        let lang = from_query.or_else(from_header).unwrap_or_default();
+        let lang = from_query().or_else(from_header).unwrap_or_default();
         RequestContext { request_id, lang }
     }
 }

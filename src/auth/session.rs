@@ -220,7 +220,12 @@ impl FromRequest for AdminUser {
 
 /// `Authorization: Bearer <token>`.
 pub fn bearer_token(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(req.headers().get(AUTHORIZATION)?.as_bytes())
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_in(value: &[u8]) -> Option<String> {
+    let value = std::str::from_utf8(value).ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())

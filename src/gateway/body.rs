@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use futures_util::Stream;
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::connections::Connection;
@@ -123,11 +123,12 @@ fn millis(ms: i32) -> Duration {
 }
 
 impl StartedBody {
-    /// The whole body as a stream: the first chunk, then the rest under the limits.
-    pub fn into_body(self) -> GuardedBody {
+    /// The upstream's head, and the whole body as a stream: the first chunk, then the rest
+    /// under the limits.
+    pub fn into_parts(self) -> (http::response::Parts, GuardedBody) {
         let sent = self.first.as_ref().map_or(0, |chunk| chunk.len() as u64);
         let idle = millis(self.limits.body_idle_ms);
-        GuardedBody {
+        let body = GuardedBody {
             first: self.first,
             rest: self.rest,
             sent,
@@ -139,7 +140,44 @@ impl StartedBody {
             slug: self.slug,
             request_id: self.request_id,
             done: false,
-        }
+        };
+        (self.head, body)
+    }
+}
+
+/// The body of a forwarded answer, with the length the provider declared: what hyper's server
+/// sends (and declares) as it is.
+pub struct ForwardedBody {
+    body: GuardedBody,
+    length: Option<u64>,
+}
+
+impl ForwardedBody {
+    pub fn new(body: GuardedBody, length: Option<u64>) -> ForwardedBody {
+        ForwardedBody { body, length }
+    }
+
+    pub fn into_parts(self) -> (GuardedBody, Option<u64>) {
+        (self.body, self.length)
+    }
+}
+
+impl Body for ForwardedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.get_mut().body)
+            .poll_next(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.length
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

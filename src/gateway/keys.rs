@@ -2,6 +2,7 @@
 //! created, listed and revoked by their owner.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -19,9 +20,9 @@ use super::error::GatewayError;
 use super::spend_cap::{CapPeriod, SpendCap};
 use crate::api::{
     ApiError, ApiJson, ApiQuery, Authorized, Code, ErrorBody, Page, PageQuery, SuccessBody,
-    client_key, ok,
+    client_ip, ok, throttle_key,
 };
-use crate::auth::session::bearer_token;
+use crate::auth::session::bearer_in;
 use crate::auth::token;
 use crate::auth::{ActiveUser, users};
 use crate::limits::Rate;
@@ -288,7 +289,7 @@ fn well_formed(key: &str) -> bool {
 pub async fn authenticate(
     state: &AppState,
     gateway: &GatewayState,
-    req: &HttpRequest,
+    client: Option<IpAddr>,
     presented: &str,
     first_cost: i64,
 ) -> Result<(Arc<KeyEntry>, Arc<Account>), GatewayError> {
@@ -298,7 +299,9 @@ pub async fn authenticate(
     let digest = token::digest(presented);
     let lookup = match gateway.directory.cached(&digest, first_cost).await? {
         // Boxed: a cold key's way is rare and its future large (see `Meter::hold`).
-        Lookup::NotCached => Box::pin(load_cold(state, gateway, req, &digest, first_cost)).await?,
+        Lookup::NotCached => {
+            Box::pin(load_cold(state, gateway, client, &digest, first_cost)).await?
+        }
         known => known,
     };
     match lookup {
@@ -311,11 +314,11 @@ pub async fn authenticate(
 async fn load_cold(
     state: &AppState,
     gateway: &GatewayState,
-    req: &HttpRequest,
+    client: Option<IpAddr>,
     digest: &[u8],
     first_cost: i64,
 ) -> Result<Lookup, GatewayError> {
-    let client = client_key(req, &state.settings.trusted_proxies);
+    let client = throttle_key(client);
     let rate = Rate::per_minute(state.settings.gateway.failed_keys_per_ip_per_minute);
     let allowed = state.limiter.would_allow("bad_key", &client, rate).await;
     if !allowed.allowed {
@@ -332,12 +335,17 @@ async fn load_cold(
 
 /// The key a request presents: `X-API-Key`, else `Authorization: Bearer`.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get("x-api-key")
-        .and_then(|value| value.to_str().ok())
+    let header = |name| req.headers().get(name).map(|value| value.as_bytes());
+    key_in(header("x-api-key"), header("authorization"))
+}
+
+/// The key of an `X-API-Key` value, else of an `Authorization: Bearer` one.
+pub fn key_in(x_api_key: Option<&[u8]>, authorization: Option<&[u8]>) -> Option<String> {
+    x_api_key
+        .and_then(|value| std::str::from_utf8(value).ok())
         .map(|value| value.trim().to_owned())
         .filter(|value| !value.is_empty())
-        .or_else(|| bearer_token(req))
+        .or_else(|| authorization.and_then(bearer_in))
 }
 
 /// The account of a request made with an API key or a session (`GET /myapi/status`).
@@ -354,7 +362,9 @@ impl FromRequest for AccountCaller {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let key = presented_key(req).filter(|key| key.starts_with(KEY_PREFIX));
         let session = ActiveUser::from_request(req, payload);
-        let req = req.clone();
+        let client = state
+            .as_ref()
+            .and_then(|state| client_ip(req, &state.settings.trusted_proxies));
         Box::pin(async move {
             let Some(key) = key else {
                 let ActiveUser(session) = session.await?;
@@ -365,7 +375,7 @@ impl FromRequest for AccountCaller {
             let (Some(gateway), Some(state)) = (gateway, state) else {
                 return Err(ApiError::internal(anyhow::anyhow!("no gateway state")));
             };
-            let (entry, account) = authenticate(&state, &gateway, &req, &key, 0).await?;
+            let (entry, account) = authenticate(&state, &gateway, client, &key, 0).await?;
             if account.frozen.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(GatewayError::AccountFrozen.into());
             }

@@ -5,6 +5,7 @@
 mod batch;
 mod body;
 mod breaker;
+mod call;
 mod cold;
 mod connections;
 mod directory;
@@ -38,11 +39,14 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::WritesSeen;
 use crate::limits::Rate;
+pub use body::ForwardedBody;
+pub use call::{Call, CallBody};
 pub use cold::month_calls;
 pub use directory::Directory;
 pub use error::GatewayError;
 pub use meter::Meter;
 use providers::ProviderTable;
+pub use proxy::meter as meter_call;
 
 /// Everything the gateway keeps in memory.
 pub struct GatewayState {

@@ -4,24 +4,26 @@
 //! global protection (50301); then forwards method, path tail, query and body to the provider
 //! with its credentials and streams the answer back. Only an answer below 500 is charged and counted.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::GatewayState;
-use super::body::{self, StartedBody};
+use super::body::{self, ForwardedBody, StartedBody};
+use super::call::Call;
 use super::directory::Account;
 use super::error::GatewayError;
-use super::keys::{authenticate, presented_key};
+use super::keys::{authenticate, key_in};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
 use super::upstream::{self, HOP_BY_HOP, named_in_connection};
 use super::wallet::Shortfall;
-use crate::api::{ApiError, ErrorBody, Rendered, client_ip};
+use crate::api::{ApiError, ErrorBody, Rendered, client_ip_of};
 use crate::limits::Exceeded;
 use crate::state::AppState;
 
@@ -89,22 +91,49 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let call = Call::from_actix(&req, payload)?;
+    let answer = meter(&context, &gateway, call).await?;
+    Ok(into_actix(answer))
+}
+
+/// The metered call itself, in hyper's types: the HTTP server calls it directly, and
+/// `forward` for a call that came through actix.
+pub async fn meter(
+    context: &AppState,
+    gateway: &Arc<GatewayState>,
+    call: Call,
+) -> Result<http::Response<ForwardedBody>, ApiError> {
     let started = tokio::time::Instant::now();
-    let key = presented_key(&req).ok_or(GatewayError::KeyMissing)?;
+    let headers = &call.head.headers;
+    let key = key_in(
+        headers.get("x-api-key").map(HeaderValue::as_bytes),
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+    )
+    .ok_or(GatewayError::KeyMissing)?;
+    let client = call.peer.and_then(|peer| {
+        let forwarded = headers.get_all("x-forwarded-for").into_iter();
+        client_ip_of(
+            peer.ip(),
+            forwarded.map(HeaderValue::as_bytes),
+            &context.settings.trusted_proxies,
+        )
+    });
     // Looked up first, answered in the contract's order: a cold account's load reserves a
     // first lease for what this call costs.
-    let path = split_path(req.uri().path());
+    let uri = call.head.uri.clone();
+    let path = split_path(uri.path());
     let provider = path
         .and_then(|(slug, _)| gateway.providers.get(slug))
         .filter(|provider| provider.enabled);
     let first_cost = provider.as_ref().map_or(0, |provider| provider.cost);
-    let (key_entry, account) = authenticate(&context, &gateway, &req, &key, first_cost).await?;
+    let (key_entry, account) = authenticate(context, gateway, client, &key, first_cost).await?;
     let controls = &key_entry.controls;
     let now = context.clock.now();
     if controls.expired(now.timestamp()) {
         return Err(GatewayError::KeyExpired.into());
     }
-    let client = client_ip(&req, &context.settings.trusted_proxies);
     if controls.allowed_ips.is_some() && !client.is_some_and(|ip| controls.allows_ip(ip)) {
         return Err(GatewayError::KeyAddressRefused.into());
     }
@@ -204,7 +233,7 @@ pub async fn forward(
     }
 
     let outcome = if gateway.breakers.admit(&provider.slug) {
-        let outcome = call_provider(&req, payload, &provider, tail, started).await;
+        let outcome = call_provider(call, &provider, tail, started).await;
         gateway.breakers.record(&provider.slug, outcome.is_ok());
         outcome
     } else {
@@ -234,13 +263,12 @@ pub async fn forward(
 /// Forwards the call and waits for the head and the first chunk of the body: an answer below
 /// 500 whose body started within the provider's limits, or why not.
 async fn call_provider(
-    req: &HttpRequest,
-    payload: web::Payload,
+    call: Call,
     provider: &Provider,
     tail: &str,
     started: tokio::time::Instant,
 ) -> Result<StartedBody, String> {
-    let (upstream, connection) = upstream::send(req, payload, &provider.target, tail, started)
+    let (upstream, connection) = upstream::send(call, &provider.target, tail, started)
         .await
         .map_err(|error| format!("{}: {error}", provider.slug))?;
     if upstream.status().as_u16() >= 500 {
@@ -280,37 +308,47 @@ fn tail_stays_inside(tail: &str) -> bool {
     })
 }
 
-fn respond(started: StartedBody, meters: &Meters) -> HttpResponse {
-    let head = &started.head;
-    let status = StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = HttpResponse::build(status);
-    let dropped_by_connection = named_in_connection(head.headers.get_all(http::header::CONNECTION));
-    for (name, value) in &head.headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || lower == "content-length"
-            || dropped_by_connection.iter().any(|dropped| dropped == lower)
-        {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(lower.as_bytes()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            response.append_header((name, value));
-        }
-    }
-    let length = head
-        .headers
+/// The provider's answer as the client gets it: its status, its headers less the hop-by-hop
+/// ones (the length is the body's to declare), the meters and the body under its limits.
+fn respond(started: StartedBody, meters: &Meters) -> http::Response<ForwardedBody> {
+    let (mut head, body) = started.into_parts();
+    let headers = &mut head.headers;
+    let length = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    let body = started.into_body();
+    let dropped_by_connection = named_in_connection(headers.get_all(http::header::CONNECTION));
+    // Found first and removed after: most answers carry none, and a removal costs a lookup.
+    let unwanted: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let lower = name.as_str();
+            HOP_BY_HOP.contains(&lower)
+                || lower == "content-length"
+                || dropped_by_connection.iter().any(|dropped| dropped == lower)
+        })
+        .cloned()
+        .collect();
+    for name in unwanted {
+        headers.remove(name);
+    }
+    meters.apply(headers);
+    http::Response::from_parts(head, ForwardedBody::new(body, length))
+}
+
+/// A metered call's answer as actix sends it (a call that came through actix).
+fn into_actix(answer: http::Response<ForwardedBody>) -> HttpResponse {
+    let (head, body) = answer.into_parts();
+    let status = StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &head.headers {
+        response.append_header((name.as_str(), value.as_bytes()));
+    }
+    let (body, length) = body.into_parts();
     let mut response = match length {
         Some(length) => response.body(SizedStream::new(length, body)),
         None => response.body(BodyStream::new(body)),
     };
-    meters.apply(response.headers_mut());
     // The upstream's own 4xx body is the answer, not something to wrap in our envelope. Only
     // an error is ever wrapped: a success needs no mark (and its map costs an allocation).
     if status.is_client_error() || status.is_server_error() {

@@ -4,26 +4,18 @@
 //! here (`../shared/research/proxy-stacks.md`), and because hyper, hyper-util and hyper-rustls
 //! were already built for Stripe's client.
 //!
-//! actix-web speaks `http` 0.2 and hyper `http` 1.x: names, values and the method are carried
-//! across as bytes. actix's request body is bound to its worker thread, while hyper's client
-//! wants a `Send` body, so a body is piped through a channel by a task on the same worker.
+//! The call arrives in hyper's own types (`call.rs`): its headers are handed on as they are.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use actix_web::HttpRequest;
-use actix_web::http::header;
-use actix_web::web::{self, Bytes};
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http::header;
+use hyper::body::Incoming;
 use secrecy::ExposeSecret;
 
-use super::connections::{self, Connection, Origin, RequestBody};
-
-/// How many chunks of a request body wait in the pipe before the reader waits.
-const BODY_PIPE_CHUNKS: usize = 8;
+use super::call::{Call, CallBody};
+use super::connections::{self, Connection, Origin};
 
 /// Appends `ip` as text: an IPv4 address digit by digit, which costs a fraction of the
 /// formatting machinery that `Display` goes through on every call.
@@ -152,28 +144,27 @@ impl Target {
     }
 }
 
-/// Sends the call to a provider's `target` (its base URL, then `tail` and the query) with the client's
-/// headers less its credentials and the hop-by-hop ones, the provider's own credential, and
-/// `X-Forwarded-For`; answers the provider's head and body (and the connection it is read
-/// from, to release once it is read to its end), or why not. `now` is when the call began.
+/// Sends `call` to a provider's `target` (its base URL, then `tail` and the query) with the
+/// client's headers less its credentials and the hop-by-hop ones, the provider's own
+/// credential, and `X-Forwarded-For`; answers the provider's head and body (and the connection
+/// it is read from, to release once it is read to its end), or why not. `now` is when the call
+/// began.
 pub async fn send(
-    req: &HttpRequest,
-    payload: web::Payload,
+    call: Call,
     target: &Target,
     tail: &str,
     now: tokio::time::Instant,
 ) -> Result<(hyper::Response<Incoming>, Connection), String> {
+    let Call { head, peer, body } = call;
     let uri = target
-        .uri(tail, req.uri().query())
+        .uri(tail, head.uri.query())
         .map_err(|error| error.to_string())?;
-    let method = http::Method::from_bytes(req.method().as_str().as_bytes())
-        .map_err(|error| error.to_string())?;
-    let mut upstream = http::Request::builder().method(method).uri(uri);
-    let forwarded = upstream
-        .headers_mut()
-        .expect("a request builder without an error yet");
+    let mut upstream = http::Request::new(());
+    *upstream.method_mut() = head.method;
+    *upstream.uri_mut() = uri;
+    let forwarded = upstream.headers_mut();
 
-    let headers = req.headers();
+    let headers = &head.headers;
     let dropped_by_connection = named_in_connection(headers.get_all(header::CONNECTION));
     let own_header = target.credential.as_ref().map(|(name, _)| name.as_str());
     for (name, value) in headers {
@@ -186,14 +177,9 @@ pub async fn send(
         {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(lower.as_bytes()),
-            http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            forwarded.append(name, value);
-        }
+        forwarded.append(name.clone(), value.clone());
     }
-    forwarded.insert(http::header::HOST, target.host.clone());
+    forwarded.insert(header::HOST, target.host.clone());
     let previous = headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok())
@@ -203,7 +189,7 @@ pub async fn send(
         forwarded_for.push_str(previous);
         forwarded_for.push_str(", ");
     }
-    if let Some(peer) = req.peer_addr() {
+    if let Some(peer) = peer {
         push_ip(&mut forwarded_for, peer.ip());
     }
     if let Ok(value) = http::HeaderValue::try_from(forwarded_for) {
@@ -221,16 +207,13 @@ pub async fn send(
     let body = match (length, chunked) {
         (Some(length), _) if length > 0 => {
             // hyper sends the declared length and fails the call if the body differs from it.
-            forwarded.insert(
-                http::header::CONTENT_LENGTH,
-                http::HeaderValue::from(length),
-            );
-            piped(payload)
+            forwarded.insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
+            body.into_request_body()
         }
-        (_, true) => piped(payload),
-        _ => Empty::new().map_err(|never| match never {}).boxed(),
+        (_, true) => body.into_request_body(),
+        _ => CallBody::empty(),
     };
-    let request = upstream.body(body).map_err(|error| error.to_string())?;
+    let request = upstream.map(|()| body);
     let timeout = target.timeout;
     let origin = Origin {
         name: &target.origin,
@@ -240,28 +223,6 @@ pub async fn send(
         Ok(answer) => answer,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
-}
-
-/// The client's request body, read on this worker and handed to hyper through a channel. A
-/// body that fails on the client's side ends the upstream's with an error, so the provider
-/// never takes a cut body for a whole one.
-fn piped(mut payload: web::Payload) -> RequestBody {
-    let (sender, receiver) =
-        tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(BODY_PIPE_CHUNKS);
-    actix_web::rt::spawn(async move {
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|error| std::io::Error::other(error.to_string()));
-            let failed = chunk.is_err();
-            if sender.send(chunk).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let chunk = receiver.recv().await?;
-        Some((chunk.map(Frame::data), receiver))
-    });
-    BodyExt::boxed(StreamBody::new(chunks))
 }
 
 /// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1).

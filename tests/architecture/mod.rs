@@ -20,6 +20,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["gateway"],
     &["admin"],
     &["ops", "console"],
+    &["serve"],
     &["startup", "cli"],
 ];
 

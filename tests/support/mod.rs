@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use actix_web::dev::ServerHandle;
+use meterapi::ServerHandle;
 use meterapi::config::DatabaseSettings;
 use meterapi::db::EmbeddedCluster;
 use meterapi::{Application, Settings};
