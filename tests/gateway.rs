@@ -1025,6 +1025,65 @@ async fn a_stopped_instance_settles_and_returns_its_reserve_before_it_exits() {
     assert_eq!(gw.upstream.hits(), 20);
 }
 
+/// A stop (SIGTERM) answers the call in flight before the instance exits, charged once; it
+/// closes idle keep-alive connections at once rather than waiting for their timeout, and new
+/// connections are refused.
+#[tokio::test]
+async fn a_stop_answers_the_call_in_flight_and_closes_idle_connections() {
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
+    gw.fund(1000).await;
+    gw.set_limits(1_000_000, 10_000_000, None).await;
+    let key = gw.new_key().await;
+    let (mut child, port) = start_binary(&gw).await;
+    let url = format!("http://127.0.0.1:{port}/api/v1/echo/x");
+    // A client that keeps its connection open after its call.
+    let idle_client = reqwest::Client::new();
+    let response = send(idle_client.get(&url).header("X-API-Key", &key)).await;
+    assert_eq!(response.status, 200, "{}", response.text);
+
+    gw.upstream
+        .set(Behaviour::Stall(Duration::from_millis(1000)));
+    let in_flight = tokio::spawn(send(
+        reqwest::Client::new().get(&url).header("X-API-Key", &key),
+    ));
+    support::eventually(
+        Duration::from_secs(5),
+        "the call reaches the upstream",
+        || async { (gw.upstream.hits() == 2).then_some(()) },
+    )
+    .await;
+    let stopped_at = Instant::now();
+    let pid = child.id().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.status, 200,
+        "the call in flight is answered: {}",
+        answer.text
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the instance stops")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    // Left open, the idle connection would hold the stop until its keep-alive ends, five
+    // seconds after its call.
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(4),
+        "the idle connection held the stop for {:?}",
+        stopped_at.elapsed()
+    );
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", port as u16)).await;
+    assert!(refused.is_err(), "a stopped instance accepts no connection");
+    assert_eq!(gw.upstream.hits(), 2);
+    assert_eq!(gw.balance().await, 998, "both calls charged once");
+}
+
 #[tokio::test]
 async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
     let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;

@@ -56,22 +56,23 @@ pub async fn request_context_middleware(
 }
 
 /// Runs `work` as the request of `context` (readable through `request_context`), a panic
-/// turned into a 500 error: the guard of every request, whichever server path it takes.
-pub async fn in_request<T>(
+/// turned into a 500 error: the guard of every request, whichever server path it takes. Made of
+/// combinators rather than an `async` block, which would keep `work` twice in its state.
+pub fn in_request<T>(
     context: RequestContext,
     work: impl Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    request::scope(context, async move {
-        match AssertUnwindSafe(work).catch_unwind().await {
+) -> impl Future<Output = Result<T, ApiError>> {
+    let guarded = AssertUnwindSafe(work)
+        .catch_unwind()
+        .map(|outcome| match outcome {
             Ok(outcome) => outcome,
             Err(panic) => {
                 tracing::error!(request_id = %request_context().request_id,
                         panic = %panic_message(&panic), "handler panicked");
                 Err(ApiError::internal(anyhow::anyhow!("handler panicked")))
             }
-        }
-    })
-    .await
+        });
+    request::scope(context, guarded)
 }
 
 /// An error response that did not come from `ApiError` (the framework's own 404/405, an

@@ -33,9 +33,14 @@ pub fn request_context() -> RequestContext {
         })
 }
 
-/// Runs `work` with `context` as the request context.
-pub(super) async fn scope<F: Future>(context: RequestContext, work: F) -> F::Output {
-    CONTEXT.scope(context, work).await
+/// Runs `work` with `context` as the request context. A plain function, not an `async` one: an
+/// `async fn` that awaits a future it was given keeps that future twice in its own state, and
+/// a metered call's future is large.
+pub(super) fn scope<F: Future>(
+    context: RequestContext,
+    work: F,
+) -> impl Future<Output = F::Output> {
+    CONTEXT.scope(context, work)
 }
 
 impl RequestContext {

@@ -23,8 +23,12 @@ use super::front::{Front, Gateway};
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most a request's head may hold (and the read buffer's size).
 const MAX_BUFFER: usize = 64 * 1024;
-/// How often a stopping worker looks whether its connections have ended.
+/// How often a stopping worker looks whether its connections have ended (and a full one
+/// whether it may accept again).
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// The most connections a worker serves at once (actix's default, which the service had
+/// before): past it, new ones wait in the listener's backlog.
+const MAX_CONNECTIONS: usize = 25_000;
 
 pub(super) struct Worker {
     pub listener: TcpListener,
@@ -79,6 +83,7 @@ impl Worker {
         let connections = Rc::new(Connections::default());
 
         let graceful = loop {
+            let full = connections.live() >= MAX_CONNECTIONS;
             tokio::select! {
                 biased;
                 changed = self.stop.changed() => match changed {
@@ -88,7 +93,8 @@ impl Worker {
                     },
                     Err(_) => break false,
                 },
-                accepted = listener.accept() => match accepted {
+                () = tokio::time::sleep(DRAIN_POLL), if full => {}
+                accepted = listener.accept(), if !full => match accepted {
                     Ok((stream, peer)) => {
                         // Answers go out as soon as they are written, as actix's server did.
                         let _ = stream.set_nodelay(true);
