@@ -41,6 +41,59 @@ async fn a_client_request_id_is_echoed_and_a_forged_one_replaced() {
     assert_ne!(forged.header("x-request-id"), Some("a b\"c"));
 }
 
+/// A request head over 32 KiB is refused with 431, on the gateway's path and the application's
+/// alike, and the service goes on serving.
+#[tokio::test]
+async fn an_oversized_request_head_is_refused_and_the_service_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    for path in ["/myapi/plans", "/api/v1/echo/x"] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .unwrap();
+        let padding = "a".repeat(40 * 1024);
+        let head =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Padding: {padding}\r\n\r\n");
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{path}: {answer}");
+    }
+    app.get("/healthz").await.assert_ok();
+}
+
+/// A client that sends part of a request head and then nothing is disconnected once the head
+/// timeout (5 s) has passed, so idle or slow clients cannot hold connections open.
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(closed.is_ok(), "the connection was still open after 30 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(4),
+        "cut off after {waited:?}, before the head timeout"
+    );
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    app.get("/healthz").await.assert_ok();
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_the_404_envelope() {
     let app = spawn_app().await;

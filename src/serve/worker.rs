@@ -21,7 +21,10 @@ use super::front::{Front, Gateway};
 /// How long a client may take to send a request's head, and how long an idle keep-alive
 /// connection stays open (actix's defaults, which the service had before).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most a request's head may hold (and the read buffer's size).
+/// The most a request's head may hold (actix's limit, which the service had before): a larger
+/// one is answered 431.
+const MAX_HEAD: usize = 32 * 1024;
+/// The most the read buffer holds.
 const MAX_BUFFER: usize = 64 * 1024;
 /// How often a stopping worker looks whether its connections have ended (and a full one
 /// whether it may accept again).
@@ -75,6 +78,7 @@ impl Worker {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT)
+            .max_header_size(MAX_HEAD)
             .max_buf_size(MAX_BUFFER)
             // A client that hangs up does not cancel its call: once a metered call has reached its
             // provider, it is charged as the provider answered (as actix did too).
