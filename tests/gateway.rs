@@ -931,6 +931,16 @@ async fn leased_limits_admit_at_most_a_lease_per_instance_above_the_shared_rate(
     }
 }
 
+/// The scene of the tests that run the service's binary: 1,000 credits, limits out of the way,
+/// leases that expire after 2 s, and a key.
+async fn gateway_for_a_binary() -> (Scene, String) {
+    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
+    gw.fund(1000).await;
+    gw.set_limits(1_000_000, 10_000_000, None).await;
+    let key = gw.new_key().await;
+    (gw, key)
+}
+
 /// The service's own binary on the test's database, with a settlement tick of a minute (so
 /// nothing it serves is settled before it stops) and a lease TTL of 2 s; and its port.
 async fn start_binary(gw: &Scene) -> (tokio::process::Child, u64) {
@@ -977,10 +987,7 @@ async fn start_binary(gw: &Scene) -> (tokio::process::Child, u64) {
 /// exits, without waiting for a tick or for its leases to expire.
 #[tokio::test]
 async fn a_stopped_instance_settles_and_returns_its_reserve_before_it_exits() {
-    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
-    gw.fund(1000).await;
-    gw.set_limits(1_000_000, 10_000_000, None).await;
-    let key = gw.new_key().await;
+    let (gw, key) = gateway_for_a_binary().await;
     let capped = gw.new_key().await;
     let (mut child, port) = start_binary(&gw).await;
     let capped_id: Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE prefix = $1")
@@ -1030,10 +1037,7 @@ async fn a_stopped_instance_settles_and_returns_its_reserve_before_it_exits() {
 /// connections are refused.
 #[tokio::test]
 async fn a_stop_answers_the_call_in_flight_and_closes_idle_connections() {
-    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
-    gw.fund(1000).await;
-    gw.set_limits(1_000_000, 10_000_000, None).await;
-    let key = gw.new_key().await;
+    let (gw, key) = gateway_for_a_binary().await;
     let (mut child, port) = start_binary(&gw).await;
     let url = format!("http://127.0.0.1:{port}/api/v1/echo/x");
     // A client that keeps its connection open after its call.
@@ -1086,10 +1090,7 @@ async fn a_stop_answers_the_call_in_flight_and_closes_idle_connections() {
 
 #[tokio::test]
 async fn a_killed_instance_never_over_charges_and_its_reserve_returns() {
-    let gw = gateway_with(TestConfig::default().var("GATEWAY_LEASE_TTL_SECS", "2")).await;
-    gw.fund(1000).await;
-    gw.set_limits(1_000_000, 10_000_000, None).await;
-    let key = gw.new_key().await;
+    let (gw, key) = gateway_for_a_binary().await;
 
     let (mut child, port) = start_binary(&gw).await;
     let client = reqwest::Client::new();

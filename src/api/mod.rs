@@ -8,6 +8,7 @@ mod cors;
 mod envelope;
 mod error;
 mod extract;
+pub mod headers;
 mod idempotency;
 mod middleware;
 mod pagination;

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use super::connections::RequestBody;
-use crate::api::ApiError;
+use crate::api::{ApiError, headers};
 
 /// How many chunks of a request body wait in the pipe before the reader waits.
 const BODY_PIPE_CHUNKS: usize = 8;
@@ -56,14 +56,7 @@ impl Call {
             .map_err(|error| ApiError::bad_request(error.to_string()))?;
         head.uri = http::Uri::try_from(req.uri().to_string())
             .map_err(|error| ApiError::bad_request(error.to_string()))?;
-        for (name, value) in req.headers() {
-            if let (Ok(name), Ok(value)) = (
-                http::HeaderName::from_bytes(name.as_str().as_bytes()),
-                http::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                head.headers.append(name, value);
-            }
-        }
+        headers::into_http1(req.headers(), &mut head.headers);
         Ok(Call {
             head,
             peer: req.peer_addr(),

@@ -23,7 +23,7 @@ use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
 use super::upstream::{self, HOP_BY_HOP, named_in_connection};
 use super::wallet::Shortfall;
-use crate::api::{ApiError, ErrorBody, Rendered, client_ip_of};
+use crate::api::{ApiError, ErrorBody, Rendered, client_ip_of, headers};
 use crate::limits::Exceeded;
 use crate::state::AppState;
 
@@ -341,14 +341,12 @@ fn into_actix(answer: http::Response<ForwardedBody>) -> HttpResponse {
     let (head, body) = answer.into_parts();
     let status = StatusCode::from_u16(head.status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
-    for (name, value) in &head.headers {
-        response.append_header((name.as_str(), value.as_bytes()));
-    }
     let (body, length) = body.into_parts();
     let mut response = match length {
         Some(length) => response.body(SizedStream::new(length, body)),
         None => response.body(BodyStream::new(body)),
     };
+    headers::into_actix(&head.headers, response.headers_mut());
     // The upstream's own 4xx body is the answer, not something to wrap in our envelope. Only
     // an error is ever wrapped: a success needs no mark (and its map costs an allocation).
     if status.is_client_error() || status.is_server_error() {

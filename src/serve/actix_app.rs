@@ -20,6 +20,7 @@ use futures_util::future::LocalBoxFuture;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::api::headers;
 use crate::gateway::ForwardedBody;
 
 /// A worker's application: an actix request in, an answer in hyper's types out.
@@ -146,15 +147,7 @@ pub fn to_actix(request: http::Request<Incoming>, peer: SocketAddr) -> actix_htt
         _ => actix_http::Version::HTTP_11,
     };
     carried.peer_addr = Some(peer);
-    let headers = &mut carried.headers;
-    for (name, value) in &head.headers {
-        if let (Ok(name), Ok(value)) = (
-            actix_http::header::HeaderName::from_bytes(name.as_str().as_bytes()),
-            actix_http::header::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, value);
-        }
-    }
+    headers::into_actix(&head.headers, &mut carried.headers);
     request
 }
 
@@ -164,15 +157,6 @@ pub fn from_actix(response: actix_http::Response<BoxBody>) -> Answer {
     let mut answer = http::Response::new(ServedBody::App(body));
     *answer.status_mut() = http::StatusCode::from_u16(head.status().as_u16())
         .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = answer.headers_mut();
-    headers.reserve(head.headers().len());
-    for (name, value) in head.headers() {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(name.as_str().as_bytes()),
-            http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, value);
-        }
-    }
+    headers::into_http1(head.headers(), answer.headers_mut());
     answer
 }
