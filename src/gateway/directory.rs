@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::batch::Batched;
 use super::cold::{self, AccountLoad, AccountRecord, ColdKey, KeyLoad, KeyRecord};
 use super::limits::{MONTH_COUNTER_TTL, PlanLimits, month_of};
+use super::near_keys::{Forgettable, NearKeys};
 use super::reservations::{LeaseTerms, return_grants};
 use super::spend_cap::SpendCap;
 use super::wallet::Wallet;
@@ -30,11 +31,18 @@ pub struct KeyEntry {
     pub key_id: Uuid,
     pub user_id: Uuid,
     pub revoked: AtomicBool,
+    /// The directory no longer holds this entry (its controls or its secret changed, or it was
+    /// revoked): the workers' copies (`near_keys.rs`) are dropped, and the next call loads it.
+    forgotten: AtomicBool,
     /// Unix seconds of the last call, written to the database by the meter's tick.
     pub last_used: AtomicI64,
     pub last_flushed: AtomicI64,
     /// The client address of the last call, written with `last_used`.
     pub last_ip: Mutex<Option<IpAddr>>,
+    /// `last_ip` when it is an IPv4 address (`1 << 32` beside it), else 0: read before the
+    /// lock, so a call from the same address as the last writes nothing. A line that every
+    /// call writes is one that the other workers' calls with the key must fetch again.
+    last_ipv4: AtomicU64,
     /// What the key's owner allowed it; a change reloads the entry.
     pub controls: KeyControls,
     /// `changed_at` of the row this entry was loaded from (microseconds).
@@ -74,15 +82,42 @@ impl KeyControls {
     }
 }
 
+impl KeyEntry {
+    /// Whether the directory keeps it, marking it forgotten when not.
+    fn kept(&self, keep: bool) -> bool {
+        if !keep {
+            self.forgotten.store(true, Ordering::Relaxed);
+        }
+        keep
+    }
+
+    /// Keeps `ip` as the client address of the last call.
+    pub fn note_client(&self, ip: IpAddr) {
+        let ipv4 = match ip {
+            IpAddr::V4(v4) => 1 << 32 | u64::from(u32::from(v4)),
+            IpAddr::V6(_) => 0,
+        };
+        if ipv4 != 0 && self.last_ipv4.load(Ordering::Relaxed) == ipv4 {
+            return;
+        }
+        let mut last_ip = self.last_ip.lock().unwrap_or_else(|p| p.into_inner());
+        *last_ip = Some(ip);
+        // Under the lock, so that it always names the address the lock holds.
+        self.last_ipv4.store(ipv4, Ordering::Relaxed);
+    }
+}
+
 impl From<KeyRecord> for KeyEntry {
     fn from(record: KeyRecord) -> KeyEntry {
         KeyEntry {
             key_id: record.key_id,
             user_id: record.user_id,
             revoked: AtomicBool::new(false),
+            forgotten: AtomicBool::new(false),
             last_used: AtomicI64::new(record.last_used),
             last_flushed: AtomicI64::new(record.last_used),
             last_ip: Mutex::new(None),
+            last_ipv4: AtomicU64::new(0),
             controls: KeyControls {
                 expires_at: record.expires_at,
                 rps: record.rps,
@@ -99,7 +134,7 @@ impl From<KeyRecord> for KeyEntry {
 pub struct Account {
     pub user_id: Uuid,
     pub frozen: AtomicBool,
-    pub limits: RwLock<PlanLimits>,
+    limits: SharedLimits,
     /// Names the account's limits in the shared limiter.
     pub limit_key: String,
     pub limit_state: Arc<Mutex<LocalCells>>,
@@ -114,12 +149,54 @@ pub struct Account {
     pub credits_arrived: tokio::sync::Notify,
 }
 
+/// An account's plan limits, read by every call without a lock (a read lock writes its count,
+/// on a line every worker's calls then share). Each limit is its own atomic: a call during a
+/// plan change may see one limit of the old plan beside another of the new, each a limit the
+/// account had.
+struct SharedLimits {
+    rps: AtomicU32,
+    rph: AtomicU32,
+    /// The monthly quota; `NO_QUOTA`: none.
+    monthly_quota: AtomicI64,
+}
+
+const NO_QUOTA: i64 = -1;
+
+impl SharedLimits {
+    fn new(limits: PlanLimits) -> SharedLimits {
+        let shared = SharedLimits {
+            rps: AtomicU32::new(0),
+            rph: AtomicU32::new(0),
+            monthly_quota: AtomicI64::new(NO_QUOTA),
+        };
+        shared.set(limits);
+        shared
+    }
+
+    fn get(&self) -> PlanLimits {
+        let quota = self.monthly_quota.load(Ordering::Relaxed);
+        PlanLimits {
+            rps: self.rps.load(Ordering::Relaxed),
+            rph: self.rph.load(Ordering::Relaxed),
+            monthly_quota: (quota != NO_QUOTA).then_some(quota),
+        }
+    }
+
+    /// Written only when they changed: every account's limits are read again every few
+    /// seconds, and a write makes every worker fetch the line again.
+    fn set(&self, limits: PlanLimits) {
+        if self.get() != limits {
+            self.rps.store(limits.rps, Ordering::Relaxed);
+            self.rph.store(limits.rph, Ordering::Relaxed);
+            let quota = limits.monthly_quota.map_or(NO_QUOTA, |quota| quota.max(0));
+            self.monthly_quota.store(quota, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Account {
     pub fn limits(&self) -> PlanLimits {
-        *self
-            .limits
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.limits.get()
     }
 
     /// The limiter's bundle of a call in `month` under `limits` (the plan's, read once per
@@ -162,6 +239,8 @@ pub struct Directory {
     /// The plans accounts are on, read again whenever limits are (`refresh_limits`).
     plans: Arc<plans::Catalog>,
     keys: RwLock<HashMap<Vec<u8>, Arc<KeyEntry>>>,
+    /// Each worker's copy of the keys its calls found in `keys`.
+    near: NearKeys<Known>,
     /// Shared with the loader of cold keys, which loads the accounts it does not find here.
     accounts: Arc<RwLock<HashMap<Uuid, Arc<Account>>>>,
     unknown: Mutex<HashMap<Vec<u8>, Instant>>,
@@ -171,8 +250,20 @@ pub struct Directory {
     cold_accounts: Batched<AccountLoad, AccountRecord>,
 }
 
+/// A key and its account, as a worker keeps them (`near_keys.rs`).
+pub struct Known {
+    pub key: Arc<KeyEntry>,
+    pub account: Arc<Account>,
+}
+
+impl Forgettable for Known {
+    fn is_forgotten(&self) -> bool {
+        self.key.forgotten.load(Ordering::Relaxed)
+    }
+}
+
 pub enum Lookup {
-    Found(Arc<KeyEntry>, Arc<Account>),
+    Found(Arc<Known>),
     /// Unknown or revoked.
     Unknown,
     /// Not in the caches: only a query can tell.
@@ -228,6 +319,7 @@ impl Directory {
             billing_grace,
             plans,
             keys: RwLock::default(),
+            near: NearKeys::default(),
             accounts,
             unknown: Mutex::default(),
         }
@@ -237,6 +329,12 @@ impl Directory {
     /// unknown. No query, but for the account of a known key on first use (with its first
     /// lease when the call named what it costs, `first_cost` > 0).
     pub async fn cached(&self, digest: &[u8], first_cost: i64) -> Result<Lookup, sqlx::Error> {
+        if let Some(known) = self.near.get(digest) {
+            if known.key.revoked.load(Ordering::Relaxed) {
+                return Ok(Lookup::Unknown);
+            }
+            return Ok(Lookup::Found(known));
+        }
         let cached = self
             .keys
             .read()
@@ -244,7 +342,7 @@ impl Directory {
             .get(digest)
             .cloned();
         match cached {
-            Some(entry) => self.found(entry, first_cost, None).await,
+            Some(entry) => self.found(digest, entry, first_cost, None).await,
             None if self.recently_unknown(digest) => Ok(Lookup::Unknown),
             None => Ok(Lookup::NotCached),
         }
@@ -253,7 +351,7 @@ impl Directory {
     /// The key with `digest` from PostgreSQL, remembered either way.
     pub async fn load(&self, digest: &[u8], first_cost: i64) -> Result<Lookup, sqlx::Error> {
         match self.load_key(digest, first_cost).await? {
-            Some((entry, loaded)) => self.found(entry, first_cost, loaded).await,
+            Some((entry, loaded)) => self.found(digest, entry, first_cost, loaded).await,
             // Unknown or revoked: remembered as bad for a moment, never kept as a key.
             None => {
                 self.remember_unknown(digest.to_vec());
@@ -264,8 +362,10 @@ impl Directory {
 
     /// The key's lookup with its account: the one `loaded` with the key (kept even for a key
     /// revoked meanwhile, so its first lease is not stranded), else the cached or loaded one.
+    /// This worker keeps a copy of what it found.
     async fn found(
         &self,
+        digest: &[u8],
         entry: Arc<KeyEntry>,
         first_cost: i64,
         loaded: Option<AccountRecord>,
@@ -278,7 +378,12 @@ impl Directory {
             Some(account) => account,
             None => self.account(entry.user_id, first_cost).await?,
         };
-        Ok(Lookup::Found(entry, account))
+        let known = Arc::new(Known {
+            key: entry,
+            account,
+        });
+        self.near.keep(digest, known.clone());
+        Ok(Lookup::Found(known))
     }
 
     fn recently_unknown(&self, digest: &[u8]) -> bool {
@@ -367,7 +472,7 @@ impl Directory {
                 let account = Arc::new(Account {
                     user_id,
                     frozen: AtomicBool::new(frozen),
-                    limits: RwLock::new(limits),
+                    limits: SharedLimits::new(limits),
                     limit_key: user_id.to_string(),
                     limit_state: Arc::new(Mutex::new(LocalCells::seeded(month, month_calls))),
                     month_seed: AtomicI64::new(month_calls),
@@ -429,7 +534,7 @@ impl Directory {
             return Ok(());
         };
         account.frozen.store(record.frozen, Ordering::Relaxed);
-        *account.limits.write().unwrap_or_else(|p| p.into_inner()) = record.limits;
+        account.limits.set(record.limits);
         Ok(())
     }
 
@@ -456,7 +561,7 @@ impl Directory {
         self.keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, entry| entry.key_id != key_id);
+            .retain(|_, entry| entry.kept(entry.key_id != key_id));
     }
 
     /// Marks a key revoked at once on this instance (the others learn it at their next refresh).
@@ -505,7 +610,7 @@ impl Directory {
             self.keys
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, entry| live.get(&entry.key_id) == Some(&entry.changed_at));
+                .retain(|_, entry| entry.kept(live.get(&entry.key_id) == Some(&entry.changed_at)));
         }
         let accounts = self.cached_accounts();
         if !accounts.is_empty() {
@@ -545,8 +650,7 @@ impl Directory {
             .await?;
             for (user_id, plan) in plans {
                 if let Some(account) = self.cached_account(user_id) {
-                    *account.limits.write().unwrap_or_else(|p| p.into_inner()) =
-                        PlanLimits::of(plan);
+                    account.limits.set(PlanLimits::of(plan));
                 }
             }
         }

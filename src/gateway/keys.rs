@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::GatewayState;
-use super::directory::{Account, KeyEntry, Lookup};
+use super::directory::{Known, Lookup};
 use super::error::GatewayError;
 use super::spend_cap::{CapPeriod, SpendCap};
 use crate::api::{
@@ -292,7 +292,7 @@ pub async fn authenticate(
     client: Option<IpAddr>,
     presented: &str,
     first_cost: i64,
-) -> Result<(Arc<KeyEntry>, Arc<Account>), GatewayError> {
+) -> Result<Arc<Known>, GatewayError> {
     if !well_formed(presented) {
         return Err(GatewayError::KeyInvalid);
     }
@@ -305,7 +305,7 @@ pub async fn authenticate(
         known => known,
     };
     match lookup {
-        Lookup::Found(entry, account) => Ok((entry, account)),
+        Lookup::Found(known) => Ok(known),
         Lookup::Unknown | Lookup::NotCached => Err(GatewayError::KeyInvalid),
     }
 }
@@ -375,12 +375,16 @@ impl FromRequest for AccountCaller {
             let (Some(gateway), Some(state)) = (gateway, state) else {
                 return Err(ApiError::internal(anyhow::anyhow!("no gateway state")));
             };
-            let (entry, account) = authenticate(&state, &gateway, client, &key, 0).await?;
-            if account.frozen.load(std::sync::atomic::Ordering::Relaxed) {
+            let known = authenticate(&state, &gateway, client, &key, 0).await?;
+            if known
+                .account
+                .frozen
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return Err(GatewayError::AccountFrozen.into());
             }
             Ok(AccountCaller {
-                user_id: entry.user_id,
+                user_id: known.key.user_id,
             })
         })
     }

@@ -63,18 +63,26 @@ pub struct Meter {
 /// when the key has a spend cap).
 pub struct HeldCredits<'a> {
     meter: &'a Meter,
-    account: Arc<Account>,
+    account: &'a Account,
     cost: i64,
     capped_key: Option<Uuid>,
     charged: bool,
+    /// Decided under the hold's lock (`Wallet::wants_top_up`): one lock less per call.
+    wants_top_up: bool,
 }
 
 impl HeldCredits<'_> {
+    /// Whether the lease ran low while the account has plenty beyond it: a background
+    /// top-up then keeps calls from waiting on one.
+    pub fn wants_top_up(&self) -> bool {
+        self.wants_top_up
+    }
+
     /// Charges the held cost and counts the call; answers the credits visible after it.
     pub fn charge(mut self, key_id: Uuid, provider: &str) -> i64 {
-        let visible =
-            self.meter
-                .charge(&self.account, self.cost, self.capped_key, key_id, provider);
+        let visible = self
+            .meter
+            .charge(self.account, self.cost, self.capped_key, key_id, provider);
         self.charged = true;
         visible
     }
@@ -83,7 +91,7 @@ impl HeldCredits<'_> {
 impl Drop for HeldCredits<'_> {
     fn drop(&mut self) {
         if !self.charged && self.cost > 0 {
-            let mut wallet = lock(&self.account);
+            let mut wallet = lock(self.account);
             wallet.held -= self.cost;
             if let Some(budget) = self
                 .capped_key
@@ -119,43 +127,49 @@ impl Meter {
     /// Holds `cost` credits for a call (and as much of its key's spend cap, when `cap` names
     /// one), reserving a new block from PostgreSQL when the lease runs short; the shortfall
     /// when the account or the key's cap cannot pay.
-    pub async fn hold(
-        &self,
-        account: &Arc<Account>,
+    pub async fn hold<'a>(
+        &'a self,
+        account: &'a Account,
         cost: i64,
         cap: Option<(Uuid, SpendCap)>,
-    ) -> Result<Result<HeldCredits<'_>, Shortfall>, ledger::LedgerError> {
-        if cost <= 0 || try_hold(account, cost, cap).is_ok() {
-            return Ok(Ok(self.held(account, cost, cap)));
+    ) -> Result<Result<HeldCredits<'a>, Shortfall>, ledger::LedgerError> {
+        if cost <= 0 {
+            return Ok(Ok(self.held(account, cost, cap, false)));
+        }
+        if let Ok(wants_top_up) = try_hold(account, cost, cap) {
+            return Ok(Ok(self.held(account, cost, cap, wants_top_up)));
         }
         // Boxed: the way to PostgreSQL holds large futures, which would otherwise be part of
         // every call's future, moved into a box by actix-web on each call.
         Box::pin(self.hold_after_top_up(account, cost, cap)).await
     }
 
-    fn held(
-        &self,
-        account: &Arc<Account>,
+    fn held<'a>(
+        &'a self,
+        account: &'a Account,
         cost: i64,
         cap: Option<(Uuid, SpendCap)>,
-    ) -> HeldCredits<'_> {
+        wants_top_up: bool,
+    ) -> HeldCredits<'a> {
         HeldCredits {
             meter: self,
-            account: account.clone(),
+            account,
             cost,
             capped_key: cap.map(|(key_id, _)| key_id),
             charged: false,
+            wants_top_up,
         }
     }
 
     /// `hold` when the lease cannot cover `cost`: one caller tops it up for all, then holds.
-    async fn hold_after_top_up(
-        &self,
-        account: &Arc<Account>,
+    async fn hold_after_top_up<'a>(
+        &'a self,
+        account: &'a Account,
         cost: i64,
         cap: Option<(Uuid, SpendCap)>,
-    ) -> Result<Result<HeldCredits<'_>, Shortfall>, ledger::LedgerError> {
-        let held = || self.held(account, cost, cap);
+    ) -> Result<Result<HeldCredits<'a>, Shortfall>, ledger::LedgerError> {
+        // This call tops the lease up itself when it must: no background top-up after it.
+        let held = || self.held(account, cost, cap, false);
         let _single_flight = account.top_up.lock().await;
         if try_hold(account, cost, cap).is_ok() {
             return Ok(Ok(held()));
@@ -188,7 +202,7 @@ impl Meter {
         // what their calls do not hold, wait (briefly) for it, and reserve again.
         super::signals::reclaim_and_wait(&self.pool, account).await?;
         self.reserve_block(account, cost).await?;
-        Ok(try_hold(account, cost, cap).map(|()| held()))
+        Ok(try_hold(account, cost, cap).map(|_| held()))
     }
 
     /// Credits became available: the next call reserves again instead of believing the last
@@ -271,20 +285,6 @@ impl Meter {
             }
         }
         returned
-    }
-
-    /// Whether the lease is running low while the account has plenty beyond it: then a
-    /// background top-up keeps calls from waiting on one. Near the end of an account's credits
-    /// top-ups stay on the call's path, so no instance sits on the last credits another needs.
-    pub fn wants_prefetch(&self, account: &Account, cost: i64) -> bool {
-        let wallet = lock(account);
-        let pace = wallet
-            .spent_last_tick
-            .max(wallet.spent_this_tick)
-            .max(cost.saturating_mul(10));
-        wallet.lease_id.is_some()
-            && wallet.remaining() < pace / 2
-            && wallet.available_beyond > pace.saturating_mul(4)
     }
 
     /// Tops the lease up unless another top-up is under way.
@@ -380,8 +380,13 @@ impl Meter {
     }
 }
 
-/// Holds `cost` of the wallet's lease and of the key's block, both or neither.
-fn try_hold(account: &Account, cost: i64, cap: Option<(Uuid, SpendCap)>) -> Result<(), Shortfall> {
+/// Holds `cost` of the wallet's lease and of the key's block, both or neither; answers whether
+/// the lease wants a background top-up.
+fn try_hold(
+    account: &Account,
+    cost: i64,
+    cap: Option<(Uuid, SpendCap)>,
+) -> Result<bool, Shortfall> {
     let mut wallet = lock(account);
     if let Some((key_id, cap)) = cap
         && !wallet
@@ -398,5 +403,5 @@ fn try_hold(account: &Account, cost: i64, cap: Option<(Uuid, SpendCap)>) -> Resu
     if let Some(budget) = cap.and_then(|(key_id, _)| wallet.key_budgets.get_mut(&key_id)) {
         budget.held += cost;
     }
-    Ok(())
+    Ok(wallet.wants_top_up(cost))
 }

@@ -10,11 +10,13 @@ mod cold;
 mod connections;
 mod directory;
 mod error;
+mod in_flight;
 mod key_blocks;
 mod key_controls;
 pub mod keys;
 mod limits;
 mod meter;
+mod near_keys;
 mod providers;
 mod proxy;
 mod reservations;
@@ -32,7 +34,6 @@ use std::time::Duration;
 
 use actix_web::web;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 
 use crate::clock::Clock;
@@ -55,7 +56,7 @@ pub struct GatewayState {
     pub providers: ProviderTable,
     /// What this process's writers wait on so that its next call sees their change.
     pub writes_seen: Arc<WritesSeen>,
-    in_flight: Arc<Semaphore>,
+    in_flight: in_flight::InFlight,
     global_rate: Option<Rate>,
     breakers: breaker::Breakers,
 }
@@ -70,7 +71,7 @@ impl GatewayState {
             meter: Meter::new(pool, clock, terms),
             providers,
             writes_seen: Arc::new(WritesSeen::new(signals::CHANNEL)),
-            in_flight: Arc::new(Semaphore::new(settings.gateway.max_in_flight)),
+            in_flight: in_flight::InFlight::new(settings.gateway.max_in_flight),
             breakers: breaker::Breakers::new(
                 settings.gateway.breaker_failures,
                 settings.gateway.breaker_cool_down,

@@ -1,13 +1,16 @@
 //! Upstream providers: the admin's CRUD and the in-memory table the gateway reads. Secrets
 //! (`auth_value`) are never returned in full nor logged.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use actix_web::{HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use thread_local::ThreadLocal;
 use utoipa::ToSchema;
 
 use super::GatewayState;
@@ -111,25 +114,46 @@ fn mask(secret: &str) -> String {
 /// The providers, reloaded from PostgreSQL every second and at once after an admin change.
 #[derive(Default)]
 pub struct ProviderTable {
-    providers: RwLock<HashMap<String, Arc<Provider>>>,
+    providers: RwLock<HashMap<String, Provider>>,
+    /// Counts the reloads: a worker's copy of an older one is taken again.
+    version: AtomicU64,
+    /// Each worker thread's own copy: a call's look-up then takes no lock and counts no
+    /// reference that another worker's calls share (see `near_keys.rs`).
+    near: ThreadLocal<RefCell<NearProviders>>,
+}
+
+#[derive(Default)]
+struct NearProviders {
+    version: Option<u64>,
+    providers: HashMap<String, Arc<Provider>>,
 }
 
 impl ProviderTable {
     pub fn get(&self, slug: &str) -> Option<Arc<Provider>> {
-        self.providers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(slug)
-            .cloned()
+        let version = self.version.load(Ordering::Acquire);
+        let mut near = self.near.get_or_default().borrow_mut();
+        if near.version != Some(version) {
+            // Copies, not shared `Arc`s: each worker counts references to its own.
+            near.providers = self
+                .providers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(slug, provider)| (slug.clone(), Arc::new(provider.clone())))
+                .collect();
+            near.version = Some(version);
+        }
+        near.providers.get(slug).cloned()
     }
 
     pub async fn reload(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let loaded: HashMap<String, Arc<Provider>> = load_all(pool)
+        let loaded: HashMap<String, Provider> = load_all(pool)
             .await?
             .into_iter()
-            .map(|p| (p.slug.clone(), Arc::new(p)))
+            .map(|p| (p.slug.clone(), p))
             .collect();
         *self.providers.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        self.version.fetch_add(1, Ordering::Release);
         Ok(())
     }
 }

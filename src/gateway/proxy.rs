@@ -128,7 +128,8 @@ pub async fn meter(
         .and_then(|(slug, _)| gateway.providers.get(slug))
         .filter(|provider| provider.enabled);
     let first_cost = provider.as_ref().map_or(0, |provider| provider.cost);
-    let (key_entry, account) = authenticate(context, gateway, client, &key, first_cost).await?;
+    let known = authenticate(context, gateway, client, &key, first_cost).await?;
+    let (key_entry, account) = (&known.key, &known.account);
     let controls = &key_entry.controls;
     let now = context.clock.now();
     if controls.expired(now.timestamp()) {
@@ -139,7 +140,7 @@ pub async fn meter(
     }
     let limits = account.limits();
     let mut meters = Meters {
-        account: &account,
+        account,
         rps_limit: limits.rps,
         rps_remaining: 0,
         credits: None,
@@ -175,8 +176,8 @@ pub async fn meter(
     // nothing from any limit or from the credits.
     let cost = provider.cost;
     let cap = controls.spend_cap.map(|cap| (key_entry.key_id, cap));
-    let held = gateway.meter.hold(&account, cost, cap).await?;
-    let permit = gateway.in_flight.clone().try_acquire_owned().ok();
+    let held = gateway.meter.hold(account, cost, cap).await?;
+    let permit = gateway.in_flight.enter();
     let rates = limits.rates();
     let bundle = account.limit_bundle(limits, &rates, month_of(now));
     let verdict = context
@@ -224,9 +225,9 @@ pub async fn meter(
             .store(now.timestamp(), Ordering::Relaxed);
     }
     if let Some(ip) = client {
-        *key_entry.last_ip.lock().unwrap_or_else(|p| p.into_inner()) = Some(ip);
+        key_entry.note_client(ip);
     }
-    if gateway.meter.wants_prefetch(&account, cost) {
+    if held.as_ref().is_ok_and(|held| held.wants_top_up()) {
         let gateway = gateway.clone();
         let account = account.clone();
         actix_web::rt::spawn(async move { gateway.meter.prefetch(&account, cost).await });
@@ -254,7 +255,7 @@ pub async fn meter(
             context.limiter.refund_quota(&bundle).await;
             gateway
                 .meter
-                .count_error(&account, key_entry.key_id, &provider.slug);
+                .count_error(account, key_entry.key_id, &provider.slug);
             Err(meters.on_error(GatewayError::Upstream(reason)))
         }
     }

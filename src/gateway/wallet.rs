@@ -87,6 +87,19 @@ impl Wallet {
         self.granted - self.spent - self.held
     }
 
+    /// Whether the lease is running low while the account has plenty beyond it: then a
+    /// background top-up keeps calls from waiting on one. Near the end of an account's credits
+    /// top-ups stay on the call's path, so no instance sits on the last credits another needs.
+    pub(super) fn wants_top_up(&self, cost: i64) -> bool {
+        let pace = self
+            .spent_last_tick
+            .max(self.spent_this_tick)
+            .max(cost.saturating_mul(10));
+        self.lease_id.is_some()
+            && self.remaining() < pace / 2
+            && self.available_beyond > pace.saturating_mul(4)
+    }
+
     /// Credits this instance can still see for the account: its lease and what the database
     /// had beyond it.
     pub fn visible_credits(&self) -> i64 {

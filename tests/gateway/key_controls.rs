@@ -6,10 +6,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::support::TestApp;
 use super::support::scene::Scene;
-use super::support::{TestResponse, eventually};
-use super::{call, gateway};
+use super::support::{TestApp, TestConfig, TestResponse, eventually, send};
+use super::{call, gateway, gateway_with};
 
 impl Scene {
     async fn key_id(&self, secret: &str) -> String {
@@ -45,6 +44,58 @@ impl Scene {
 /// A call the gateway forwarded: the upstream's 200.
 fn served(answer: TestResponse) {
     assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
+#[tokio::test]
+async fn every_worker_applies_a_keys_change_and_its_revocation_at_once() {
+    // Each worker keeps its own copy of the keys its calls met: a change must reach them all.
+    let gw = gateway_with(TestConfig::default().var("HTTP_WORKERS", "2")).await;
+    gw.set_limits(1000, 100_000, None).await;
+    gw.fund(100).await;
+    let key = gw.new_key().await;
+    let key_id = gw.key_id(&key).await;
+    // Sixteen connections, which the kernel spreads over the two workers' listeners (all on
+    // one worker: one chance in 32,768).
+    let connections: Vec<reqwest::Client> = (0..16).map(|_| reqwest::Client::new()).collect();
+    let url = format!("{}/api/v1/echo/a", gw.app.address);
+    let call_on_each = || async {
+        let calls = connections
+            .iter()
+            .map(|connection| send(connection.get(&url).header("X-API-Key", &key)));
+        futures_util::future::join_all(calls).await
+    };
+    for answer in call_on_each().await {
+        served(answer);
+    }
+
+    gw.patch_key(&key_id, json!({"providers": ["other"]}))
+        .await
+        .assert_ok();
+    for answer in call_on_each().await {
+        answer.assert_error(403, Some(40304));
+    }
+    gw.patch_key(&key_id, json!({"providers": null}))
+        .await
+        .assert_ok();
+    for answer in call_on_each().await {
+        served(answer);
+    }
+
+    send(
+        gw.app
+            .request(Method::DELETE, &format!("/myapi/keys/{key_id}"))
+            .bearer_auth(&gw.user().token),
+    )
+    .await
+    .assert_ok();
+    for answer in call_on_each().await {
+        answer.assert_error(401, Some(40103));
+    }
+    assert_eq!(
+        gw.settled_balance(100 - 32).await,
+        100 - 32,
+        "the two rounds served are charged, and only they"
+    );
 }
 
 #[tokio::test]
