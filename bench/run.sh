@@ -21,6 +21,8 @@
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one;
 #                            with fewer workers than cores the throughput arms also run with
 #                            as many as cores, as `nginx-wN` and `gateway-wN`)
+#   BENCH_BIN=... BENCH_LOADGEN=... bench/run.sh   measures those copies of meterapi and the
+#                            load tool instead of building the checkout (an A/B of two builds)
 #   PROFILE=1 bench/run.sh   also samples the gateway arm (and each pass of the many-accounts
 #                            arm, to $WORK/perf-accounts-<N>.data) with perf (linux-perf) and writes
 #                            the hottest functions to $WORK/profile.txt
@@ -85,10 +87,14 @@ if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
 
-log "building the release binary"
-cargo build --release --quiet --bin meterapi --example loadgen
+# BENCH_BIN and BENCH_LOADGEN (copies of earlier builds) skip the build: an A/B then measures
+# the two copies, whatever the checkout holds meanwhile.
+if [ -z "${BENCH_BIN:-}" ] || [ -z "${BENCH_LOADGEN:-}" ]; then
+  log "building the release binary"
+  cargo build --release --quiet --bin meterapi --example loadgen
+fi
 BIN=${BENCH_BIN:-$ROOT/target/release/meterapi}
-LOADGEN=$ROOT/target/release/examples/loadgen
+LOADGEN=${BENCH_LOADGEN:-$ROOT/target/release/examples/loadgen}
 
 # --- The upstream and the nginx proxy ---------------------------------------------------
 mkdir -p "$WORK/www"
