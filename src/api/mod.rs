@@ -25,4 +25,4 @@ pub use extract::{
 pub use idempotency::IdempotencyKey;
 pub use middleware::{in_request, request_context_middleware};
 pub use pagination::{Page, PageQuery, PageRequest};
-pub use request::{RequestContext, request_context};
+pub use request::{HYPER_REQUEST_ID, RequestContext, request_context};

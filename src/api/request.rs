@@ -10,6 +10,10 @@ use super::catalogue::Lang;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const LANG_HEADER: &str = "x-lang";
+/// The same two names in hyper's `http` 1.x types, built at compile time: a `&str` name is
+/// parsed again on every look-up.
+pub const HYPER_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const HYPER_LANG: http::HeaderName = http::HeaderName::from_static(LANG_HEADER);
 
 tokio::task_local! {
     static CONTEXT: RequestContext;
@@ -57,11 +61,11 @@ impl RequestContext {
 
     /// The context of a request that the HTTP server answers without actix (a metered call).
     pub fn of_head(head: &http::request::Parts) -> RequestContext {
-        let header = |name: &str| head.headers.get(name).map(|value| value.as_bytes());
+        let header = |name| head.headers.get(name).map(|value| value.as_bytes());
         RequestContext::decide(
-            header(REQUEST_ID_HEADER.as_str()),
+            header(&HYPER_REQUEST_ID),
             head.uri.query().unwrap_or_default(),
-            header(LANG_HEADER),
+            header(&HYPER_LANG),
         )
     }
 

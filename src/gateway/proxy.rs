@@ -21,7 +21,7 @@ use super::error::GatewayError;
 use super::keys::{authenticate, key_in};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
-use super::upstream::{self, HOP_BY_HOP, named_in_connection};
+use super::upstream::{self, HOP_BY_HOP, X_FORWARDED_FOR, named_in_connection};
 use super::wallet::Shortfall;
 use crate::api::{ApiError, ErrorBody, Rendered, client_ip_of, headers};
 use crate::limits::Exceeded;
@@ -31,6 +31,7 @@ use crate::state::AppState;
 const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The headers every gateway answer carries.
 struct Meters<'a> {
@@ -106,14 +107,14 @@ pub async fn meter(
     let started = tokio::time::Instant::now();
     let headers = &call.head.headers;
     let key = key_in(
-        headers.get("x-api-key").map(HeaderValue::as_bytes),
+        headers.get(&X_API_KEY).map(HeaderValue::as_bytes),
         headers
             .get(http::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
     )
     .ok_or(GatewayError::KeyMissing)?;
     let client = call.peer.and_then(|peer| {
-        let forwarded = headers.get_all("x-forwarded-for").into_iter();
+        let forwarded = headers.get_all(&X_FORWARDED_FOR).into_iter();
         client_ip_of(
             peer.ip(),
             forwarded.map(HeaderValue::as_bytes),

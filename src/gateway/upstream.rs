@@ -41,6 +41,9 @@ fn push_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
+/// Built at compile time: a `&str` name is parsed again on every look-up.
+pub const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+
 /// Headers that belong to one connection, never forwarded either way.
 pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -181,7 +184,7 @@ pub async fn send(
     }
     forwarded.insert(header::HOST, target.host.clone());
     let previous = headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|value| value.to_str().ok())
         .filter(|previous| !previous.is_empty());
     let mut forwarded_for = String::with_capacity(previous.map_or(0, str::len) + 2 + 39);
@@ -193,7 +196,7 @@ pub async fn send(
         push_ip(&mut forwarded_for, peer.ip());
     }
     if let Ok(value) = http::HeaderValue::try_from(forwarded_for) {
-        forwarded.insert("x-forwarded-for", value);
+        forwarded.insert(X_FORWARDED_FOR, value);
     }
     if let Some((name, value)) = &target.credential {
         forwarded.insert(name.clone(), value.clone());

@@ -17,12 +17,10 @@ use http::HeaderValue;
 use hyper::body::Incoming;
 
 use super::actix_app::{Answer, AppService, ServedBody, from_actix, to_actix};
-use crate::api::{RequestContext, in_request};
+use crate::api::{HYPER_REQUEST_ID, RequestContext, in_request};
 use crate::gateway::{Call, CallBody, GatewayState, meter_call};
 use crate::ops::metrics::HttpMetrics;
 use crate::state::AppState;
-
-const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What a worker needs to answer metered calls itself.
 #[derive(Clone)]
@@ -88,7 +86,7 @@ impl Gateway {
         let mut answer = answer
             .unwrap_or_else(|panic| from_actix(panic.in_context(context).error_response().into()));
         if let Some(request_id) = request_id {
-            answer.headers_mut().insert(REQUEST_ID, request_id);
+            answer.headers_mut().insert(HYPER_REQUEST_ID, request_id);
         }
         self.metrics
             .record_gateway_call(method.as_str(), answer.status().as_u16(), started);
