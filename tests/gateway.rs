@@ -1013,12 +1013,7 @@ async fn a_stopped_instance_settles_and_returns_its_reserve_before_it_exits() {
     assert!(gw.reserved().await > 0, "the instance holds a lease");
     assert_eq!(gw.balance().await, 1000, "nothing settled before the stop");
 
-    let pid = child.id().unwrap().to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
+    stop(&child);
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("the instance stops within 30 s")
@@ -1030,6 +1025,16 @@ async fn a_stopped_instance_settles_and_returns_its_reserve_before_it_exits() {
     assert_eq!(gw.app.count("credit_leases").await, 0);
     assert_eq!(gw.app.count("key_spend_leases").await, 0);
     assert_eq!(gw.upstream.hits(), 20);
+}
+
+/// Asks the instance to stop, as its service manager would (SIGTERM).
+fn stop(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
 }
 
 /// A stop (SIGTERM) answers the call in flight before the instance exits, charged once; it
@@ -1057,12 +1062,7 @@ async fn a_stop_answers_the_call_in_flight_and_closes_idle_connections() {
     )
     .await;
     let stopped_at = Instant::now();
-    let pid = child.id().unwrap().to_string();
-    let signalled = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
+    stop(&child);
 
     let answer = in_flight.await.unwrap();
     assert_eq!(

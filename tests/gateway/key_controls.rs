@@ -81,13 +81,11 @@ async fn every_worker_applies_a_keys_change_and_its_revocation_at_once() {
         served(answer);
     }
 
-    send(
-        gw.app
-            .request(Method::DELETE, &format!("/myapi/keys/{key_id}"))
-            .bearer_auth(&gw.user().token),
-    )
-    .await
-    .assert_ok();
+    let path = format!("/myapi/keys/{key_id}");
+    gw.user()
+        .call(Method::DELETE, &path, None)
+        .await
+        .assert_ok();
     for answer in call_on_each().await {
         answer.assert_error(401, Some(40103));
     }
