@@ -278,8 +278,21 @@ fn well_formed(key: &str) -> bool {
         && key.starts_with(KEY_PREFIX)
         && key[KEY_PREFIX.len()..]
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            .all(|b| URL_SAFE[usize::from(b)])
 }
+
+/// The bytes of base64url, as a table: one load a byte where the three tests took a dozen
+/// instructions, on all 43 bytes of every call's key.
+const URL_SAFE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        byte += 1;
+    }
+    table
+};
 
 /// The key and account of a request made with an API key. A malformed key is refused at once;
 /// a key the caches know costs no query; a key they do not know costs one, so the keys not
@@ -406,4 +419,22 @@ pub async fn revoke_all(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_well_formed_only_with_its_prefix_and_43_base64url_bytes() {
+        let body = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-_01234";
+        assert!(well_formed(&format!("{KEY_PREFIX}{body}")));
+        assert!(well_formed(token::generate(KEY_PREFIX).expose_secret()));
+        for bad in ['+', '/', '=', ' ', '.', 'é'] {
+            let key = format!("{KEY_PREFIX}{}{bad}", &body[..43 - bad.len_utf8()]);
+            assert!(!well_formed(&key), "{key}");
+        }
+        assert!(!well_formed(&format!("xx_{body}")));
+        assert!(!well_formed(&format!("{KEY_PREFIX}{}", &body[..42])));
+    }
 }

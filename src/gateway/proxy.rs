@@ -21,7 +21,7 @@ use super::error::GatewayError;
 use super::keys::{authenticate, key_in};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
-use super::upstream::{self, HOP_BY_HOP, X_FORWARDED_FOR, named_in_connection};
+use super::upstream::{self, X_API_KEY, X_FORWARDED_FOR, remove_hop_by_hop};
 use super::wallet::Shortfall;
 use crate::api::{ApiError, ErrorBody, Rendered, client_ip_of, headers};
 use crate::limits::Exceeded;
@@ -31,7 +31,6 @@ use crate::state::AppState;
 const RATE_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const RATE_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const CREDITS_REMAINING: HeaderName = HeaderName::from_static("x-credits-remaining");
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The headers every gateway answer carries.
 struct Meters<'a> {
@@ -301,9 +300,11 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
 /// a separator.
 fn tail_stays_inside(tail: &str) -> bool {
     tail.split('/').all(|segment| {
-        let decoded: Vec<u8> = percent_encoding::percent_decode(segment.as_bytes()).collect();
-        decoded != b"."
-            && decoded != b".."
+        // Borrowed, not copied, when the segment has nothing encoded (nearly every call's).
+        let decoded: std::borrow::Cow<[u8]> =
+            percent_encoding::percent_decode(segment.as_bytes()).into();
+        *decoded != *b"."
+            && *decoded != *b".."
             && !decoded.contains(&b'/')
             && !decoded.contains(&b'\\')
             && !decoded.contains(&0)
@@ -319,21 +320,7 @@ fn respond(started: StartedBody, meters: &Meters) -> http::Response<ForwardedBod
         .get(http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    let dropped_by_connection = named_in_connection(headers.get_all(http::header::CONNECTION));
-    // Found first and removed after: most answers carry none, and a removal costs a lookup.
-    let unwanted: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let lower = name.as_str();
-            HOP_BY_HOP.contains(&lower)
-                || lower == "content-length"
-                || dropped_by_connection.iter().any(|dropped| dropped == lower)
-        })
-        .cloned()
-        .collect();
-    for name in unwanted {
-        headers.remove(name);
-    }
+    remove_hop_by_hop(headers, &[http::header::CONTENT_LENGTH]);
     meters.apply(headers);
     http::Response::from_parts(head, ForwardedBody::new(body, length))
 }

@@ -44,27 +44,55 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 /// Built at compile time: a `&str` name is parsed again on every look-up.
 pub const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 
+/// Built at compile time, like every header name a call looks up.
+pub const X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
+
 /// Headers that belong to one connection, never forwarded either way.
-pub const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-connection",
+static HOP_BY_HOP: [header::HeaderName; 9] = [
+    header::CONNECTION,
+    header::HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HeaderName::from_static("proxy-connection"),
 ];
 
-/// The client's own credentials and what the forwarder sets itself.
-const NOT_FORWARDED: [&str; 5] = [
-    "host",
-    "x-api-key",
-    "authorization",
-    "content-length",
-    "cookie",
+/// The client's own credentials, and the length that the body sets again. `Host`,
+/// `X-Forwarded-For` and the provider's credential are not among them: each is set anew, which
+/// replaces what the client sent.
+const NOT_FORWARDED: [header::HeaderName; 4] = [
+    X_API_KEY,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::CONTENT_LENGTH,
 ];
+
+/// Removes, in place, the hop-by-hop headers, those the `Connection` header names, and `also`.
+/// Found in one pass over the names and removed after (a map cannot change while it is read):
+/// a removal costs a look-up, so only the names present are removed, and nothing is allocated
+/// unless `Connection` names a header that is not hop-by-hop anyway.
+pub fn remove_hop_by_hop(headers: &mut header::HeaderMap, also: &[header::HeaderName]) {
+    let dropped_by_connection = named_in_connection(headers.get_all(header::CONNECTION));
+    let candidates = || HOP_BY_HOP.iter().chain(also);
+    debug_assert!(candidates().count() <= 32);
+    let mut present = 0u32;
+    for name in headers.keys() {
+        if let Some(index) = candidates().position(|candidate| candidate == name) {
+            present |= 1 << index;
+        }
+    }
+    for (index, candidate) in candidates().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(candidate);
+        }
+    }
+    for name in &dropped_by_connection {
+        headers.remove(name.as_str());
+    }
+}
 
 /// Where a provider's calls go and what they carry of its own, prepared when the providers are
 /// loaded: parsing the base URL, the credential's header and the `Host` on every call was a
@@ -162,28 +190,20 @@ pub async fn send(
     let uri = target
         .uri(tail, head.uri.query())
         .map_err(|error| error.to_string())?;
+    // The client's header map is the provider's, less what is not forwarded: changed in place,
+    // where a new map cost an allocation and a copy of every header.
     let mut upstream = http::Request::new(());
     *upstream.method_mut() = head.method;
     *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = head.headers;
     let forwarded = upstream.headers_mut();
 
-    let headers = &head.headers;
-    let dropped_by_connection = named_in_connection(headers.get_all(header::CONNECTION));
-    let own_header = target.credential.as_ref().map(|(name, _)| name.as_str());
-    for (name, value) in headers {
-        let lower = name.as_str();
-        if HOP_BY_HOP.contains(&lower)
-            || NOT_FORWARDED.contains(&lower)
-            || lower == "x-forwarded-for"
-            || own_header == Some(lower)
-            || dropped_by_connection.iter().any(|dropped| dropped == lower)
-        {
-            continue;
-        }
-        forwarded.append(name.clone(), value.clone());
-    }
-    forwarded.insert(header::HOST, target.host.clone());
-    let previous = headers
+    let length = forwarded
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let chunked = forwarded.contains_key(header::TRANSFER_ENCODING);
+    let previous = forwarded
         .get(&X_FORWARDED_FOR)
         .and_then(|value| value.to_str().ok())
         .filter(|previous| !previous.is_empty());
@@ -195,18 +215,16 @@ pub async fn send(
     if let Some(peer) = peer {
         push_ip(&mut forwarded_for, peer.ip());
     }
-    if let Ok(value) = http::HeaderValue::try_from(forwarded_for) {
-        forwarded.insert(X_FORWARDED_FOR, value);
-    }
+    remove_hop_by_hop(forwarded, &NOT_FORWARDED);
+    forwarded.insert(header::HOST, target.host.clone());
+    match http::HeaderValue::try_from(forwarded_for) {
+        Ok(value) => forwarded.insert(X_FORWARDED_FOR, value),
+        Err(_) => forwarded.remove(&X_FORWARDED_FOR),
+    };
     if let Some((name, value)) = &target.credential {
         forwarded.insert(name.clone(), value.clone());
     }
 
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     let body = match (length, chunked) {
         (Some(length), _) if length > 0 => {
             // hyper sends the declared length and fails the call if the body differs from it.
@@ -228,19 +246,27 @@ pub async fn send(
     }
 }
 
-/// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1).
+/// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1). The
+/// names that are hop-by-hop anyway (`keep-alive`, most often the only one) are left out, so
+/// that the usual answer costs no allocation.
 pub fn named_in_connection<'a, V: AsRef<[u8]> + 'a>(
     values: impl IntoIterator<Item = &'a V>,
 ) -> Vec<String> {
-    values
-        .into_iter()
-        .filter_map(|value| std::str::from_utf8(value.as_ref()).ok())
-        .flat_map(|value| {
-            value
-                .split(',')
-                .map(|name| name.trim().to_ascii_lowercase())
-        })
-        .collect()
+    let mut names = Vec::new();
+    for value in values {
+        let Ok(value) = std::str::from_utf8(value.as_ref()) else {
+            continue;
+        };
+        for name in value.split(',').map(str::trim) {
+            let already_dropped = HOP_BY_HOP
+                .iter()
+                .any(|hop| hop.as_str().eq_ignore_ascii_case(name));
+            if !name.is_empty() && !already_dropped {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -307,6 +333,47 @@ mod tests {
         assert_eq!(name.as_str(), "x-secret");
         assert!(value.is_sensitive());
         assert!(!format!("{target:?}").contains("provider-secret-value"));
+    }
+
+    #[test]
+    fn a_connection_header_adds_only_the_names_not_dropped_anyway() {
+        let values = [
+            http::HeaderValue::from_static("keep-alive"),
+            http::HeaderValue::from_static("Upgrade, X-Trace ,, close"),
+        ];
+        assert_eq!(named_in_connection(&values), ["x-trace", "close"]);
+        let none: [http::HeaderValue; 0] = [];
+        assert!(named_in_connection(&none).is_empty());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_those_connection_names_and_the_others_asked_for_are_removed() {
+        let mut headers = header::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Trace"),
+            ("keep-alive", "timeout=5"),
+            ("x-trace", "1"),
+            ("x-trace", "2"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "12"),
+            ("x-api-key", "mk_secret"),
+            ("x-kept", "a"),
+            ("x-kept", "b"),
+            ("accept", "*/*"),
+        ] {
+            headers.append(
+                header::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        remove_hop_by_hop(&mut headers, &[X_API_KEY, header::CONTENT_LENGTH]);
+        let mut left: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        left.sort();
+        assert_eq!(left, [("accept", "*/*"), ("x-kept", "a"), ("x-kept", "b")]);
     }
 
     #[test]
