@@ -1,6 +1,7 @@
 //! API keys: `mk_` and 256 random bits, shown once, stored as SHA-256 with a display prefix;
 //! created, listed and revoked by their owner.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -349,16 +350,21 @@ async fn load_cold(
 /// The key a request presents: `X-API-Key`, else `Authorization: Bearer`.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
     let header = |name| req.headers().get(name).map(|value| value.as_bytes());
-    key_in(header("x-api-key"), header("authorization"))
+    key_in(header("x-api-key"), header("authorization")).map(Cow::into_owned)
 }
 
-/// The key of an `X-API-Key` value, else of an `Authorization: Bearer` one.
-pub fn key_in(x_api_key: Option<&[u8]>, authorization: Option<&[u8]>) -> Option<String> {
+/// The key of an `X-API-Key` value (borrowed from it: a metered call copies nothing), else of
+/// an `Authorization: Bearer` one.
+pub fn key_in<'a>(
+    x_api_key: Option<&'a [u8]>,
+    authorization: Option<&[u8]>,
+) -> Option<Cow<'a, str>> {
     x_api_key
         .and_then(|value| std::str::from_utf8(value).ok())
-        .map(|value| value.trim().to_owned())
+        .map(str::trim)
         .filter(|value| !value.is_empty())
-        .or_else(|| authorization.and_then(bearer_in))
+        .map(Cow::Borrowed)
+        .or_else(|| authorization.and_then(bearer_in).map(Cow::Owned))
 }
 
 /// The account of a request made with an API key or a session (`GET /myapi/status`).

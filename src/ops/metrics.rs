@@ -118,10 +118,21 @@ type FixedRouteSeries =
     HashMap<(&'static str, &'static str, u16), Series, foldhash::fast::RandomState>;
 
 impl HttpMetrics {
-    /// The series of a request. A fixed route's (the gateway's, the docs') come from this
-    /// worker's own map: finding them in the vectors hashes the three labels under a lock that
-    /// every worker takes, twice per call.
-    fn series(&self, route: Cow<'static, str>, method: &'static str, status: StatusCode) -> Series {
+    /// Counts and times a request in its series. A fixed route's (the gateway's, the docs')
+    /// come from this worker's own map, used in place: finding them in the vectors hashes the
+    /// three labels under a lock that every worker takes, twice per call, and a copy of a
+    /// series writes the reference counts that every worker's copies share.
+    fn record(
+        &self,
+        route: Cow<'static, str>,
+        method: &'static str,
+        status: StatusCode,
+        started: Instant,
+    ) {
+        let observe = |(requests, latency): &Series| {
+            requests.inc();
+            latency.observe(started.elapsed().as_secs_f64());
+        };
         let find = || {
             let labels = [route.as_ref(), method, status.as_str()];
             (
@@ -129,14 +140,15 @@ impl HttpMetrics {
                 self.latency.with_label_values(&labels),
             )
         };
-        let Cow::Borrowed(route) = route else {
-            return find();
+        let Cow::Borrowed(fixed) = route else {
+            return observe(&find());
         };
         let mut cache = self.fixed_routes.get_or_default().borrow_mut();
-        cache
-            .entry((route, method, status.as_u16()))
-            .or_insert_with(find)
-            .clone()
+        observe(
+            cache
+                .entry((fixed, method, status.as_u16()))
+                .or_insert_with(find),
+        );
     }
 }
 
@@ -147,10 +159,12 @@ impl HttpMetrics {
     /// Counts and times a metered call that the HTTP server answered without actix.
     pub fn record_gateway_call(&self, method: &str, status: u16, started: Instant) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let (requests, latency) =
-            self.series(Cow::Borrowed(GATEWAY_ROUTE), method_label(method), status);
-        requests.inc();
-        latency.observe(started.elapsed().as_secs_f64());
+        self.record(
+            Cow::Borrowed(GATEWAY_ROUTE),
+            method_label(method),
+            status,
+            started,
+        );
     }
 }
 
@@ -165,9 +179,7 @@ pub async fn metrics_middleware(
     if let Some(metrics) = metrics {
         let route = route_label(response.request());
         let method = method_label(response.request().method().as_str());
-        let (requests, latency) = metrics.series(route, method, response.status());
-        requests.inc();
-        latency.observe(started.elapsed().as_secs_f64());
+        metrics.record(route, method, response.status(), started);
     }
     Ok(response)
 }

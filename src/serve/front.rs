@@ -75,7 +75,8 @@ impl Gateway {
             peer: Some(peer),
             body: CallBody::Incoming(body),
         };
-        let answer = in_request(context.clone(), async {
+        let lang = context.lang;
+        let answer = in_request(context, async {
             match meter_call(&self.state, &self.gateway, call).await {
                 Ok(answer) => Ok(answer.map(ServedBody::Forwarded)),
                 // Rendered in the request's context: the envelope names its id and language.
@@ -83,8 +84,16 @@ impl Gateway {
             }
         })
         .await;
-        let mut answer = answer
-            .unwrap_or_else(|panic| from_actix(panic.in_context(context).error_response().into()));
+        let mut answer = answer.unwrap_or_else(|panic| {
+            // The context went into the call's scope (not copied for a case this rare): the
+            // envelope of a panic takes it back from the answer's id.
+            let request_id = request_id.as_ref().and_then(|id| id.to_str().ok());
+            let context = RequestContext {
+                request_id: request_id.unwrap_or("-").to_owned(),
+                lang,
+            };
+            from_actix(panic.in_context(context).error_response().into())
+        });
         if let Some(request_id) = request_id {
             answer.headers_mut().insert(HYPER_REQUEST_ID, request_id);
         }
