@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use super::key_blocks::{KeyBlocks, release_key_blocks};
 use super::reservations::{LeaseTerms, Reservations};
 use super::spend_cap::SpendCap;
 use super::unconfirmed::UnconfirmedCommits;
-use super::wallet::{Shortfall, Wallet};
+use super::wallet::{Shortfall, Wallet, hour_of, usage_entry};
 use crate::clock::Clock;
 use crate::ledger;
 
@@ -78,11 +78,17 @@ impl HeldCredits<'_> {
         self.wants_top_up
     }
 
-    /// Charges the held cost and counts the call; answers the credits visible after it.
-    pub fn charge(mut self, key_id: Uuid, provider: &str) -> i64 {
-        let visible = self
-            .meter
-            .charge(self.account, self.cost, self.capped_key, key_id, provider);
+    /// Charges the held cost and counts the call, made `at`; answers the credits visible
+    /// after it.
+    pub fn charge(mut self, key_id: Uuid, provider: &str, at: DateTime<Utc>) -> i64 {
+        let visible = self.meter.charge(
+            self.account,
+            self.cost,
+            self.capped_key,
+            key_id,
+            provider,
+            at,
+        );
         self.charged = true;
         visible
     }
@@ -340,8 +346,8 @@ impl Meter {
         capped_key: Option<Uuid>,
         key_id: Uuid,
         provider: &str,
+        at: DateTime<Utc>,
     ) -> i64 {
-        let hour = self.hour();
         let mut wallet = lock(account);
         if cost > 0 {
             wallet.held -= cost;
@@ -353,30 +359,16 @@ impl Meter {
                 budget.spent += cost;
             }
         }
-        let usage = wallet
-            .usage
-            .entry((key_id, provider.to_owned(), hour))
-            .or_default();
+        let usage = usage_entry(&mut wallet.usage, key_id, provider, hour_of(at));
         usage.calls += 1;
         usage.credits += cost;
         wallet.visible_credits()
     }
 
-    /// Counts a call the upstream failed (not charged).
-    pub fn count_error(&self, account: &Account, key_id: Uuid, provider: &str) {
-        let hour = self.hour();
+    /// Counts a call, made `at`, that the upstream failed (not charged).
+    pub fn count_error(&self, account: &Account, key_id: Uuid, provider: &str, at: DateTime<Utc>) {
         let mut wallet = lock(account);
-        wallet
-            .usage
-            .entry((key_id, provider.to_owned(), hour))
-            .or_default()
-            .errors += 1;
-    }
-
-    fn hour(&self) -> DateTime<Utc> {
-        let now = self.clock.now();
-        now.duration_trunc(chrono::Duration::hours(1))
-            .unwrap_or(now)
+        usage_entry(&mut wallet.usage, key_id, provider, hour_of(at)).errors += 1;
     }
 }
 

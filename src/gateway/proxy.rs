@@ -243,7 +243,7 @@ pub async fn meter(
     match outcome {
         Ok(body) => {
             if let Ok(held) = held {
-                meters.credits = Some(held.charge(key_entry.key_id, &provider.slug));
+                meters.credits = Some(held.charge(key_entry.key_id, &provider.slug, now));
             }
             drop(permit);
             Ok(respond(body, &meters))
@@ -255,7 +255,7 @@ pub async fn meter(
             context.limiter.refund_quota(&bundle).await;
             gateway
                 .meter
-                .count_error(account, key_entry.key_id, &provider.slug);
+                .count_error(account, key_entry.key_id, &provider.slug, now);
             Err(meters.on_error(GatewayError::Upstream(reason)))
         }
     }

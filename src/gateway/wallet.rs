@@ -32,7 +32,42 @@ pub type UsageKey = (Uuid, String, DateTime<Utc>);
 /// Calls counted per key, provider and hour. Hashed with foldhash instead of SipHash: every
 /// call looks its entry up, and the keys are the service's own (key ids, provider slugs,
 /// hours), never a stranger's input, so SipHash's resistance to chosen collisions buys nothing.
-pub type UsageMap = HashMap<UsageKey, UsageDelta, foldhash::fast::RandomState>;
+pub type UsageMap = hashbrown::HashMap<UsageKey, UsageDelta, foldhash::fast::RandomState>;
+
+/// A `UsageKey` with its provider borrowed: hashed as the tuple is (each field in turn), so a
+/// call finds its entry without copying the provider's name, which only a new entry needs.
+#[derive(Hash)]
+struct UsageKeyRef<'a>(Uuid, &'a str, DateTime<Utc>);
+
+impl hashbrown::Equivalent<UsageKey> for UsageKeyRef<'_> {
+    fn equivalent(&self, key: &UsageKey) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == key.2
+    }
+}
+
+/// The hour `at` falls in, which its usage is counted under.
+pub fn hour_of(at: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = at.timestamp();
+    DateTime::from_timestamp(secs - secs.rem_euclid(3600), 0).unwrap_or(at)
+}
+
+/// The usage entry of a key's calls to a provider in an hour, made when new.
+pub fn usage_entry<'a>(
+    usage: &'a mut UsageMap,
+    key_id: Uuid,
+    provider: &str,
+    hour: DateTime<Utc>,
+) -> &'a mut UsageDelta {
+    usage
+        .entry_ref(&UsageKeyRef(key_id, provider, hour))
+        .or_default()
+}
+
+impl From<&UsageKeyRef<'_>> for UsageKey {
+    fn from(key: &UsageKeyRef<'_>) -> UsageKey {
+        (key.0, key.1.to_owned(), key.2)
+    }
+}
 
 /// An account's credits on this instance.
 #[derive(Debug, Default)]
@@ -131,5 +166,34 @@ impl KeyBudget {
 
     pub(super) fn covers(&self, cap: SpendCap, cost: i64) -> bool {
         self.cap == Some(cap) && self.remaining() >= cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calls_usage_is_found_by_its_borrowed_key_and_counted_once_per_key_provider_and_hour() {
+        let mut usage = UsageMap::default();
+        let key = Uuid::new_v4();
+        let at = DateTime::parse_from_rfc3339("2026-12-01T18:59:59.900Z")
+            .unwrap()
+            .to_utc();
+        let hour = hour_of(at);
+        assert_eq!(hour.to_rfc3339(), "2026-12-01T18:00:00+00:00");
+        for provider in ["weather", "weather", "maps"] {
+            usage_entry(&mut usage, key, provider, hour).calls += 1;
+        }
+        usage_entry(
+            &mut usage,
+            key,
+            "weather",
+            hour_of(at + chrono::Duration::seconds(1)),
+        )
+        .calls += 1;
+        assert_eq!(usage.len(), 3);
+        assert_eq!(usage[&(key, "weather".to_owned(), hour)].calls, 2);
+        assert_eq!(usage[&(key, "maps".to_owned(), hour)].calls, 1);
     }
 }
