@@ -375,6 +375,10 @@ async fn metrics_count_requests_by_route_and_report_the_pool() {
             .text
             .contains("meterapi_http_requests_duration_seconds_bucket")
     );
+    // Timed as well as counted, in the worker's own copies until the scrape.
+    assert!(metrics.text.contains(
+        r#"meterapi_http_requests_duration_seconds_count{endpoint="/api/v1/{provider}/{path}",method="GET",status="401"} 2"#
+    ));
     assert!(metrics.text.contains("meterapi_db_pool_max_connections 20"));
     assert!(metrics.text.contains("meterapi_db_pool_connections"));
 }

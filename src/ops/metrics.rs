@@ -7,8 +7,8 @@
 //! of a gateway call.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use actix_web::http::StatusCode;
@@ -19,10 +19,10 @@ use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
 use prometheus::core::{Collector, Desc};
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
@@ -41,7 +41,7 @@ pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
-    fixed_routes: thread_local::ThreadLocal<RefCell<FixedRouteSeries>>,
+    fixed_routes: thread_local::ThreadLocal<Mutex<FixedRouteSeries>>,
 }
 
 impl HttpMetrics {
@@ -72,6 +72,15 @@ impl HttpMetrics {
     }
 
     fn render(&self) -> Vec<u8> {
+        // Every worker's counts of the fixed routes join the shared series first, so a scrape
+        // sees every request answered before it.
+        for worker in self.fixed_routes.iter() {
+            let series = worker.lock().unwrap_or_else(PoisonError::into_inner);
+            for (requests, latency) in series.values() {
+                requests.flush();
+                latency.flush();
+            }
+        }
         let mut text = Vec::new();
         // Encoding into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
@@ -110,18 +119,21 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
-/// A request's series: its counter and its histogram.
-type Series = (IntCounter, Histogram);
-
-/// The series of the fixed routes by route, method and status.
-type FixedRouteSeries =
-    HashMap<(&'static str, &'static str, u16), Series, foldhash::fast::RandomState>;
+/// The series of the fixed routes by route, method and status, as one worker counts them: its
+/// own copies (prometheus's local metrics), added to the shared series when `/metrics` is
+/// scraped. Counted in the shared ones, every metered call wrote half a dozen atomics that
+/// every worker's calls write too, and each such line moves between cores on every call.
+/// The mutex is the worker's own, taken by another thread only at a scrape.
+type FixedRouteSeries = HashMap<
+    (&'static str, &'static str, u16),
+    (LocalIntCounter, LocalHistogram),
+    foldhash::fast::RandomState,
+>;
 
 impl HttpMetrics {
-    /// Counts and times a request in its series. A fixed route's (the gateway's, the docs')
-    /// come from this worker's own map, used in place: finding them in the vectors hashes the
-    /// three labels under a lock that every worker takes, twice per call, and a copy of a
-    /// series writes the reference counts that every worker's copies share.
+    /// Counts and times a request in its series: a fixed route's (the gateway's, the docs')
+    /// in this worker's own copies (`FixedRouteSeries`); any other's in the vectors, which
+    /// hashes the three labels under a lock that every worker takes.
     fn record(
         &self,
         route: Cow<'static, str>,
@@ -129,10 +141,6 @@ impl HttpMetrics {
         status: StatusCode,
         started: Instant,
     ) {
-        let observe = |(requests, latency): &Series| {
-            requests.inc();
-            latency.observe(started.elapsed().as_secs_f64());
-        };
         let find = || {
             let labels = [route.as_ref(), method, status.as_str()];
             (
@@ -141,14 +149,24 @@ impl HttpMetrics {
             )
         };
         let Cow::Borrowed(fixed) = route else {
-            return observe(&find());
+            let (requests, latency) = find();
+            requests.inc();
+            latency.observe(started.elapsed().as_secs_f64());
+            return;
         };
-        let mut cache = self.fixed_routes.get_or_default().borrow_mut();
-        observe(
-            cache
-                .entry((fixed, method, status.as_u16()))
-                .or_insert_with(find),
-        );
+        let mut series = self
+            .fixed_routes
+            .get_or_default()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (requests, latency) = series
+            .entry((fixed, method, status.as_u16()))
+            .or_insert_with(|| {
+                let (requests, latency) = find();
+                (requests.local(), latency.local())
+            });
+        requests.inc();
+        latency.observe(started.elapsed().as_secs_f64());
     }
 }
 
