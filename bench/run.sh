@@ -17,7 +17,8 @@
 #                                 requests/s, LATENCY_ROUNDS times (3)
 #   INSTRUCTIONS_ONLY=1 bench/run.sh   the gateway's instructions per call, counted by
 #                                      callgrind over INSTRUCTION_CALLS (5,000) calls after a
-#                                      warm-up: compare two builds with BENCH_BIN
+#                                      warm-up: compare two builds with BENCH_BIN; then nginx
+#                                      proxy_pass's per request, counted the same way
 #   WORKERS=2 bench/run.sh   nginx's proxy and meterapi with two workers each (default one;
 #                            with fewer workers than cores the throughput arms also run with
 #                            as many as cores, as `nginx-wN` and `gateway-wN`)
@@ -43,6 +44,7 @@ if [ "${1:-}" = "--quick" ]; then
   ROUNDS=1 SECS=2 RATE_SECS=2 LOGIN_SECS=2 WEBHOOK_EVENTS=500 ORDER_SECS=2
 fi
 UP=18081 PROXY=18082 GW=18083 GWR=18084 STRIPE=18085 PROXY_ALL=18086 GW_ALL=18087
+NGINX_COUNTED=18088
 # With fewer workers than cores, the throughput arms run a second time with as many workers as
 # cores (`nginx-wN`, `gateway-wN`), each pair on its own nginx and gateway: issue 13 sets its
 # targets for both.
@@ -314,6 +316,24 @@ if [ "${INSTRUCTIONS_ONLY:-0}" = 1 ]; then
   fi
   echo "instructions per call: $((total / calls)) ($total over $calls calls, all answered 200; the gateway's every thread, settlement ticks included)"
   echo "the heaviest functions, inclusive: $WORK/instructions.txt"
+  # The reference counted the same way: nginx's proxy_pass in one process (no master), the
+  # same upstream, body, warm-up and calls.
+  { echo "daemon off;"; echo "master_process off;"; grep -v '^pid' "$WORK/proxy.conf" \
+      | sed "s/listen 127.0.0.1:$PROXY;/listen 127.0.0.1:$NGINX_COUNTED;/"; } > "$WORK/counted.conf"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/nginx-callgrind.%p" \
+    nginx -c "$WORK/counted.conf" -g "pid $WORK/counted.pid;" > "$WORK/nginx-callgrind.log" 2>&1 &
+  counted=$!
+  PIDS+=("$counted")
+  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_COUNTED/data.json" && break; sleep 0.1; done
+  nginx_url="http://127.0.0.1:$NGINX_COUNTED/data.json"
+  oha --no-tui -n 500 -c 8 -H "X-API-Key: $KEY" "$nginx_url" > /dev/null
+  callgrind_control -i on "$counted" > /dev/null
+  oha --no-tui -n "$calls" -c 8 -H "X-API-Key: $KEY" "$nginx_url" > "$WORK/nginx-instructions-oha.txt"
+  callgrind_control -d "$counted" > /dev/null
+  dump=$(ls "$WORK"/nginx-callgrind."$counted".* | head -1)
+  total=$(sed -n 's/^summary: *//p; s/^totals: *//p' "$dump" | head -1 | awk '{print $1}')
+  ok=$(grep -o '\[200\] *[0-9]* responses' "$WORK/nginx-instructions-oha.txt" | awk '{print $2}' || true)
+  echo "nginx proxy_pass, instructions per request: $((total / calls)) (${ok:-0} of $calls answered 200)"
   exit 0
 fi
 
