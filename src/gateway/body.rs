@@ -15,6 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::connections::Connection;
 use super::providers::BodyLimits;
+use super::upstream::content_length;
 use crate::api::request_context;
 
 /// The upstream's body as data chunks, and the connection it is read from until its end.
@@ -65,6 +66,8 @@ pub struct StartedBody {
     rest: Chunks,
     /// The first chunk, already read; None for an empty body.
     first: Option<Bytes>,
+    /// The length the provider declared, read once here.
+    declared: Option<u64>,
     limits: BodyLimits,
     deadline: Instant,
     slug: String,
@@ -87,11 +90,7 @@ pub async fn start(
         connection: Some(connection),
     };
     let max = u64::try_from(limits.max_response_bytes).unwrap_or(u64::MAX);
-    let declared = head
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let declared = content_length(&head.headers);
     if declared.is_some_and(|length| length > max) {
         return Err(format!("{slug}: the body is larger than {max} bytes"));
     }
@@ -114,6 +113,7 @@ pub async fn start(
         head,
         rest,
         first,
+        declared,
         limits,
         deadline,
         slug: if more { slug.to_owned() } else { String::new() },
@@ -130,9 +130,9 @@ fn millis(ms: i32) -> Duration {
 }
 
 impl StartedBody {
-    /// The upstream's head, and the whole body as a stream: the first chunk, then the rest
-    /// under the limits.
-    pub fn into_parts(self) -> (http::response::Parts, GuardedBody) {
+    /// The upstream's head, and the whole body as the client's answer sends it: the first
+    /// chunk, then the rest under the limits, with the length the provider declared.
+    pub fn into_parts(self) -> (http::response::Parts, ForwardedBody) {
         let sent = self.first.as_ref().map_or(0, |chunk| chunk.len() as u64);
         let idle = millis(self.limits.body_idle_ms);
         let body = GuardedBody {
@@ -148,7 +148,7 @@ impl StartedBody {
             request_id: self.request_id,
             done: false,
         };
-        (self.head, body)
+        (self.head, ForwardedBody::new(body, self.declared))
     }
 }
 
@@ -160,7 +160,7 @@ pub struct ForwardedBody {
 }
 
 impl ForwardedBody {
-    pub fn new(body: GuardedBody, length: Option<u64>) -> ForwardedBody {
+    fn new(body: GuardedBody, length: Option<u64>) -> ForwardedBody {
         ForwardedBody { body, length }
     }
 

@@ -315,14 +315,9 @@ fn tail_stays_inside(tail: &str) -> bool {
 /// ones (the length is the body's to declare), the meters and the body under its limits.
 fn respond(started: StartedBody, meters: &Meters) -> http::Response<ForwardedBody> {
     let (mut head, body) = started.into_parts();
-    let headers = &mut head.headers;
-    let length = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    remove_hop_by_hop(headers, &[http::header::CONTENT_LENGTH]);
-    meters.apply(headers);
-    http::Response::from_parts(head, ForwardedBody::new(body, length))
+    remove_hop_by_hop(&mut head.headers, &[http::header::CONTENT_LENGTH]);
+    meters.apply(&mut head.headers);
+    http::Response::from_parts(head, body)
 }
 
 /// A metered call's answer as actix sends it (a call that came through actix).

@@ -116,6 +116,14 @@ pub fn remove_hop_by_hop(headers: &mut header::HeaderMap, also: &[header::Header
     }
 }
 
+/// The length a head declares (`Content-Length`), when it declares one that parses.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Where a provider's calls go and what they carry of its own, prepared when the providers are
 /// loaded: parsing the base URL, the credential's header and the `Host` on every call was a
 /// measurable part of a call's work (`bench/HISTORY.md`).
@@ -220,10 +228,7 @@ pub async fn send(
     *upstream.headers_mut() = head.headers;
     let forwarded = upstream.headers_mut();
 
-    let length = forwarded
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
+    let length = content_length(forwarded);
     let chunked = forwarded.contains_key(header::TRANSFER_ENCODING);
     let previous = forwarded
         .get(&X_FORWARDED_FOR)
@@ -271,7 +276,7 @@ pub async fn send(
 /// The headers a `Connection` header names: they are hop-by-hop too (RFC 9110, 7.6.1). The
 /// names that are hop-by-hop anyway (`keep-alive`, most often the only one) are left out, so
 /// that the usual answer costs no allocation.
-pub fn named_in_connection<'a, V: AsRef<[u8]> + 'a>(
+fn named_in_connection<'a, V: AsRef<[u8]> + 'a>(
     values: impl IntoIterator<Item = &'a V>,
 ) -> Vec<String> {
     let mut names = Vec::new();
