@@ -5,6 +5,8 @@ mod support;
 
 #[path = "gateway/key_controls.rs"]
 mod key_controls;
+#[path = "gateway/wire.rs"]
+mod wire;
 
 use std::time::{Duration, Instant};
 

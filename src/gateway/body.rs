@@ -10,63 +10,21 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use futures_util::Stream;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::connections::Connection;
+use super::connections::UpstreamBody;
 use super::providers::BodyLimits;
-use super::upstream::content_length;
 use crate::api::request_context;
-
-/// The upstream's body as data chunks, and the connection it is read from until its end.
-struct Chunks {
-    body: Incoming,
-    connection: Option<Connection>,
-}
-
-impl Chunks {
-    /// The next chunk of data (trailers are not forwarded); at the end, the connection goes
-    /// back to the pool.
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, hyper::Error>>> {
-        loop {
-            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => frame,
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
-                Poll::Ready(None) => {
-                    if let Some(connection) = self.connection.take() {
-                        connection.release();
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            if let Ok(data) = frame.into_data() {
-                return Poll::Ready(Some(Ok(data)));
-            }
-        }
-    }
-}
-
-impl Drop for Chunks {
-    /// A body whose last byte arrived but whose end was not asked for (a sized body that
-    /// the client was sent whole) leaves its connection reusable too.
-    fn drop(&mut self) {
-        if self.body.is_end_stream()
-            && let Some(connection) = self.connection.take()
-        {
-            connection.release();
-        }
-    }
-}
 
 /// An upstream answer whose body has started within its limits.
 pub struct StartedBody {
     /// The upstream's status and headers.
     pub head: http::response::Parts,
-    rest: Chunks,
+    rest: UpstreamBody,
     /// The first chunk, already read; None for an empty body.
     first: Option<Bytes>,
-    /// The length the provider declared, read once here.
+    /// The length the provider declared.
     declared: Option<u64>,
     limits: BodyLimits,
     deadline: Instant,
@@ -75,22 +33,17 @@ pub struct StartedBody {
     request_id: String,
 }
 
-/// Waits for the first chunk of `response`'s body within `limits`, `started` being when the
+/// Waits for the first chunk of the answer's body within `limits`, `started` being when the
 /// call began. The error says why, for the 50201's log line.
 pub async fn start(
-    response: hyper::Response<Incoming>,
-    connection: Connection,
+    head: http::response::Parts,
+    mut rest: UpstreamBody,
     limits: BodyLimits,
     started: Instant,
     slug: &str,
 ) -> Result<StartedBody, String> {
-    let (head, body) = response.into_parts();
-    let mut rest = Chunks {
-        body,
-        connection: Some(connection),
-    };
     let max = u64::try_from(limits.max_response_bytes).unwrap_or(u64::MAX);
-    let declared = content_length(&head.headers);
+    let declared = rest.declared();
     if declared.is_some_and(|length| length > max) {
         return Err(format!("{slug}: the body is larger than {max} bytes"));
     }
@@ -108,7 +61,7 @@ pub async fn start(
     };
     // Only a body with more to come can be cut, so only such a body keeps what its cut's log
     // line names (two copies fewer for an answer that came whole, as most do).
-    let more = !rest.body.is_end_stream();
+    let more = !rest.is_end();
     Ok(StartedBody {
         head,
         rest,
@@ -192,7 +145,7 @@ impl Body for ForwardedBody {
 /// deadline, or the body grows past its maximum.
 pub struct GuardedBody {
     first: Option<Bytes>,
-    rest: Chunks,
+    rest: UpstreamBody,
     sent: u64,
     max: u64,
     idle: Duration,

@@ -28,6 +28,7 @@ mod unconfirmed;
 mod upstream;
 mod usage;
 mod wallet;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,7 +21,7 @@ use super::error::GatewayError;
 use super::keys::{authenticate, key_in};
 use super::limits::{month_of, secs_until_next_month};
 use super::providers::Provider;
-use super::upstream::{self, X_API_KEY, X_FORWARDED_FOR, remove_hop_by_hop};
+use super::upstream::{self, X_API_KEY, X_FORWARDED_FOR};
 use super::wallet::Shortfall;
 use crate::api::{ApiError, ErrorBody, Rendered, client_ip_of, headers};
 use crate::limits::Exceeded;
@@ -269,13 +269,13 @@ async fn call_provider(
     tail: &str,
     started: tokio::time::Instant,
 ) -> Result<StartedBody, String> {
-    let (upstream, connection) = upstream::send(call, &provider.target, tail, started)
+    let (head, body) = upstream::send(call, &provider.target, tail, started)
         .await
         .map_err(|error| format!("{}: {error}", provider.slug))?;
-    if upstream.status().as_u16() >= 500 {
-        return Err(format!("{} answered {}", provider.slug, upstream.status()));
+    if head.status.as_u16() >= 500 {
+        return Err(format!("{} answered {}", provider.slug, head.status));
     }
-    body::start(upstream, connection, provider.body, started, &provider.slug).await
+    body::start(head, body, provider.body, started, &provider.slug).await
 }
 
 fn secs(wait: Duration) -> u64 {
@@ -311,11 +311,11 @@ fn tail_stays_inside(tail: &str) -> bool {
     })
 }
 
-/// The provider's answer as the client gets it: its status, its headers less the hop-by-hop
-/// ones (the length is the body's to declare), the meters and the body under its limits.
+/// The provider's answer as the client gets it: its status, its headers (read without the
+/// hop-by-hop ones and the length, which the body declares), the meters and the body under its
+/// limits.
 fn respond(started: StartedBody, meters: &Meters) -> http::Response<ForwardedBody> {
     let (mut head, body) = started.into_parts();
-    remove_hop_by_hop(&mut head.headers, &[http::header::CONTENT_LENGTH]);
     meters.apply(&mut head.headers);
     http::Response::from_parts(head, body)
 }

@@ -78,6 +78,9 @@ impl AppFactory {
 }
 
 /// The body of an answer, whichever way it was made.
+// A forwarded body holds its provider connection inline (socket and read buffer): moving a few
+// hundred bytes costs less than the allocation that boxing it would add to every call.
+#[allow(clippy::large_enum_variant)]
 pub enum ServedBody {
     /// A provider's answer, relayed as it arrives.
     Forwarded(ForwardedBody),

@@ -217,3 +217,141 @@ impl SocketUpstream {
         self.closed_idle.load(Ordering::SeqCst)
     }
 }
+
+/// A provider that answers every request with a script of raw bytes, written in the pieces the
+/// test gives with a pause between them (to cut heads, sizes and CRLFs across reads), and then
+/// closes the connection or keeps it for the next request, as the script says. It keeps each
+/// request as it arrived on the wire (head and body), and counts its connections.
+pub struct ScriptedUpstream {
+    pub base_url: String,
+    script: Arc<Mutex<Script>>,
+    requests: Arc<Mutex<Vec<String>>>,
+    accepted: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Default)]
+pub struct Script {
+    pub pieces: Vec<Vec<u8>>,
+    pub close_after: bool,
+}
+
+impl Script {
+    /// `answer` in pieces cut at each `|` (a `|` cannot be part of an answer here).
+    pub fn cut(answer: &str, close_after: bool) -> Script {
+        Script {
+            pieces: answer
+                .split('|')
+                .map(|piece| piece.as_bytes().to_vec())
+                .collect(),
+            close_after,
+        }
+    }
+}
+
+impl ScriptedUpstream {
+    pub async fn start() -> ScriptedUpstream {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = ScriptedUpstream {
+            base_url: format!("http://127.0.0.1:{port}"),
+            script: Arc::default(),
+            requests: Arc::default(),
+            accepted: Arc::default(),
+        };
+        let (script, requests, accepted) = (
+            upstream.script.clone(),
+            upstream.requests.clone(),
+            upstream.accepted.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (script, requests) = (script.clone(), requests.clone());
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    while let Some(request) = read_request(&mut stream, &mut pending).await {
+                        requests.lock().unwrap().push(request);
+                        let script = script.lock().unwrap().clone();
+                        for (index, piece) in script.pieces.iter().enumerate() {
+                            if index > 0 {
+                                tokio::time::sleep(Duration::from_millis(15)).await;
+                            }
+                            if stream.write_all(piece).await.is_err() {
+                                return;
+                            }
+                        }
+                        if script.close_after {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        upstream
+    }
+
+    pub fn answer(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+
+    /// The requests received so far, as they arrived.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// One request off `stream`: its head, then its body by `Content-Length` or to the last chunk.
+/// None once the connection closed.
+async fn read_request(stream: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 4096];
+    let mut fill = async |pending: &mut Vec<u8>| match stream.read(&mut buffer).await {
+        Ok(0) | Err(_) => false,
+        Ok(read) => {
+            pending.extend_from_slice(&buffer[..read]);
+            true
+        }
+    };
+    let head_end = loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if !fill(pending).await {
+            return None;
+        }
+    };
+    let head = String::from_utf8_lossy(&pending[..head_end]).to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|length| length.trim().parse::<usize>().ok());
+    let end = if head.contains("transfer-encoding: chunked") {
+        loop {
+            if let Some(end) = pending[head_end..]
+                .windows(5)
+                .position(|w| w == b"0\r\n\r\n")
+            {
+                break head_end + end + 5;
+            }
+            if !fill(pending).await {
+                return None;
+            }
+        }
+    } else {
+        let end = head_end + length.unwrap_or(0);
+        while pending.len() < end {
+            if !fill(pending).await {
+                return None;
+            }
+        }
+        end
+    };
+    let request = String::from_utf8_lossy(&pending[..end]).into_owned();
+    pending.drain(..end);
+    Some(request)
+}
