@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 
 use super::call::Call;
 use super::connections::{self, Address, Request, UpstreamBody};
-use super::wire::{self, BodyFraming, hop_by_hop};
+use super::wire::{self, BodyFraming, is_hop_by_hop};
 
 /// Appends `ip` as text: an IPv4 address digit by digit, which costs a fraction of the
 /// formatting machinery that `Display` goes through on every call.
@@ -49,7 +49,7 @@ pub const X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api
 /// nor the client's own credentials, nor those set anew (the length or coding, `Host`,
 /// `X-Forwarded-For`), nor `Expect` (met by the gateway's own server, on its hop).
 fn forwarded(name: &str) -> bool {
-    hop_by_hop(name.as_bytes()).is_none()
+    !is_hop_by_hop(name.as_bytes())
         && !matches!(
             name,
             "x-api-key"
@@ -262,7 +262,7 @@ fn named_in_connection<'a, V: AsRef<[u8]> + 'a>(
             continue;
         };
         for name in value.split(',').map(str::trim) {
-            if !name.is_empty() && hop_by_hop(name.as_bytes()).is_none() {
+            if !name.is_empty() && !is_hop_by_hop(name.as_bytes()) {
                 names.push(name.to_ascii_lowercase());
             }
         }

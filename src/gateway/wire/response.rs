@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::hop_by_hop;
+use super::is_hop_by_hop;
 
 /// The most headers an answer may have.
 const MAX_HEADERS: usize = 100;
@@ -103,7 +103,7 @@ fn build(
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     close &= http11;
-                } else if !token.is_empty() && hop_by_hop(token).is_none() {
+                } else if !token.is_empty() && !is_hop_by_hop(token) {
                     named.push(token);
                 }
             }
@@ -112,7 +112,7 @@ fn build(
     let mut headers = HeaderMap::with_capacity(spans.len() + 3);
     for &(name, name_len, value, value_len) in spans {
         let name_bytes = &head[name..name + name_len];
-        if hop_by_hop(name_bytes).is_some()
+        if is_hop_by_hop(name_bytes)
             || name_bytes.eq_ignore_ascii_case(b"content-length")
             || named
                 .iter()
