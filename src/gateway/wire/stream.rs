@@ -74,13 +74,19 @@ impl ProviderStream {
 
     /// Whether an idle connection may carry another request: the provider has neither closed
     /// it nor sent anything since its last answer. For a plain socket this is the readiness
-    /// tokio already holds (no system call); a TLS one is read once.
+    /// tokio already holds, so no system call is made unless the socket still counts as
+    /// readable (its last read filled the room it had, or the provider wrote since): then one
+    /// read tells. A TLS one is read once.
     pub fn idle_and_open(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut scratch = [0u8; 1];
         match self {
-            ProviderStream::Plain(stream) => stream.poll_read_ready(&mut cx).is_pending(),
+            ProviderStream::Plain(stream) => {
+                stream.poll_read_ready(&mut cx).is_pending()
+                    || matches!(stream.try_read(&mut scratch),
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+            }
             ProviderStream::Tls(stream) => {
-                let mut scratch = [0u8; 1];
                 let mut read_buf = ReadBuf::new(&mut scratch);
                 Pin::new(stream.as_mut())
                     .poll_read(&mut cx, &mut read_buf)
