@@ -45,6 +45,8 @@ pub struct Settings {
     pub captcha_test_code: Option<String>,
     /// HTTP worker threads (`HTTP_WORKERS`); the number of cores by default.
     pub http_workers: usize,
+    /// Several workers run on a core each (`HTTP_PIN_WORKERS`, true by default).
+    pub pin_workers: bool,
     /// How long one email may take to send before it counts as failed.
     pub mail_timeout: Duration,
     pub auth: AuthSettings,
@@ -237,6 +239,11 @@ impl Settings {
                 .filter(|workers| (1..=256).contains(workers))
                 .ok_or_else(|| invalid("HTTP_WORKERS", "must be a number from 1 to 256"))?,
         };
+        let pin_workers = match get("HTTP_PIN_WORKERS").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => return Err(invalid("HTTP_PIN_WORKERS", "must be true or false")),
+        };
 
         let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
             match get(name) {
@@ -362,6 +369,7 @@ impl Settings {
             admin_emails,
             captcha_test_code,
             http_workers,
+            pin_workers,
             mail_timeout,
             auth,
             redis_key_prefix,
@@ -602,6 +610,14 @@ mod tests {
             settings.unwrap().admin_emails,
             ["boss@example.com", "ops@example.com"]
         );
+    }
+
+    #[test]
+    fn workers_are_pinned_unless_told_not_to() {
+        assert!(settings(&[]).unwrap().pin_workers);
+        assert!(!settings(&[("HTTP_PIN_WORKERS", "false")]).unwrap().pin_workers);
+        let refused = settings(&[("HTTP_PIN_WORKERS", "sometimes")]).unwrap_err();
+        assert!(refused.to_string().contains("HTTP_PIN_WORKERS"), "{refused}");
     }
 
     #[test]

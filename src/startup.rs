@@ -58,6 +58,7 @@ impl Application {
         let listeners = crate::serve::bind(settings.listen_addr, settings.http_workers)
             .with_context(|| format!("cannot listen on LISTEN_ADDR={}", settings.listen_addr))?;
         let port = listeners[0].local_addr()?.port();
+        let pin_workers = settings.pin_workers;
         let clock = Arc::new(Clock::default());
         let gateway =
             Arc::new(GatewayState::new(&settings, database.pool.clone(), clock.clone()).await?);
@@ -122,7 +123,7 @@ impl Application {
                 .configure(console::configure)
                 .default_service(web::to(unknown_route))
         });
-        let server = Server::start(listeners, app, metered_calls, SHUTDOWN_GRACE)?;
+        let server = Server::start(listeners, app, metered_calls, SHUTDOWN_GRACE, pin_workers)?;
 
         Ok(Application {
             port,

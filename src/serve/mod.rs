@@ -9,6 +9,7 @@
 //! have, or after `grace` whatever is left.
 
 mod actix_app;
+mod affinity;
 mod front;
 mod worker;
 
@@ -100,13 +101,23 @@ impl ServerHandle {
 }
 
 impl Server {
-    /// Starts a worker per listener; each builds its own copy of the application.
+    /// Starts a worker per listener; each builds its own copy of the application. With
+    /// `pin_workers`, several workers run on a core each (`affinity.rs`).
     pub fn start(
         listeners: Vec<TcpListener>,
         app: AppFactory,
         gateway: Gateway,
         grace: Duration,
+        pin_workers: bool,
     ) -> anyhow::Result<Server> {
+        let cores = if pin_workers {
+            affinity::plan(listeners.len(), &affinity::allowed_cores())
+        } else {
+            Vec::new()
+        };
+        if !cores.is_empty() {
+            tracing::info!(cores = ?cores, "HTTP workers pinned to a core each");
+        }
         let control = Arc::new(Control {
             stop: watch::Sender::new(None),
             ended: watch::Sender::new(0),
@@ -121,9 +132,13 @@ impl Server {
                 grace,
             };
             let control = control.clone();
+            let core = cores.get(index).copied();
             std::thread::Builder::new()
                 .name(format!("http-worker-{index}"))
                 .spawn(move || {
+                    if let Some(core) = core {
+                        affinity::pin_current_thread(core);
+                    }
                     worker.run();
                     control.ended.send_modify(|ended| *ended += 1);
                 })
