@@ -615,9 +615,16 @@ mod tests {
     #[test]
     fn workers_are_pinned_unless_told_not_to() {
         assert!(settings(&[]).unwrap().pin_workers);
-        assert!(!settings(&[("HTTP_PIN_WORKERS", "false")]).unwrap().pin_workers);
+        assert!(
+            !settings(&[("HTTP_PIN_WORKERS", "false")])
+                .unwrap()
+                .pin_workers
+        );
         let refused = settings(&[("HTTP_PIN_WORKERS", "sometimes")]).unwrap_err();
-        assert!(refused.to_string().contains("HTTP_PIN_WORKERS"), "{refused}");
+        assert!(
+            refused.to_string().contains("HTTP_PIN_WORKERS"),
+            "{refused}"
+        );
     }
 
     #[test]
