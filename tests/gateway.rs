@@ -320,12 +320,7 @@ async fn calls_share_keep_alive_connections_and_leave_one_the_provider_closed() 
     let provider = SocketUpstream::start(Duration::from_millis(300)).await;
     let gw = gateway().await;
     gw.set_limits(1000, 100_000, None).await;
-    let body =
-        json!({"slug": "kept", "base_url": provider.base_url, "cost": 1, "timeout_ms": 2000});
-    gw.admin()
-        .post("/myapi/admin/providers", body)
-        .await
-        .assert_ok();
+    gw.add_provider_at("kept", &provider.base_url, 2000).await;
     gw.fund(100).await;
     let key = gw.new_key().await;
 

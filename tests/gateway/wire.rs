@@ -4,7 +4,6 @@
 //! out with the framing the client used.
 
 use reqwest::Method;
-use serde_json::json;
 
 use super::support::scene::Scene;
 use super::support::send;
@@ -15,11 +14,7 @@ async fn scripted() -> (Scene, ScriptedUpstream, String) {
     let provider = ScriptedUpstream::start().await;
     let gw = gateway().await;
     gw.set_limits(1000, 100_000, None).await;
-    let body = json!({"slug": "raw", "base_url": provider.base_url, "cost": 1, "timeout_ms": 3000});
-    gw.admin()
-        .post("/myapi/admin/providers", body)
-        .await
-        .assert_ok();
+    gw.add_provider_at("raw", &provider.base_url, 3000).await;
     gw.fund(100).await;
     let key = gw.new_key().await;
     (gw, provider, key)

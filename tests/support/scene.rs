@@ -195,6 +195,15 @@ impl Scene {
             .assert_ok();
     }
 
+    /// A provider of cost 1 and no credential at `base_url` (a provider of the test's own).
+    pub async fn add_provider_at(&self, slug: &str, base_url: &str, timeout_ms: i64) {
+        let body = json!({"slug": slug, "base_url": base_url, "cost": 1, "timeout_ms": timeout_ms});
+        self.admin()
+            .post("/myapi/admin/providers", body)
+            .await
+            .assert_ok();
+    }
+
     /// Gives the user `amount` credits.
     pub async fn fund(&self, amount: i64) {
         self.app.fund(self.admin(), self.user().id, amount).await;
