@@ -25,6 +25,8 @@ pub struct Call {
 
 /// The client's request body, not read yet.
 pub enum CallBody {
+    /// None: the server's own path takes only calls without one.
+    None,
     /// As hyper's server reads it.
     Incoming(Incoming),
     /// As actix reads it (bound to its worker thread).
@@ -36,6 +38,7 @@ impl CallBody {
     /// ends the provider's with an error, so the provider never takes a cut body for a whole one.
     pub fn into_request_body(self) -> RequestBody {
         match self {
+            CallBody::None => CallBody::empty(),
             CallBody::Incoming(body) => body.map_err(std::io::Error::other).boxed(),
             CallBody::Actix(payload) => piped(payload),
         }

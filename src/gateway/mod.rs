@@ -28,7 +28,7 @@ mod unconfirmed;
 mod upstream;
 mod usage;
 mod wallet;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

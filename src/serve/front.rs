@@ -1,5 +1,6 @@
 //! Where a request goes: a metered call (`/api/v1/...`) is answered here, in hyper's types from
-//! the client's socket to the provider's and back; everything else by the actix application.
+//! the client's socket to the provider's and back (most of them come from the server's own
+//! path, `lean`, the others from hyper's server); everything else by the actix application.
 //! A call from a browser of an allowed origin goes through the application when `CORS_GATEWAY`
 //! is on, so that its CORS headers and preflights are written in one place.
 //!
@@ -56,7 +57,10 @@ impl Front {
         let metered = request.uri().path().starts_with("/api/v1/")
             && !(self.browsers_through_app && request.headers().contains_key(http::header::ORIGIN));
         if metered {
-            self.gateway.answer(request, peer).await
+            let (head, body) = request.into_parts();
+            self.gateway
+                .answer(head, CallBody::Incoming(body), peer)
+                .await
         } else {
             (self.app)(to_actix(request, peer)).await
         }
@@ -64,16 +68,21 @@ impl Front {
 }
 
 impl Gateway {
-    async fn answer(&self, request: http::Request<Incoming>, peer: SocketAddr) -> Answer {
+    /// A metered call, from hyper's server or the server's own path (`lean`).
+    pub(super) async fn answer(
+        &self,
+        head: http::request::Parts,
+        body: CallBody,
+        peer: SocketAddr,
+    ) -> Answer {
         let started = Instant::now();
-        let (head, body) = request.into_parts();
         let context = RequestContext::of_head(&head);
         let request_id = HeaderValue::from_str(&context.request_id).ok();
         let method = head.method.clone();
         let call = Call {
             head,
             peer: Some(peer),
-            body: CallBody::Incoming(body),
+            body,
         };
         let lang = context.lang;
         let answer = in_request(context, async {

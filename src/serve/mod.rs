@@ -1,8 +1,11 @@
 //! The HTTP server: hyper's HTTP/1 server on a current-thread runtime per worker, each worker
 //! with its own `SO_REUSEPORT` listener on the one address (the kernel spreads the connections),
-//! and nothing shared between workers on a request's way. A metered call (`/api/v1/...`) is
-//! answered in hyper's own types, end to end (`front.rs`); every other request goes to the
-//! actix-web application, which each worker builds and calls in process (`actix_app.rs`).
+//! and nothing shared between workers on a request's way. A connection is read by the server's
+//! own path for metered calls first (`lean`), which answers the common metered call straight
+//! from the socket; at the first request it does not take, hyper's server takes the connection
+//! over. A metered call (`/api/v1/...`) is answered in hyper's own types, end to end
+//! (`front.rs`); every other request goes to the actix-web application, which each worker
+//! builds and calls in process (`actix_app.rs`).
 //!
 //! Stopping (SIGINT, SIGTERM or a `ServerHandle`): the listeners close, each connection ends
 //! after the request it is serving (`graceful`), and the workers end once their connections
@@ -11,6 +14,7 @@
 mod actix_app;
 mod affinity;
 mod front;
+mod lean;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::AppFactory;
 use super::front::{Front, Gateway};
+use super::lean;
 
 /// How long a client may take to send a request's head, and how long an idle keep-alive
 /// connection stays open (actix's defaults, which the service had before).
@@ -138,20 +139,55 @@ impl Worker {
 }
 
 /// Serves one connection's requests until it closes, or until its worker stops (then after
-/// the request in flight, if any).
+/// the request in flight, if any): metered calls on the server's own path as long as they
+/// come (`lean`), then hyper's server for the rest of the connection.
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     front: Rc<Front>,
     http1: Rc<http1::Builder>,
     connections: Rc<Connections>,
 ) {
+    let slot = connections.enter();
+    let served = {
+        let mut lean = pin!(lean::serve(
+            &mut stream,
+            peer,
+            &front,
+            &connections.stopping,
+            HEAD_TIMEOUT,
+            MAX_HEAD,
+        ));
+        std::future::poll_fn(|cx| {
+            connections.remember(slot, cx.waker());
+            lean.as_mut().poll(cx)
+        })
+        .await
+    };
+    match served {
+        Ok(lean::Served::Ended) => {}
+        Ok(lean::Served::Elsewhere(read)) => {
+            let io = lean::Rewind::new(read, stream);
+            serve_with_hyper(io, peer, front, &http1, &connections, slot).await;
+        }
+        Err(error) => tracing::debug!(error = %error, "a client connection ended with an error"),
+    }
+    connections.leave(slot);
+}
+
+async fn serve_with_hyper(
+    io: lean::Rewind,
+    peer: SocketAddr,
+    front: Rc<Front>,
+    http1: &http1::Builder,
+    connections: &Connections,
+    slot: usize,
+) {
     let service = hyper::service::service_fn(move |request| {
         let front = front.clone();
         async move { Ok::<_, Infallible>(front.answer(request, peer).await) }
     });
-    let mut connection = pin!(http1.serve_connection(TokioIo::new(stream), service));
-    let slot = connections.enter();
+    let mut connection = pin!(http1.serve_connection(TokioIo::new(io), service));
     let mut stopping = false;
     let ended = std::future::poll_fn(|cx| {
         if !stopping && connections.stopping.get() {
@@ -162,7 +198,6 @@ async fn serve_connection(
         connection.as_mut().poll(cx)
     })
     .await;
-    connections.leave(slot);
     if let Err(error) = ended {
         tracing::debug!(error = %error, "a client connection ended with an error");
     }

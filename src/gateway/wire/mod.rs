@@ -10,11 +10,11 @@ mod chunked;
 mod response;
 mod stream;
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 pub use chunked::{Chunked, Step};
 pub use response::{Framing, ResponseHead, parse as parse_response_head};
-pub use stream::ProviderStream;
+pub use stream::{ProviderStream, poll_read_plain};
 
 /// How a request's body is delimited on the provider's connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +76,11 @@ pub fn end_head(out: &mut Vec<u8>, framing: BodyFraming) {
     match framing {
         BodyFraming::None => {}
         BodyFraming::Length(length) => {
-            write_header(out, b"content-length", length.to_string().as_bytes());
+            write_header(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(length).as_bytes(),
+            );
         }
         BodyFraming::Chunked => write_header(out, b"transfer-encoding", b"chunked"),
     }
@@ -85,9 +89,8 @@ pub fn end_head(out: &mut Vec<u8>, framing: BodyFraming) {
 
 /// A chunk's size line.
 pub fn write_chunk_size(out: &mut Vec<u8>, size: usize) {
-    let mut line = String::with_capacity(18);
-    let _ = write!(line, "{size:x}\r\n");
-    out.extend_from_slice(line.as_bytes());
+    // Written into `out` itself: no string is made for it.
+    let _ = write!(out, "{size:x}\r\n");
 }
 
 #[cfg(test)]

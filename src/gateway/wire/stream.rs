@@ -18,37 +18,17 @@ pub enum ProviderStream {
 }
 
 impl ProviderStream {
-    /// Reads what the socket holds into `buffer` (appended); `Ok(0)` at its end.
-    ///
-    /// A plain socket is read the way nginx reads one: a read that did not fill the room it was
-    /// given emptied the socket, so the socket counts as drained without the further read that
-    /// would only say so (`WouldBlock`). Tokio's edge-triggered readiness then waits for the
-    /// next event, which the kernel sends when more data (or the end) arrives; a call thus
-    /// costs one read per answer, not two.
+    /// Reads what the socket holds into `buffer` (appended); `Ok(0)` at its end. A plain one
+    /// as `poll_read_plain` reads.
     pub fn poll_read_into(
         &mut self,
         buffer: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<usize>> {
-        if buffer.capacity() - buffer.len() < READ_ROOM / 2 {
-            buffer.reserve(READ_ROOM);
-        }
         match self {
-            ProviderStream::Plain(stream) => loop {
-                ready!(stream.poll_read_ready(cx))?;
-                let room = buffer.capacity() - buffer.len();
-                match stream.try_read_buf(buffer) {
-                    Ok(read) => {
-                        if read > 0 && read < room {
-                            mark_drained(stream);
-                        }
-                        return Poll::Ready(Ok(read));
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Poll::Ready(Err(error)),
-                }
-            },
+            ProviderStream::Plain(stream) => poll_read_plain(stream, buffer, cx),
             ProviderStream::Tls(stream) => {
+                reserve_room(buffer);
                 // TLS is not the hot path: the room is zeroed rather than read into uninitialised.
                 let filled = buffer.len();
                 buffer.resize(buffer.capacity(), 0);
@@ -93,6 +73,41 @@ impl ProviderStream {
                     .is_pending()
             }
         }
+    }
+}
+
+/// Reads what a plain socket holds into `buffer` (appended); `Ok(0)` at its end.
+///
+/// A socket is read the way nginx reads one: a read that did not fill the room it was given
+/// emptied the socket, so the socket counts as drained without the further read that would
+/// only say so (`WouldBlock`). Tokio's edge-triggered readiness then waits for the next event,
+/// which the kernel sends when more data (or the end) arrives; a message thus costs one read,
+/// not two. The gateway reads providers' answers and clients' requests this way.
+pub fn poll_read_plain(
+    stream: &TcpStream,
+    buffer: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    reserve_room(buffer);
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        let room = buffer.capacity() - buffer.len();
+        match stream.try_read_buf(buffer) {
+            Ok(read) => {
+                if read > 0 && read < room {
+                    mark_drained(stream);
+                }
+                return Poll::Ready(Ok(read));
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Poll::Ready(Err(error)),
+        }
+    }
+}
+
+fn reserve_room(buffer: &mut BytesMut) {
+    if buffer.capacity() - buffer.len() < READ_ROOM / 2 {
+        buffer.reserve(READ_ROOM);
     }
 }
 
