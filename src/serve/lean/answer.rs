@@ -19,6 +19,9 @@ use crate::serve::actix_app::Answer;
 /// A chunk up to this size is copied behind the head (or the chunks before it) so that they go
 /// out in one write; a larger one is written on its own.
 const COPY_UP_TO: usize = 16 * 1024;
+/// What waits to be written is written once it holds this much, even while the body has more
+/// at hand: a body read faster than the client takes it is held no more than this.
+const WRITE_AT: usize = 64 * 1024;
 
 /// Writes `answer`; `close` adds `Connection: close` (the connection ends after it). An error:
 /// the connection cannot go on (the client left, or the body failed half way: the client sees
@@ -61,7 +64,7 @@ pub(super) async fn write(
         BodyFraming::Length(length) => length,
         _ => u64::MAX,
     };
-    while !(body.is_end_stream() || left == 0) {
+    while left > 0 && !body.is_end_stream() {
         // What the body holds now joins what waits to be written; only before waiting for
         // more is the waiting part written, so a body that came whole goes with its head.
         let polled =
@@ -76,7 +79,15 @@ pub(super) async fn write(
         let Some(frame) = frame else {
             break;
         };
-        let Ok(data) = frame?.into_data() else {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                // What came before the failure goes out: the client sees the answer cut.
+                flush(stream, out).await?;
+                return Err(error);
+            }
+        };
+        let Ok(data) = frame.into_data() else {
             continue; // trailers: not sent
         };
         if data.is_empty() {
@@ -117,6 +128,9 @@ fn write_status_line(out: &mut Vec<u8>, status: http::StatusCode) {
 async fn put(stream: &mut TcpStream, out: &mut Vec<u8>, data: Bytes) -> io::Result<()> {
     if data.len() <= COPY_UP_TO {
         out.extend_from_slice(&data);
+        if out.len() >= WRITE_AT {
+            flush(stream, out).await?;
+        }
         return Ok(());
     }
     flush(stream, out).await?;
