@@ -65,32 +65,37 @@ async fn an_oversized_request_head_is_refused_and_the_service_keeps_serving() {
 }
 
 /// A client that sends part of a request head and then nothing is disconnected once the head
-/// timeout (5 s) has passed, so idle or slow clients cannot hold connections open.
+/// timeout (5 s) has passed, so idle or slow clients cannot hold connections open: on the
+/// application's path and on the metered calls' own path alike.
 #[tokio::test]
 async fn a_request_head_that_never_ends_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut answer = Vec::new();
-    let closed = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        stream.read_to_end(&mut answer),
-    )
-    .await;
-    assert!(closed.is_ok(), "the connection was still open after 30 s");
-    let waited = started.elapsed();
-    assert!(
-        waited >= std::time::Duration::from_secs(4),
-        "cut off after {waited:?}, before the head timeout"
-    );
-    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    let cut_off = |path: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: loc");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut answer = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stream.read_to_end(&mut answer),
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{path}: the connection was still open after 30 s"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_secs(4),
+            "{path}: cut off after {waited:?}, before the head timeout"
+        );
+        assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    };
+    futures_util::future::join(cut_off("/healthz"), cut_off("/api/v1/echo/x")).await;
     app.get("/healthz").await.assert_ok();
 }
 

@@ -5,6 +5,8 @@ mod support;
 
 #[path = "gateway/key_controls.rs"]
 mod key_controls;
+#[path = "gateway/server.rs"]
+mod server;
 #[path = "gateway/wire.rs"]
 mod wire;
 
