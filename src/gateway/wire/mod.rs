@@ -87,6 +87,32 @@ pub fn end_head(out: &mut Vec<u8>, framing: BodyFraming) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Where a piece of a head (a name, a value, the path) lies in the buffer it was parsed from:
+/// noted while the parser borrows the buffer, used once the head has been taken out of it
+/// (the head keeps its offsets: it is the buffer's start). Heads are parsed on every call, so
+/// these are kept on the stack.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// `piece` must lie inside `buffer`.
+    pub fn of(buffer: &[u8], piece: &[u8]) -> Span {
+        let start = piece.as_ptr() as usize - buffer.as_ptr() as usize;
+        debug_assert!(start + piece.len() <= buffer.len());
+        Span {
+            start: start as u32,
+            end: (start + piece.len()) as u32,
+        }
+    }
+
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
 /// A chunk's size line.
 pub fn write_chunk_size(out: &mut Vec<u8>, size: usize) {
     // Written into `out` itself: no string is made for it.

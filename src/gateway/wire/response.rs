@@ -3,10 +3,12 @@
 //! and the length are left out as it is read (the body declares its own length), and the
 //! values are slices of the buffer, not copies.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::is_hop_by_hop;
+use super::{Span, is_hop_by_hop};
 
 /// The most headers an answer may have.
 const MAX_HEADERS: usize = 100;
@@ -34,9 +36,14 @@ pub struct ResponseHead {
 /// interim answer (1xx) is taken out and skipped. `to_head`: the request was `HEAD`.
 pub fn parse(buffer: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead>, String> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let length = match response.parse(buffer) {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buffer,
+            &mut headers,
+        );
+        let length = match parsed {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(error) => return Err(format!("an invalid answer head: {error}")),
@@ -52,25 +59,23 @@ pub fn parse(buffer: &mut BytesMut, to_head: bool) -> Result<Option<ResponseHead
         let status = http::StatusCode::from_u16(code)
             .map_err(|_| format!("an invalid answer status {code}"))?;
         let http11 = response.version == Some(1);
-        // Where each name and value lies in the head, to slice them once it is taken out.
-        let start = buffer.as_ptr() as usize;
-        let spans: Vec<(usize, usize, usize, usize)> = response
-            .headers
-            .iter()
-            .map(|header| {
-                let name = header.name.as_ptr() as usize - start;
-                let value = header.value.as_ptr() as usize - start;
-                (name, header.name.len(), value, header.value.len())
-            })
-            .collect();
+        // Where each name and value lies, to slice them once the head is taken out.
+        let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
+        for (header, span) in response.headers.iter().zip(spans.iter_mut()) {
+            *span = (
+                Span::of(buffer, header.name.as_bytes()),
+                Span::of(buffer, header.value),
+            );
+        }
+        let count = response.headers.len();
         let head = buffer.split_to(length).freeze();
-        return build(&head, &spans, status, http11, to_head).map(Some);
+        return build(&head, &spans[..count], status, http11, to_head).map(Some);
     }
 }
 
 fn build(
     head: &Bytes,
-    spans: &[(usize, usize, usize, usize)],
+    spans: &[(Span, Span)],
     status: http::StatusCode,
     http11: bool,
     to_head: bool,
@@ -80,9 +85,8 @@ fn build(
     let mut length: Option<u64> = None;
     let mut close = !http11;
     let mut named = Vec::new();
-    for &(name, name_len, value, value_len) in spans {
-        let name = &head[name..name + name_len];
-        let value = &head[value..value + value_len];
+    for (name, value) in spans {
+        let (name, value) = (&head[name.range()], &head[value.range()]);
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encoded = true;
             // Chunked is the final coding, or the body runs to the close.
@@ -110,8 +114,8 @@ fn build(
         }
     }
     let mut headers = HeaderMap::with_capacity(spans.len() + 3);
-    for &(name, name_len, value, value_len) in spans {
-        let name_bytes = &head[name..name + name_len];
+    for (name, value) in spans {
+        let name_bytes = &head[name.range()];
         if is_hop_by_hop(name_bytes)
             || name_bytes.eq_ignore_ascii_case(b"content-length")
             || named
@@ -122,7 +126,7 @@ fn build(
         }
         let name = HeaderName::from_bytes(name_bytes)
             .map_err(|_| "an invalid header name in the answer".to_owned())?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+        let value = HeaderValue::from_maybe_shared(head.slice(value.range()))
             .map_err(|_| "an invalid header value in the answer".to_owned())?;
         headers.append(name, value);
     }

@@ -9,6 +9,8 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 
+use crate::gateway::wire::Span;
+
 /// The most headers a request may have (hyper's own limit).
 const MAX_HEADERS: usize = 100;
 
@@ -24,14 +26,6 @@ pub(super) enum Parsed {
     Partial,
     /// Not this server's to answer: hyper's is given the bytes in hand.
     Elsewhere,
-}
-
-/// Where a header's name and value lie in the head, noted while the parser borrows the buffer
-/// and sliced once the head is taken out of it.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
 }
 
 /// The head at the start of `buffer`, taken out of it when it is a metered call's; the bytes
@@ -54,13 +48,9 @@ pub(super) fn parse(buffer: &mut BytesMut, browsers_through_app: bool) -> Parsed
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
         return Parsed::Elsewhere;
     };
-    let base = buffer.as_ptr() as usize;
-    let span_of = |slice: &[u8]| {
-        let start = (slice.as_ptr() as usize - base) as u32;
-        (start, start + slice.len() as u32)
-    };
-    let path = span_of(path.as_bytes());
-    let mut spans = [Span::default(); MAX_HEADERS];
+    // Where the path and each name and value lie, to slice them once the head is taken out.
+    let path = Span::of(buffer, path.as_bytes());
+    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
     let mut close = false;
     for (header, span) in request.headers.iter().zip(spans.iter_mut()) {
         let (name, value) = (header.name.as_bytes(), header.value);
@@ -69,10 +59,7 @@ pub(super) fn parse(buffer: &mut BytesMut, browsers_through_app: bool) -> Parsed
             Some(Connection::Open) => {}
             None => return Parsed::Elsewhere,
         }
-        *span = Span {
-            name: span_of(name),
-            value: span_of(value),
-        };
+        *span = (Span::of(buffer, name), Span::of(buffer, value));
     }
     let count = request.headers.len();
     let head = buffer.split_to(length).freeze();
@@ -126,25 +113,20 @@ fn served_here(name: &[u8], value: &[u8], browsers_through_app: bool) -> Option<
     }
 }
 
-fn slice(head: &Bytes, (start, end): (u32, u32)) -> Bytes {
-    head.slice(start as usize..end as usize)
-}
-
 /// The head in `http`'s types, its URI and values sharing `head`'s bytes.
 fn parts(
     head: &Bytes,
     method: http::Method,
-    path: (u32, u32),
-    spans: &[Span],
+    path: Span,
+    spans: &[(Span, Span)],
 ) -> Option<http::request::Parts> {
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = method;
-    parts.uri = http::Uri::from_maybe_shared(slice(head, path)).ok()?;
+    parts.uri = http::Uri::from_maybe_shared(head.slice(path.range())).ok()?;
     parts.headers.reserve(spans.len());
-    for span in spans {
-        let (start, end) = span.name;
-        let name = HeaderName::from_bytes(&head[start as usize..end as usize]).ok()?;
-        let value = HeaderValue::from_maybe_shared(slice(head, span.value)).ok()?;
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name.range()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.range())).ok()?;
         parts.headers.append(name, value);
     }
     Some(parts)
