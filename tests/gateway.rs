@@ -1036,8 +1036,8 @@ fn stop(child: &tokio::process::Child) {
     assert!(signalled.success());
 }
 
-/// A stop (SIGTERM) answers the call in flight before the instance exits, charged once; it
-/// closes idle keep-alive connections at once rather than waiting for their timeout, and new
+/// A stop (SIGTERM) answers the call in flight before the instance exits, charged once, with
+/// `Connection: close`; it closes idle keep-alive connections at once rather than waiting for their timeout, and new
 /// connections are refused.
 #[tokio::test]
 async fn a_stop_answers_the_call_in_flight_and_closes_idle_connections() {
@@ -1068,6 +1068,11 @@ async fn a_stop_answers_the_call_in_flight_and_closes_idle_connections() {
         answer.status, 200,
         "the call in flight is answered: {}",
         answer.text
+    );
+    assert_eq!(
+        answer.header("connection"),
+        Some("close"),
+        "its answer tells the client that the connection ends"
     );
     let exit = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await

@@ -99,6 +99,9 @@ pub(super) async fn serve(
             }
         };
         let answer = front.gateway.answer(head, CallBody::None, peer).await;
+        // A worker that began to stop during the call says so in its answer (as hyper's
+        // server does), so the client sends its next request elsewhere.
+        let close = close || stopping.get();
         answer::write(stream, &mut out, answer, close).await?;
         if close {
             return Ok(Served::Ended);
