@@ -54,9 +54,12 @@ impl Front {
         request: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> Answer {
-        let metered = request.uri().path().starts_with("/api/v1/")
-            && !(self.browsers_through_app && request.headers().contains_key(http::header::ORIGIN));
-        if metered {
+        let names_origin = request.headers().contains_key(http::header::ORIGIN);
+        if is_metered(
+            request.uri().path(),
+            names_origin,
+            self.browsers_through_app,
+        ) {
             let (head, body) = request.into_parts();
             self.gateway
                 .answer(head, CallBody::Incoming(body), peer)
@@ -65,6 +68,13 @@ impl Front {
             (self.app)(to_actix(request, peer)).await
         }
     }
+}
+
+/// Whether a request is a metered call that the gateway answers itself: under `/api/v1/`, and
+/// not a browser's call (one that names an `Origin`) that `CORS_GATEWAY` sends through the
+/// application. Both server paths decide by it.
+pub(super) fn is_metered(path: &str, names_origin: bool, browsers_through_app: bool) -> bool {
+    path.starts_with("/api/v1/") && !(browsers_through_app && names_origin)
 }
 
 impl Gateway {

@@ -82,6 +82,16 @@ fn answers(mut bytes: &[u8], to_head: &[bool]) -> Vec<Answer> {
     answers
 }
 
+/// What the server sent until it closed the connection (after `Connection: close`).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut read = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut read))
+        .await
+        .expect("the connection was not closed after Connection: close")
+        .unwrap();
+    read
+}
+
 /// Five requests sent at once on one connection: two metered calls (the server's own path),
 /// then a `HEAD` call and an application request (hyper's server takes the connection over
 /// with the bytes already read), then a call that closes the connection. Every answer comes,
@@ -112,11 +122,7 @@ async fn pipelined_calls_and_application_requests_are_answered_in_order_on_one_c
         .unwrap();
     stream.write_all(requests.as_bytes()).await.unwrap();
     // The server closes after the last answer: the client does not.
-    let mut read = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut read))
-        .await
-        .expect("the connection was not closed after Connection: close")
-        .unwrap();
+    let read = read_until_closed(&mut stream).await;
     let answers = answers(&read, &[false, false, true, false, false]);
     let statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200]);
@@ -171,11 +177,7 @@ async fn a_head_in_pieces_is_answered_whole_and_connection_close_ends_the_connec
         stream.write_all(piece.as_bytes()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
-    let mut read = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut read))
-        .await
-        .expect("the connection was not closed after Connection: close")
-        .unwrap();
+    let read = read_until_closed(&mut stream).await;
     let answers = answers(&read, &[false, false]);
     assert_eq!(answers[0].status, 401);
     let envelope: serde_json::Value = serde_json::from_slice(&answers[0].body).unwrap();

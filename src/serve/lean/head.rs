@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 
 use crate::gateway::wire::Span;
+use crate::serve::front::is_metered;
 
 /// The most headers a request may have (hyper's own limit).
 const MAX_HEADERS: usize = 100;
@@ -42,28 +43,32 @@ pub(super) fn parse(buffer: &mut BytesMut, browsers_through_app: bool) -> Parsed
     else {
         return Parsed::Elsewhere;
     };
-    if !path.starts_with("/api/v1/") || method == "HEAD" || method == "CONNECT" {
+    if method == "HEAD" || method == "CONNECT" {
         return Parsed::Elsewhere;
     }
     let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
         return Parsed::Elsewhere;
     };
     // Where the path and each name and value lie, to slice them once the head is taken out.
-    let path = Span::of(buffer, path.as_bytes());
+    let path_span = Span::of(buffer, path.as_bytes());
     let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
-    let mut close = false;
+    let (mut close, mut names_origin) = (false, false);
     for (header, span) in request.headers.iter().zip(spans.iter_mut()) {
         let (name, value) = (header.name.as_bytes(), header.value);
-        match served_here(name, value, browsers_through_app) {
+        match served_here(name, value) {
             Some(Connection::Close) => close = true,
             Some(Connection::Open) => {}
             None => return Parsed::Elsewhere,
         }
+        names_origin |= name.len() == 6 && name.eq_ignore_ascii_case(b"origin");
         *span = (Span::of(buffer, name), Span::of(buffer, value));
+    }
+    if !is_metered(path, names_origin, browsers_through_app) {
+        return Parsed::Elsewhere;
     }
     let count = request.headers.len();
     let head = buffer.split_to(length).freeze();
-    match parts(&head, method, path, &spans[..count]) {
+    match parts(&head, method, path_span, &spans[..count]) {
         Some(head) => Parsed::Call { head, close },
         None => {
             // Not expected after httparse's checks; hyper gets the head back as it came.
@@ -84,7 +89,7 @@ enum Connection {
 /// Whether a request with this header is still answered here (`None`: it is hyper's), and
 /// whether it asks to close the connection. Names are told apart by their length first, as
 /// every header of every call comes through here.
-fn served_here(name: &[u8], value: &[u8], browsers_through_app: bool) -> Option<Connection> {
+fn served_here(name: &[u8], value: &[u8]) -> Option<Connection> {
     let is = |candidate: &[u8]| candidate.eq_ignore_ascii_case(name);
     match name.len() {
         // A body, or a request that wants an interim answer or another protocol.
@@ -92,8 +97,6 @@ fn served_here(name: &[u8], value: &[u8], browsers_through_app: bool) -> Option<
         14 if is(b"content-length") => (value.trim_ascii() == b"0").then_some(Connection::Open),
         6 if is(b"expect") => None,
         7 if is(b"upgrade") => None,
-        // With `CORS_GATEWAY`, a browser's call is the application's (its CORS headers).
-        6 if browsers_through_app && is(b"origin") => None,
         10 if is(b"connection") => {
             let mut close = false;
             for token in value.split(|byte| *byte == b',') {
